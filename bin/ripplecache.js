@@ -1,0 +1,3 @@
+#!/usr/bin/env node
+// Runs the compiled CLI (npm run build writes dist/).
+import "../dist/src/cli/main.js";

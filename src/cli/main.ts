@@ -1,0 +1,222 @@
+#!/usr/bin/env node
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { CacheClient, type Protocol } from "../client/client.js";
+import { Role } from "../gen/ripplecache/v1/cache_pb.js";
+import { ConfigError, envName, resolveConfig, SETTINGS } from "../server/config.js";
+import { startServer } from "../server/server.js";
+import { VERSION } from "../version.js";
+
+const USAGE = `ripplecache ${VERSION}: a cache server with Connect, gRPC and gRPC-Web on one port.
+
+Usage:
+  ripplecache serve [flags]                     run the server (ripplecache serve --help lists flags)
+  ripplecache get KEY                           print the value; exit code 1 on a miss
+  ripplecache set KEY [VALUE] [--ttl MS] [--flags N] [--if-absent | --if-present | --if-revision N]
+                                                VALUE from the argument, else from stdin
+  ripplecache del KEY [--if-revision N]         exit code 1 when nothing was deleted
+  ripplecache incr KEY [DELTA] [--ttl MS]       print the new value
+  ripplecache scan [PREFIX] [--keys-only] [--limit N]
+                                                print KEY<TAB>VALUE lines (KEY lines with --keys-only)
+  ripplecache info                              print server information as JSON
+
+Client flags:
+  --addr HOST:PORT   server address (RIPPLECACHE_ADDR; default 127.0.0.1:7420)
+  --protocol P       connect, grpc or grpc-web (default connect)
+  --http1            use HTTP/1.1 instead of HTTP/2 (connect and grpc-web)
+  --token T          bearer token (RIPPLECACHE_TOKEN)
+  --timeout MS       deadline per call (default 10000)
+`;
+
+const CLIENT_OPTIONS = {
+  addr: { type: "string" },
+  protocol: { type: "string" },
+  http1: { type: "boolean" },
+  token: { type: "string" },
+  timeout: { type: "string" },
+  ttl: { type: "string" },
+  flags: { type: "string" },
+  "if-absent": { type: "boolean" },
+  "if-present": { type: "boolean" },
+  "if-revision": { type: "string" },
+  "keys-only": { type: "boolean" },
+  limit: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies ParseArgsConfig["options"];
+
+class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "serve":
+      return serve(rest);
+    case "get":
+    case "set":
+    case "del":
+    case "incr":
+    case "scan":
+    case "info":
+      return clientCommand(command, rest);
+    case "version":
+    case "--version":
+      process.stdout.write(`${VERSION}\n`);
+      return 0;
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown command "${command}"; run "ripplecache help"`);
+  }
+}
+
+async function serve(args: string[]): Promise<number> {
+  const options: ParseArgsConfig["options"] = { help: { type: "boolean", short: "h" } };
+  for (const s of SETTINGS) options[s.flag] = { type: "string" };
+  const { values } = parseArgs({ args, options, strict: true, allowPositionals: false });
+  if (values.help) {
+    process.stdout.write("ripplecache serve [flags]\n\nEach flag can also be set by its environment variable.\n\n");
+    for (const s of SETTINGS) {
+      process.stdout.write(`  --${s.flag.padEnd(20)} ${envName(s.flag).padEnd(34)} default ${s.defaultValue || "(unset)"}\n      ${s.help}\n`);
+    }
+    return 0;
+  }
+  const flags: Record<string, string | undefined> = {};
+  for (const s of SETTINGS) flags[s.flag] = values[s.flag] as string | undefined;
+  const config = resolveConfig(flags);
+  const server = await startServer(config);
+  log("info", "listening", { host: config.host, port: server.port, version: VERSION, maxMemoryBytes: config.maxMemoryBytes, auth: config.authToken !== undefined, tls: config.tlsCertFile !== undefined });
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log("info", "shutting down", { signal });
+      void server.close().then(resolve);
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+  log("info", "stopped", {});
+  return 0;
+}
+
+async function clientCommand(command: string, args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, options: CLIENT_OPTIONS, strict: true, allowPositionals: true });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const protocol = (values.protocol ?? "connect") as Protocol;
+  if (!["connect", "grpc", "grpc-web"].includes(protocol)) throw new UsageError(`--protocol must be connect, grpc or grpc-web, not "${protocol}"`);
+  const client = new CacheClient({
+    addr: values.addr ?? process.env.RIPPLECACHE_ADDR ?? "127.0.0.1:7420",
+    protocol,
+    httpVersion: values.http1 ? "1.1" : "2",
+    token: values.token ?? process.env.RIPPLECACHE_TOKEN,
+    timeoutMs: number(values.timeout ?? "10000", "--timeout"),
+  });
+  const key = (): string => {
+    const k = positionals[0];
+    if (k === undefined) throw new UsageError(`${command} needs a KEY`);
+    return k;
+  };
+  try {
+    switch (command) {
+      case "get": {
+        const r = await client.get(key());
+        if (r === undefined) {
+          process.stderr.write(`(not found)\n`);
+          return 1;
+        }
+        process.stdout.write(r.value);
+        if (process.stdout.isTTY) process.stdout.write("\n");
+        return 0;
+      }
+      case "set": {
+        const value = positionals[1] !== undefined ? new TextEncoder().encode(positionals[1]) : await readStdin();
+        const r = await client.set(key(), value, {
+          ttlMs: number(values.ttl ?? "0", "--ttl"),
+          flags: number(values.flags ?? "0", "--flags"),
+          ifAbsent: values["if-absent"],
+          ifPresent: values["if-present"],
+          ifRevision: values["if-revision"] === undefined ? undefined : number(values["if-revision"], "--if-revision"),
+        });
+        process.stdout.write(r.applied ? `OK revision ${r.revision}\n` : `not applied: condition not met (revision ${r.revision})\n`);
+        return r.applied ? 0 : 1;
+      }
+      case "del": {
+        const ifRevision = values["if-revision"] === undefined ? undefined : number(values["if-revision"], "--if-revision");
+        const r = await client.delete(key(), ifRevision);
+        process.stdout.write(r.deleted ? `deleted revision ${r.revision}\n` : `not deleted (revision ${r.revision})\n`);
+        return r.deleted ? 0 : 1;
+      }
+      case "incr": {
+        const delta = positionals[1] ?? "1";
+        if (!/^-?[0-9]+$/.test(delta)) throw new UsageError(`DELTA must be an integer, not "${delta}"`);
+        const r = await client.increment(key(), BigInt(delta), number(values.ttl ?? "0", "--ttl"));
+        process.stdout.write(`${r.value}\n`);
+        return 0;
+      }
+      case "scan": {
+        const limit = number(values.limit ?? "0", "--limit");
+        for await (const e of client.scan(positionals[0] ?? "", { keysOnly: values["keys-only"], pageSize: limit })) {
+          process.stdout.write(values["keys-only"] ? `${e.key}\n` : `${e.key}\t${Buffer.from(e.value).toString("utf8")}\n`);
+        }
+        return 0;
+      }
+      case "info": {
+        const i = await client.info();
+        const out = {
+          role: Role[i.role],
+          version: i.version,
+          revision: Number(i.revision),
+          keys: Number(i.keys),
+          bytesUsed: Number(i.bytesUsed),
+          bytesLimit: Number(i.bytesLimit),
+          hits: Number(i.hits),
+          misses: Number(i.misses),
+          evictions: Number(i.evictions),
+          expirations: Number(i.expirations),
+          uptimeMs: Number(i.uptimeMs),
+        };
+        process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+        return 0;
+      }
+    }
+    return 2;
+  } finally {
+    client.close();
+  }
+}
+
+function number(text: string, what: string): number {
+  if (!/^[0-9]+$/.test(text)) throw new UsageError(`${what} must be a non-negative integer, not "${text}"`);
+  return Number(text);
+}
+
+async function readStdin(): Promise<Uint8Array> {
+  if (process.stdin.isTTY) throw new UsageError("set needs a VALUE argument or a value on stdin");
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function log(level: string, msg: string, fields: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields })}\n`);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof ConnectError) {
+      const hint = err.code === Code.Unavailable ? " (is the server running at that address?)" : "";
+      process.stderr.write(`ripplecache: ${Code[err.code]}: ${err.rawMessage}${hint}\n`);
+    } else if (err instanceof UsageError || err instanceof ConfigError || (err instanceof Error && "code" in err && String(err.code).startsWith("ERR_PARSE_ARGS"))) {
+      process.stderr.write(`ripplecache: ${(err as Error).message}\n`);
+    } else {
+      process.stderr.write(`ripplecache: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    }
+    process.exit(2);
+  },
+);

@@ -1,0 +1,147 @@
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+  Http2SessionManager,
+} from "@connectrpc/connect-node";
+import { CacheService, type InfoResponse } from "../gen/ripplecache/v1/cache_pb.js";
+
+export type Protocol = "connect" | "grpc" | "grpc-web";
+
+export interface ClientOptions {
+  /** `host:port`, or a URL (`http://host:port`, `https://host:port`). */
+  readonly addr: string;
+  /** Wire protocol; default "connect". gRPC always uses HTTP/2. */
+  readonly protocol?: Protocol;
+  /** HTTP version for Connect and gRPC-Web; default "2". */
+  readonly httpVersion?: "1.1" | "2";
+  /** Bearer token sent as `authorization: Bearer <token>`. */
+  readonly token?: string;
+  /** Default deadline for each call, in ms. */
+  readonly timeoutMs?: number;
+  /** Binary protobuf (default) or JSON, for Connect and gRPC-Web. */
+  readonly useJson?: boolean;
+}
+
+export interface ValueResult {
+  readonly value: Uint8Array;
+  readonly revision: number;
+  /** Remaining time to live in ms; 0 = none. */
+  readonly ttlMs: number;
+  readonly flags: number;
+}
+
+export interface SetParams {
+  readonly ttlMs?: number;
+  readonly flags?: number;
+  readonly ifAbsent?: boolean;
+  readonly ifPresent?: boolean;
+  readonly ifRevision?: number;
+}
+
+export interface ScanEntry extends ValueResult {
+  readonly key: string;
+}
+
+/** The base URL for an address given as host:port or as a URL. */
+export function baseUrl(addr: string): string {
+  return /^https?:\/\//.test(addr) ? addr.replace(/\/+$/, "") : `http://${addr}`;
+}
+
+/**
+ * A typed RippleCache client. `rpc` is the generated Connect client for the
+ * full API; the methods below are conveniences with plain numbers and strings.
+ */
+export class CacheClient {
+  readonly rpc: Client<typeof CacheService>;
+  private readonly sessions: Http2SessionManager | undefined;
+
+  constructor(options: ClientOptions) {
+    const url = baseUrl(options.addr);
+    const protocol = options.protocol ?? "connect";
+    const httpVersion = protocol === "grpc" ? "2" : (options.httpVersion ?? "2");
+    this.sessions = httpVersion === "2" ? new Http2SessionManager(url) : undefined;
+    const interceptors: Interceptor[] = [];
+    if (options.token !== undefined) {
+      const header = `Bearer ${options.token}`;
+      interceptors.push((next) => (req) => {
+        req.header.set("authorization", header);
+        return next(req);
+      });
+    }
+    const common = {
+      baseUrl: url,
+      interceptors,
+      defaultTimeoutMs: options.timeoutMs,
+      useBinaryFormat: options.useJson !== true,
+    };
+    let transport: Transport;
+    if (protocol === "grpc") {
+      transport = createGrpcTransport({ ...common, sessionManager: this.sessions });
+    } else if (httpVersion === "2") {
+      const factory = protocol === "connect" ? createConnectTransport : createGrpcWebTransport;
+      transport = factory({ ...common, httpVersion: "2", sessionManager: this.sessions });
+    } else {
+      const factory = protocol === "connect" ? createConnectTransport : createGrpcWebTransport;
+      transport = factory({ ...common, httpVersion: "1.1" });
+    }
+    this.rpc = createClient(CacheService, transport);
+  }
+
+  /** The value of `key`, or undefined on a miss. */
+  async get(key: string): Promise<ValueResult | undefined> {
+    const r = await this.rpc.get({ key });
+    return r.found ? { value: r.value, revision: Number(r.revision), ttlMs: Number(r.ttlMs), flags: r.flags } : undefined;
+  }
+
+  async set(key: string, value: Uint8Array | string, params: SetParams = {}): Promise<{ applied: boolean; revision: number }> {
+    const condition =
+      params.ifRevision !== undefined
+        ? { case: "ifRevision" as const, value: BigInt(params.ifRevision) }
+        : params.ifAbsent
+          ? { case: "ifAbsent" as const, value: true }
+          : params.ifPresent
+            ? { case: "ifPresent" as const, value: true }
+            : { case: undefined };
+    const r = await this.rpc.set({
+      key,
+      value: typeof value === "string" ? new TextEncoder().encode(value) : value,
+      ttlMs: BigInt(params.ttlMs ?? 0),
+      flags: params.flags ?? 0,
+      condition,
+    });
+    return { applied: r.applied, revision: Number(r.revision) };
+  }
+
+  async delete(key: string, ifRevision?: number): Promise<{ deleted: boolean; revision: number }> {
+    const r = await this.rpc.delete({ key, ifRevision: ifRevision === undefined ? undefined : BigInt(ifRevision) });
+    return { deleted: r.deleted, revision: Number(r.revision) };
+  }
+
+  async increment(key: string, delta: bigint | number = 1n, ttlMs = 0): Promise<{ value: bigint; revision: number }> {
+    const r = await this.rpc.increment({ key, delta: BigInt(delta), ttlMs: BigInt(ttlMs) });
+    return { value: r.value, revision: Number(r.revision) };
+  }
+
+  /** Every key with `prefix`, page by page. */
+  async *scan(prefix = "", options: { keysOnly?: boolean; pageSize?: number } = {}): AsyncGenerator<ScanEntry> {
+    let cursor = "";
+    do {
+      const page = await this.rpc.scan({ prefix, cursor, limit: options.pageSize ?? 0, keysOnly: options.keysOnly ?? false });
+      for (const e of page.entries) {
+        yield { key: e.key, value: e.value, revision: Number(e.revision), ttlMs: Number(e.ttlMs), flags: e.flags };
+      }
+      cursor = page.nextCursor;
+    } while (cursor !== "");
+  }
+
+  info(): Promise<InfoResponse> {
+    return this.rpc.info({});
+  }
+
+  /** Closes the HTTP/2 connection, if one is open. */
+  close(): void {
+    this.sessions?.abort();
+  }
+}

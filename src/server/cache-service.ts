@@ -1,0 +1,141 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import {
+  CacheService,
+  EntrySchema,
+  Role,
+  type Entry,
+  type SetRequest,
+} from "../gen/ripplecache/v1/cache_pb.js";
+import type { CacheStore, EntryView, SetCondition, SetOptions, WriteResult } from "../store/store.js";
+
+export interface CacheServiceOptions {
+  readonly store: CacheStore;
+  /** Most keys in one GetMany, entries in one SetMany. */
+  readonly maxBatch: number;
+  readonly version: string;
+  readonly startedAt: number;
+}
+
+/**
+ * The CacheService handlers: translate messages to store calls and back.
+ * Store errors become ConnectErrors in the `storeErrors` interceptor.
+ */
+export function cacheServiceImpl(options: CacheServiceOptions): ServiceImpl<typeof CacheService> {
+  const { store, maxBatch } = options;
+  const checkBatch = (n: number, what: string) => {
+    if (n > maxBatch) {
+      throw new ConnectError(`${what} has ${n} items, more than max-batch of ${maxBatch}: split it`, Code.InvalidArgument);
+    }
+  };
+  return {
+    get(req) {
+      const found = store.get(req.key);
+      return found === undefined ? {} : { found: true, ...fields(found) };
+    },
+    getMany(req) {
+      checkBatch(req.keys.length, "GetMany");
+      return { entries: req.keys.map((key) => toEntry(key, store.get(key))) };
+    },
+    set(req) {
+      return written(store.set(req.key, req.value, setOptions(req)));
+    },
+    setMany(req) {
+      checkBatch(req.entries.length, "SetMany");
+      // Validate every entry before applying any, so a bad entry changes nothing.
+      for (const entry of req.entries) store.validateSet(entry.key, entry.value, int(entry.ttlMs, "ttl_ms"));
+      const results = req.entries.map((entry) => written(store.set(entry.key, entry.value, setOptions(entry))));
+      return { results };
+    },
+    delete(req) {
+      const r = store.delete(req.key, req.ifRevision === undefined ? undefined : int(req.ifRevision, "if_revision"));
+      return { deleted: r.deleted, revision: BigInt(r.revision) };
+    },
+    increment(req) {
+      const r = store.increment(req.key, req.delta, int(req.ttlMs, "ttl_ms"));
+      return { value: r.value, revision: BigInt(r.revision) };
+    },
+    touch(req) {
+      const r = store.touch(req.key, int(req.ttlMs, "ttl_ms"));
+      return { found: r.found, revision: BigInt(r.revision) };
+    },
+    scan(req) {
+      const page = store.scan(req.prefix, req.cursor, req.limit, req.keysOnly);
+      return { entries: page.entries.map((e) => toEntry(e.key, e)), nextCursor: page.nextCursor };
+    },
+    async load(requests) {
+      let count = 0;
+      let bytes = 0;
+      for await (const req of requests) {
+        try {
+          store.set(req.key, req.value, { ttlMs: int(req.ttlMs, "ttl_ms"), flags: req.flags });
+        } catch (err) {
+          if (err instanceof Error) err.message = `entry ${count + 1} of the load: ${err.message} (${count} entries before it were written)`;
+          throw err;
+        }
+        count++;
+        bytes += Buffer.byteLength(req.key) + req.value.byteLength;
+      }
+      return { count: BigInt(count), bytes: BigInt(bytes) };
+    },
+    flush() {
+      return { revision: BigInt(store.flush()) };
+    },
+    info() {
+      const stats = store.stats();
+      return {
+        role: Role.PRIMARY,
+        version: options.version,
+        revision: BigInt(stats.revision),
+        keys: BigInt(stats.keys),
+        bytesUsed: BigInt(stats.bytesUsed),
+        bytesLimit: BigInt(stats.bytesLimit),
+        hits: BigInt(stats.hits),
+        misses: BigInt(stats.misses),
+        evictions: BigInt(stats.evictions),
+        expirations: BigInt(stats.expirations),
+        uptimeMs: BigInt(Date.now() - options.startedAt),
+      };
+    },
+  };
+}
+
+function fields(e: EntryView) {
+  return { value: e.value, revision: BigInt(e.revision), ttlMs: BigInt(e.ttlMs), flags: e.flags };
+}
+
+function written(r: WriteResult) {
+  return { applied: r.applied, revision: BigInt(r.revision) };
+}
+
+/**
+ * int64 fields arrive as bigint; the store counts in safe integers. Values
+ * beyond 2^53 are no revision or TTL this server can have: refuse them clearly.
+ */
+function int(value: bigint, field: string): number {
+  if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < BigInt(Number.MIN_SAFE_INTEGER)) {
+    throw new ConnectError(`${field} ${value} is out of range`, Code.InvalidArgument);
+  }
+  return Number(value);
+}
+
+function toEntry(key: string, e: EntryView | undefined): Entry {
+  return create(EntrySchema, e === undefined ? { key } : { key, found: true, ...fields(e) });
+}
+
+function setOptions(req: SetRequest): SetOptions {
+  return { ttlMs: int(req.ttlMs, "ttl_ms"), flags: req.flags, condition: condition(req.condition) };
+}
+
+function condition(c: SetRequest["condition"]): SetCondition {
+  switch (c.case) {
+    case "ifAbsent":
+      return c.value ? { kind: "ifAbsent" } : { kind: "none" };
+    case "ifPresent":
+      return c.value ? { kind: "ifPresent" } : { kind: "none" };
+    case "ifRevision":
+      return { kind: "ifRevision", revision: int(c.value, "if_revision") };
+    default:
+      return { kind: "none" };
+  }
+}

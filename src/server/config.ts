@@ -1,0 +1,130 @@
+import { readFileSync } from "node:fs";
+
+/**
+ * Server settings. Each comes from a flag (`--max-memory 512MiB`), else from
+ * the environment (`RIPPLECACHE_MAX_MEMORY=512MiB`), else its default. The
+ * table below is the one source of the names, defaults and help text; the
+ * README's config table mirrors it (`ripplecache serve --help` prints it).
+ */
+export interface ServerConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly maxMemoryBytes: number;
+  readonly maxKeyBytes: number;
+  readonly maxValueBytes: number;
+  readonly maxRequestBytes: number;
+  readonly maxBatch: number;
+  readonly authToken: string | undefined;
+  readonly tlsCertFile: string | undefined;
+  readonly tlsKeyFile: string | undefined;
+  readonly shutdownTimeoutMs: number;
+}
+
+type Kind = "string" | "int" | "bytes" | "file";
+
+interface Setting {
+  readonly flag: string;
+  readonly kind: Kind;
+  readonly defaultValue: string;
+  readonly help: string;
+}
+
+export const SETTINGS: readonly Setting[] = [
+  { flag: "host", kind: "string", defaultValue: "127.0.0.1", help: "Address to listen on (0.0.0.0 for every interface)." },
+  { flag: "port", kind: "int", defaultValue: "7420", help: "Port for Connect, gRPC and gRPC-Web over HTTP/1.1 and h2c (0 = any free port)." },
+  { flag: "max-memory", kind: "bytes", defaultValue: "256MiB", help: "Bound on keys, values and per-entry overhead; least recently used keys are evicted beyond it." },
+  { flag: "max-key-bytes", kind: "bytes", defaultValue: "4KiB", help: "Longest key, in UTF-8 bytes." },
+  { flag: "max-value-bytes", kind: "bytes", defaultValue: "1MiB", help: "Longest value." },
+  { flag: "max-request-bytes", kind: "bytes", defaultValue: "8MiB", help: "Largest request message (after decompression)." },
+  { flag: "max-batch", kind: "int", defaultValue: "1000", help: "Most keys in one GetMany or entries in one SetMany." },
+  { flag: "auth-token-file", kind: "file", defaultValue: "", help: "File holding the bearer token clients must send; unset = no auth. RIPPLECACHE_AUTH_TOKEN gives the token itself." },
+  { flag: "tls-cert", kind: "string", defaultValue: "", help: "PEM certificate file; with --tls-key, serves TLS (ALPN h2 and http/1.1)." },
+  { flag: "tls-key", kind: "string", defaultValue: "", help: "PEM private key file for --tls-cert." },
+  { flag: "shutdown-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds to finish in-flight calls after SIGTERM before closing connections." },
+];
+
+export function envName(flag: string): string {
+  return `RIPPLECACHE_${flag.toUpperCase().replaceAll("-", "_")}`;
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Parses sizes such as `1048576`, `512KiB`, `256MiB`, `1GiB` (also KB/MB/GB, meaning the same powers of two). */
+export function parseBytes(text: string, what: string): number {
+  const m = /^\s*([0-9]+)\s*([kmgt]i?b?)?\s*$/i.exec(text);
+  if (m === null) throw new ConfigError(`${what}: "${text}" is not a size (examples: 1048576, 512KiB, 256MiB)`);
+  const unit = (m[2] ?? "").toLowerCase().charAt(0);
+  const shift = { "": 0, k: 10, m: 20, g: 30, t: 40 }[unit] ?? 0;
+  const value = Number(m[1]) * 2 ** shift;
+  if (!Number.isSafeInteger(value)) throw new ConfigError(`${what}: "${text}" is too large`);
+  return value;
+}
+
+function parseInt10(text: string, what: string): number {
+  if (!/^[0-9]+$/.test(text.trim())) throw new ConfigError(`${what}: "${text}" is not a non-negative integer`);
+  return Number(text);
+}
+
+/**
+ * Resolves every setting from parsed flags and the environment.
+ * `flags` maps flag names (without dashes) to their string values.
+ */
+export function resolveConfig(flags: Readonly<Record<string, string | undefined>>, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  const raw = (flag: string): string => {
+    const setting = SETTINGS.find((s) => s.flag === flag);
+    if (setting === undefined) throw new Error(`unknown setting ${flag}`);
+    return flags[flag] ?? env[envName(flag)] ?? setting.defaultValue;
+  };
+  const what = (flag: string) => `--${flag} (${envName(flag)})`;
+  const bytes = (flag: string) => parseBytes(raw(flag), what(flag));
+  const int = (flag: string) => parseInt10(raw(flag), what(flag));
+  const optional = (flag: string) => (raw(flag) === "" ? undefined : raw(flag));
+
+  const port = int("port");
+  if (port > 65535) throw new ConfigError(`${what("port")}: ${port} is not a port number`);
+  const maxMemoryBytes = bytes("max-memory");
+  if (maxMemoryBytes < 1024 * 1024) throw new ConfigError(`${what("max-memory")}: give at least 1MiB`);
+  const maxKeyBytes = bytes("max-key-bytes");
+  const maxValueBytes = bytes("max-value-bytes");
+  const maxRequestBytes = bytes("max-request-bytes");
+  if (maxKeyBytes < 1) throw new ConfigError(`${what("max-key-bytes")}: give at least 1`);
+  if (maxRequestBytes < maxValueBytes + maxKeyBytes) {
+    throw new ConfigError(`${what("max-request-bytes")}: must be at least max-value-bytes + max-key-bytes`);
+  }
+  const tlsCertFile = optional("tls-cert");
+  const tlsKeyFile = optional("tls-key");
+  if ((tlsCertFile === undefined) !== (tlsKeyFile === undefined)) {
+    throw new ConfigError("--tls-cert and --tls-key go together: give both or neither");
+  }
+  return {
+    host: raw("host"),
+    port,
+    maxMemoryBytes,
+    maxKeyBytes,
+    maxValueBytes,
+    maxRequestBytes,
+    maxBatch: Math.max(1, int("max-batch")),
+    authToken: readToken(optional("auth-token-file"), env),
+    tlsCertFile,
+    tlsKeyFile,
+    shutdownTimeoutMs: int("shutdown-timeout"),
+  };
+}
+
+function readToken(file: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (err) {
+      throw new ConfigError(`--auth-token-file: cannot read ${file}: ${(err as Error).message}`);
+    }
+    const token = text.trim();
+    if (token === "") throw new ConfigError(`--auth-token-file: ${file} is empty`);
+    return token;
+  }
+  const token = env.RIPPLECACHE_AUTH_TOKEN?.trim();
+  return token === undefined || token === "" ? undefined : token;
+}

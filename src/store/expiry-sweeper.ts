@@ -1,0 +1,36 @@
+import type { CacheStore } from "./store.js";
+
+/** How often the sweeper runs. */
+const TICK_MS = 100;
+/** The whole slot table is examined at least once per this period, so an
+ * expired key nobody reads is removed (and its EXPIRE event sent) within about
+ * this long of its deadline. */
+const FULL_PASS_MS = 500;
+/** Most keys removed per tick, so a mass expiry cannot stall the event loop. */
+const MAX_EXPIRED_PER_TICK = 20_000;
+
+/**
+ * Active expiry. Lazy expiry on access removes keys that are read; this frees
+ * the rest with bounded work per tick and no timer per key.
+ */
+export class ExpirySweeper {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly store: CacheStore) {}
+
+  start(): void {
+    if (this.timer !== undefined) return;
+    this.timer = setInterval(() => this.tick(), TICK_MS);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  tick(): number {
+    const budget = Math.max(1024, Math.ceil((this.store.slotCount * TICK_MS) / FULL_PASS_MS));
+    return this.store.sweepExpired(budget, MAX_EXPIRED_PER_TICK);
+  }
+}
