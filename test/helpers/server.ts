@@ -1,0 +1,87 @@
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
+
+/** The compiled CLI (tests run from dist/test/). */
+export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+/** The repository root. */
+export const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+
+export interface ServerProcess {
+  readonly port: number;
+  /** host:port */
+  readonly addr: string;
+  /** http://host:port */
+  readonly url: string;
+  readonly proc: ChildProcess;
+  /** Every line the server wrote to stdout and stderr so far. */
+  readonly output: string[];
+  /** Sends `signal` (SIGTERM by default) and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/**
+ * Starts `ripplecache serve` as a real process on 127.0.0.1 and a free port,
+ * and resolves once it is listening.
+ */
+export async function startServer(args: readonly string[] = [], env: Record<string, string> = {}): Promise<ServerProcess> {
+  const proc = spawn(process.execPath, [CLI, "serve", "--host", "127.0.0.1", "--port", "0", ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const output: string[] = [];
+  createInterface({ input: proc.stderr! }).on("line", (line) => output.push(line));
+  const lines = createInterface({ input: proc.stdout! });
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start within 10 s:\n${output.join("\n")}`)), 10_000);
+    lines.on("line", (line) => {
+      output.push(line);
+      try {
+        const record = JSON.parse(line) as { msg?: string; port?: number };
+        if (record.msg === "listening" && typeof record.port === "number") {
+          clearTimeout(timer);
+          resolve(record.port);
+        }
+      } catch {
+        // not a JSON log line
+      }
+    });
+    proc.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before listening:\n${output.join("\n")}`));
+    });
+  });
+  let exited: Promise<number | null> | undefined;
+  const exitCode = () => (exited ??= proc.exitCode !== null ? Promise.resolve(proc.exitCode) : once(proc, "exit").then(([code]) => code as number | null));
+  return {
+    port,
+    addr: `127.0.0.1:${port}`,
+    url: `http://127.0.0.1:${port}`,
+    proc,
+    output,
+    async stop(signal: NodeJS.Signals = "SIGTERM") {
+      const done = exitCode();
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      const timer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
+      try {
+        return await done;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
+}
+
+/**
+ * The path of a command the test needs. A missing tool fails the test (CI
+ * installs every tool in .ci/run); it never skips.
+ */
+export function requireTool(command: string, debianPackage: string): string {
+  const r = spawnSync("sh", ["-c", `command -v ${command}`], { encoding: "utf8" });
+  const path = r.stdout.trim();
+  if (r.status !== 0 || path === "") {
+    throw new Error(`${command} is not installed: run "apt-get install ${debianPackage}" (bash .ci/run does it)`);
+  }
+  return path;
+}
