@@ -7,10 +7,14 @@ import {
   type Entry,
   type SetRequest,
 } from "../gen/ripplecache/v1/cache_pb.js";
+import type { WatchHub } from "../watch/hub.js";
+import { trackStream } from "../watch/track-stream.js";
+import { watchStream } from "../watch/watch-stream.js";
 import type { CacheStore, EntryView, SetCondition, SetOptions, WriteResult } from "../store/store.js";
 
 export interface CacheServiceOptions {
   readonly store: CacheStore;
+  readonly hub: WatchHub;
   /** Most keys in one GetMany, entries in one SetMany. */
   readonly maxBatch: number;
   readonly version: string;
@@ -80,6 +84,12 @@ export function cacheServiceImpl(options: CacheServiceOptions): ServiceImpl<type
     },
     flush() {
       return { revision: BigInt(store.flush()) };
+    },
+    watch(req, ctx) {
+      return watchStream(options.hub, req, ctx.signal);
+    },
+    track(requests, ctx) {
+      return trackStream(options.hub, requests, ctx.signal);
     },
     info() {
       const stats = store.stats();

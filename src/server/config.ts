@@ -18,6 +18,13 @@ export interface ServerConfig {
   readonly tlsCertFile: string | undefined;
   readonly tlsKeyFile: string | undefined;
   readonly shutdownTimeoutMs: number;
+  readonly changeLogEvents: number;
+  readonly changeLogBytes: number;
+  readonly maxStreams: number;
+  readonly streamBufferBytes: number;
+  readonly maxTrackKeys: number;
+  readonly keepaliveIntervalMs: number;
+  readonly keepaliveTimeoutMs: number;
 }
 
 type Kind = "string" | "int" | "bytes" | "file";
@@ -41,6 +48,13 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "tls-cert", kind: "string", defaultValue: "", help: "PEM certificate file; with --tls-key, serves TLS (ALPN h2 and http/1.1)." },
   { flag: "tls-key", kind: "string", defaultValue: "", help: "PEM private key file for --tls-cert." },
   { flag: "shutdown-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds to finish in-flight calls after SIGTERM before closing connections." },
+  { flag: "change-log-events", kind: "int", defaultValue: "100000", help: "Most changes the change log keeps for watch replay (and replication backlog)." },
+  { flag: "change-log-bytes", kind: "bytes", defaultValue: "64MiB", help: "Most bytes of keys and values the change log keeps." },
+  { flag: "max-streams", kind: "int", defaultValue: "16384", help: "Most Watch and Track streams open at once; more get RESOURCE_EXHAUSTED." },
+  { flag: "stream-buffer-bytes", kind: "bytes", defaultValue: "1MiB", help: "Undelivered event bytes one stream may hold; a slower consumer gets a RESYNC (OVERFLOW)." },
+  { flag: "max-track-keys", kind: "int", defaultValue: "100000", help: "Most keys one Track stream may track." },
+  { flag: "keepalive-interval", kind: "int", defaultValue: "30000", help: "Milliseconds between HTTP/2 PINGs (and TCP keepalive probes) to detect dead peers." },
+  { flag: "keepalive-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds to wait for a PING answer before the connection and its streams are dropped." },
 ];
 
 export function envName(flag: string): string {
@@ -110,6 +124,13 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
     tlsCertFile,
     tlsKeyFile,
     shutdownTimeoutMs: int("shutdown-timeout"),
+    changeLogEvents: Math.max(1, int("change-log-events")),
+    changeLogBytes: bytes("change-log-bytes"),
+    maxStreams: int("max-streams"),
+    streamBufferBytes: Math.max(1024, bytes("stream-buffer-bytes")),
+    maxTrackKeys: Math.max(1, int("max-track-keys")),
+    keepaliveIntervalMs: Math.max(100, int("keepalive-interval")),
+    keepaliveTimeoutMs: Math.max(100, int("keepalive-timeout")),
   };
 }
 

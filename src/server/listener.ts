@@ -11,6 +11,10 @@ export interface ListenOptions {
   readonly port: number;
   readonly tlsCertFile?: string;
   readonly tlsKeyFile?: string;
+  /** HTTP/2 PING (and TCP keepalive) interval for detecting dead peers. */
+  readonly keepaliveIntervalMs: number;
+  /** A PING unanswered this long drops the connection and frees its streams. */
+  readonly keepaliveTimeoutMs: number;
 }
 
 /** One port serving HTTP/1.1 and HTTP/2 (h2c, or ALPN h2 + http/1.1 with TLS). */
@@ -30,6 +34,7 @@ export async function listen(handler: NodeHandlerFn, options: ListenOptions): Pr
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.Http2Session>();
   const track = (socket: net.Socket) => {
+    socket.setKeepAlive(true, options.keepaliveIntervalMs);
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
   };
@@ -72,7 +77,25 @@ export async function listen(handler: NodeHandlerFn, options: ListenOptions): Pr
   }
   h2.on("session", (session: http2.Http2Session) => {
     sessions.add(session);
-    session.once("close", () => sessions.delete(session));
+    // Node's HTTP/2 server answers pings but sends none: without this, a peer
+    // that vanished (power loss, SIGSTOP, a cut network) holds its streams forever.
+    const keepalive = setInterval(() => {
+      const timeout = setTimeout(() => session.destroy(), options.keepaliveTimeoutMs);
+      try {
+        session.ping((err) => {
+          clearTimeout(timeout);
+          if (err) session.destroy();
+        });
+      } catch {
+        clearTimeout(timeout);
+        session.destroy();
+      }
+    }, options.keepaliveIntervalMs);
+    keepalive.unref();
+    session.once("close", () => {
+      clearInterval(keepalive);
+      sessions.delete(session);
+    });
   });
 
   await new Promise<void>((resolve, reject) => {

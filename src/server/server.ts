@@ -2,7 +2,9 @@ import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@conne
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { CacheService } from "../gen/ripplecache/v1/cache_pb.js";
 import { ExpirySweeper } from "../store/expiry-sweeper.js";
+import { ChangeLog } from "../store/change-log.js";
 import { CacheStore } from "../store/store.js";
+import { WatchHub } from "../watch/hub.js";
 import { VERSION } from "../version.js";
 import { cacheServiceImpl } from "./cache-service.js";
 import type { ServerConfig } from "./config.js";
@@ -14,6 +16,7 @@ import { registerReflection } from "./reflection.js";
 export interface RunningServer {
   readonly port: number;
   readonly store: CacheStore;
+  readonly hub: WatchHub;
   readonly health: HealthState;
   /** Graceful stop: refuse new connections, end streams, let in-flight calls finish, then close. */
   close(): Promise<void>;
@@ -27,6 +30,13 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       maxValueBytes: config.maxValueBytes,
     },
   });
+  const log = new ChangeLog({ maxEvents: config.changeLogEvents, maxBytes: config.changeLogBytes });
+  store.onChange((change) => log.append(change));
+  const hub = new WatchHub(log, {
+    maxStreams: config.maxStreams,
+    streamBufferBytes: config.streamBufferBytes,
+    maxTrackKeys: config.maxTrackKeys,
+  });
   const sweeper = new ExpirySweeper(store);
   sweeper.start();
 
@@ -36,7 +46,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   if (config.authToken !== undefined) interceptors.unshift(bearerAuth(config.authToken));
 
   const routes = (router: ConnectRouter) => {
-    router.service(CacheService, cacheServiceImpl({ store, maxBatch: config.maxBatch, version: VERSION, startedAt: Date.now() }));
+    router.service(CacheService, cacheServiceImpl({ store, hub, maxBatch: config.maxBatch, version: VERSION, startedAt: Date.now() }));
     registerHealth(router, health);
     registerReflection(router);
   };
@@ -52,6 +62,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   return {
     port: listener.port,
     store,
+    hub,
     health,
     close() {
       closing ??= (async () => {

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ripplecache/v1/cache.proto.
  */
 export const file_ripplecache_v1_cache: GenFile = /*@__PURE__*/
-  fileDesc("ChpyaXBwbGVjYWNoZS92MS9jYWNoZS5wcm90bxIOcmlwcGxlY2FjaGUudjEiGQoKR2V0UmVxdWVzdBILCgNrZXkYASABKAkiXAoLR2V0UmVzcG9uc2USDQoFZm91bmQYASABKAgSDQoFdmFsdWUYAiABKAwSEAoIcmV2aXNpb24YAyABKAMSDgoGdHRsX21zGAQgASgDEg0KBWZsYWdzGAUgASgNIh4KDkdldE1hbnlSZXF1ZXN0EgwKBGtleXMYASADKAkiOQoPR2V0TWFueVJlc3BvbnNlEiYKB2VudHJpZXMYASADKAsyFS5yaXBwbGVjYWNoZS52MS5FbnRyeSJjCgVFbnRyeRILCgNrZXkYASABKAkSDQoFZm91bmQYAiABKAgSDQoFdmFsdWUYAyABKAwSEAoIcmV2aXNpb24YBCABKAMSDgoGdHRsX21zGAUgASgDEg0KBWZsYWdzGAYgASgNIpYBCgpTZXRSZXF1ZXN0EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDBIOCgZ0dGxfbXMYAyABKAMSDQoFZmxhZ3MYBCABKA0SEwoJaWZfYWJzZW50GAUgASgISAASFAoKaWZfcHJlc2VudBgGIAEoCEgAEhUKC2lmX3JldmlzaW9uGAcgASgDSABCCwoJY29uZGl0aW9uIjAKC1NldFJlc3BvbnNlEg8KB2FwcGxpZWQYASABKAgSEAoIcmV2aXNpb24YAiABKAMiPQoOU2V0TWFueVJlcXVlc3QSKwoHZW50cmllcxgBIAMoCzIaLnJpcHBsZWNhY2hlLnYxLlNldFJlcXVlc3QiPwoPU2V0TWFueVJlc3BvbnNlEiwKB3Jlc3VsdHMYASADKAsyGy5yaXBwbGVjYWNoZS52MS5TZXRSZXNwb25zZSJGCg1EZWxldGVSZXF1ZXN0EgsKA2tleRgBIAEoCRIYCgtpZl9yZXZpc2lvbhgCIAEoA0gAiAEBQg4KDF9pZl9yZXZpc2lvbiIzCg5EZWxldGVSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIEhAKCHJldmlzaW9uGAIgASgDIj4KEEluY3JlbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEg0KBWRlbHRhGAIgASgDEg4KBnR0bF9tcxgDIAEoAyI0ChFJbmNyZW1lbnRSZXNwb25zZRINCgV2YWx1ZRgBIAEoAxIQCghyZXZpc2lvbhgCIAEoAyIrCgxUb3VjaFJlcXVlc3QSCwoDa2V5GAEgASgJEg4KBnR0bF9tcxgCIAEoAyIwCg1Ub3VjaFJlc3BvbnNlEg0KBWZvdW5kGAEgASgIEhAKCHJldmlzaW9uGAIgASgDIk8KC1NjYW5SZXF1ZXN0Eg4KBnByZWZpeBgBIAEoCRIOCgZjdXJzb3IYAiABKAkSDQoFbGltaXQYAyABKA0SEQoJa2V5c19vbmx5GAQgASgIIksKDFNjYW5SZXNwb25zZRImCgdlbnRyaWVzGAEgAygLMhUucmlwcGxlY2FjaGUudjEuRW50cnkSEwoLbmV4dF9jdXJzb3IYAiABKAkiSAoLTG9hZFJlcXVlc3QSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgMEg4KBnR0bF9tcxgDIAEoAxINCgVmbGFncxgEIAEoDSIsCgxMb2FkUmVzcG9uc2USDQoFY291bnQYASABKAMSDQoFYnl0ZXMYAiABKAMiDgoMRmx1c2hSZXF1ZXN0IiEKDUZsdXNoUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMiDQoLSW5mb1JlcXVlc3Qi5QEKDEluZm9SZXNwb25zZRIiCgRyb2xlGAEgASgOMhQucmlwcGxlY2FjaGUudjEuUm9sZRIPCgd2ZXJzaW9uGAIgASgJEhAKCHJldmlzaW9uGAMgASgDEgwKBGtleXMYBCABKAMSEgoKYnl0ZXNfdXNlZBgFIAEoAxITCgtieXRlc19saW1pdBgGIAEoAxIMCgRoaXRzGAcgASgDEg4KBm1pc3NlcxgIIAEoAxIRCglldmljdGlvbnMYCSABKAMSEwoLZXhwaXJhdGlvbnMYCiABKAMSEQoJdXB0aW1lX21zGAsgASgDKkAKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhAKDFJPTEVfUFJJTUFSWRABEhAKDFJPTEVfUkVQTElDQRACMqwGCgxDYWNoZVNlcnZpY2USQwoDR2V0EhoucmlwcGxlY2FjaGUudjEuR2V0UmVxdWVzdBobLnJpcHBsZWNhY2hlLnYxLkdldFJlc3BvbnNlIgOQAgESTwoHR2V0TWFueRIeLnJpcHBsZWNhY2hlLnYxLkdldE1hbnlSZXF1ZXN0Gh8ucmlwcGxlY2FjaGUudjEuR2V0TWFueVJlc3BvbnNlIgOQAgESPgoDU2V0EhoucmlwcGxlY2FjaGUudjEuU2V0UmVxdWVzdBobLnJpcHBsZWNhY2hlLnYxLlNldFJlc3BvbnNlEkoKB1NldE1hbnkSHi5yaXBwbGVjYWNoZS52MS5TZXRNYW55UmVxdWVzdBofLnJpcHBsZWNhY2hlLnYxLlNldE1hbnlSZXNwb25zZRJHCgZEZWxldGUSHS5yaXBwbGVjYWNoZS52MS5EZWxldGVSZXF1ZXN0Gh4ucmlwcGxlY2FjaGUudjEuRGVsZXRlUmVzcG9uc2USUAoJSW5jcmVtZW50EiAucmlwcGxlY2FjaGUudjEuSW5jcmVtZW50UmVxdWVzdBohLnJpcHBsZWNhY2hlLnYxLkluY3JlbWVudFJlc3BvbnNlEkQKBVRvdWNoEhwucmlwcGxlY2FjaGUudjEuVG91Y2hSZXF1ZXN0Gh0ucmlwcGxlY2FjaGUudjEuVG91Y2hSZXNwb25zZRJGCgRTY2FuEhsucmlwcGxlY2FjaGUudjEuU2NhblJlcXVlc3QaHC5yaXBwbGVjYWNoZS52MS5TY2FuUmVzcG9uc2UiA5ACARJDCgRMb2FkEhsucmlwcGxlY2FjaGUudjEuTG9hZFJlcXVlc3QaHC5yaXBwbGVjYWNoZS52MS5Mb2FkUmVzcG9uc2UoARJECgVGbHVzaBIcLnJpcHBsZWNhY2hlLnYxLkZsdXNoUmVxdWVzdBodLnJpcHBsZWNhY2hlLnYxLkZsdXNoUmVzcG9uc2USRgoESW5mbxIbLnJpcHBsZWNhY2hlLnYxLkluZm9SZXF1ZXN0GhwucmlwcGxlY2FjaGUudjEuSW5mb1Jlc3BvbnNlIgOQAgFiBnByb3RvMw");
+  fileDesc("ChpyaXBwbGVjYWNoZS92MS9jYWNoZS5wcm90bxIOcmlwcGxlY2FjaGUudjEiGQoKR2V0UmVxdWVzdBILCgNrZXkYASABKAkiXAoLR2V0UmVzcG9uc2USDQoFZm91bmQYASABKAgSDQoFdmFsdWUYAiABKAwSEAoIcmV2aXNpb24YAyABKAMSDgoGdHRsX21zGAQgASgDEg0KBWZsYWdzGAUgASgNIh4KDkdldE1hbnlSZXF1ZXN0EgwKBGtleXMYASADKAkiOQoPR2V0TWFueVJlc3BvbnNlEiYKB2VudHJpZXMYASADKAsyFS5yaXBwbGVjYWNoZS52MS5FbnRyeSJjCgVFbnRyeRILCgNrZXkYASABKAkSDQoFZm91bmQYAiABKAgSDQoFdmFsdWUYAyABKAwSEAoIcmV2aXNpb24YBCABKAMSDgoGdHRsX21zGAUgASgDEg0KBWZsYWdzGAYgASgNIpYBCgpTZXRSZXF1ZXN0EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDBIOCgZ0dGxfbXMYAyABKAMSDQoFZmxhZ3MYBCABKA0SEwoJaWZfYWJzZW50GAUgASgISAASFAoKaWZfcHJlc2VudBgGIAEoCEgAEhUKC2lmX3JldmlzaW9uGAcgASgDSABCCwoJY29uZGl0aW9uIjAKC1NldFJlc3BvbnNlEg8KB2FwcGxpZWQYASABKAgSEAoIcmV2aXNpb24YAiABKAMiPQoOU2V0TWFueVJlcXVlc3QSKwoHZW50cmllcxgBIAMoCzIaLnJpcHBsZWNhY2hlLnYxLlNldFJlcXVlc3QiPwoPU2V0TWFueVJlc3BvbnNlEiwKB3Jlc3VsdHMYASADKAsyGy5yaXBwbGVjYWNoZS52MS5TZXRSZXNwb25zZSJGCg1EZWxldGVSZXF1ZXN0EgsKA2tleRgBIAEoCRIYCgtpZl9yZXZpc2lvbhgCIAEoA0gAiAEBQg4KDF9pZl9yZXZpc2lvbiIzCg5EZWxldGVSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIEhAKCHJldmlzaW9uGAIgASgDIj4KEEluY3JlbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEg0KBWRlbHRhGAIgASgDEg4KBnR0bF9tcxgDIAEoAyI0ChFJbmNyZW1lbnRSZXNwb25zZRINCgV2YWx1ZRgBIAEoAxIQCghyZXZpc2lvbhgCIAEoAyIrCgxUb3VjaFJlcXVlc3QSCwoDa2V5GAEgASgJEg4KBnR0bF9tcxgCIAEoAyIwCg1Ub3VjaFJlc3BvbnNlEg0KBWZvdW5kGAEgASgIEhAKCHJldmlzaW9uGAIgASgDIk8KC1NjYW5SZXF1ZXN0Eg4KBnByZWZpeBgBIAEoCRIOCgZjdXJzb3IYAiABKAkSDQoFbGltaXQYAyABKA0SEQoJa2V5c19vbmx5GAQgASgIIksKDFNjYW5SZXNwb25zZRImCgdlbnRyaWVzGAEgAygLMhUucmlwcGxlY2FjaGUudjEuRW50cnkSEwoLbmV4dF9jdXJzb3IYAiABKAkiSAoLTG9hZFJlcXVlc3QSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgMEg4KBnR0bF9tcxgDIAEoAxINCgVmbGFncxgEIAEoDSIsCgxMb2FkUmVzcG9uc2USDQoFY291bnQYASABKAMSDQoFYnl0ZXMYAiABKAMiDgoMRmx1c2hSZXF1ZXN0IiEKDUZsdXNoUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMiDQoLSW5mb1JlcXVlc3Qi5QEKDEluZm9SZXNwb25zZRIiCgRyb2xlGAEgASgOMhQucmlwcGxlY2FjaGUudjEuUm9sZRIPCgd2ZXJzaW9uGAIgASgJEhAKCHJldmlzaW9uGAMgASgDEgwKBGtleXMYBCABKAMSEgoKYnl0ZXNfdXNlZBgFIAEoAxITCgtieXRlc19saW1pdBgGIAEoAxIMCgRoaXRzGAcgASgDEg4KBm1pc3NlcxgIIAEoAxIRCglldmljdGlvbnMYCSABKAMSEwoLZXhwaXJhdGlvbnMYCiABKAMSEQoJdXB0aW1lX21zGAsgASgDIoQBCgxXYXRjaFJlcXVlc3QSDQoDa2V5GAEgASgJSAASEAoGcHJlZml4GAIgASgJSAASFgoOc3RhcnRfcmV2aXNpb24YAyABKAMSEwoLd2l0aF92YWx1ZXMYBCABKAgSHAoUcHJvZ3Jlc3NfaW50ZXJ2YWxfbXMYBSABKA1CCAoGdGFyZ2V0Is4BCg1XYXRjaFJlc3BvbnNlEi8KB2NyZWF0ZWQYASABKAsyHC5yaXBwbGVjYWNoZS52MS5XYXRjaENyZWF0ZWRIABIsCgZldmVudHMYAiABKAsyGi5yaXBwbGVjYWNoZS52MS5FdmVudEJhdGNoSAASLAoIcHJvZ3Jlc3MYAyABKAsyGC5yaXBwbGVjYWNoZS52MS5Qcm9ncmVzc0gAEigKBnJlc3luYxgEIAEoCzIWLnJpcHBsZWNhY2hlLnYxLlJlc3luY0gAQgYKBGtpbmQiIAoMV2F0Y2hDcmVhdGVkEhAKCHJldmlzaW9uGAEgASgDIjMKCkV2ZW50QmF0Y2gSJQoGZXZlbnRzGAEgAygLMhUucmlwcGxlY2FjaGUudjEuRXZlbnQihAEKBUV2ZW50EicKBHR5cGUYASABKA4yGS5yaXBwbGVjYWNoZS52MS5FdmVudFR5cGUSCwoDa2V5GAIgASgJEhAKCHJldmlzaW9uGAMgASgDEg0KBXZhbHVlGAQgASgMEg0KBWZsYWdzGAUgASgNEhUKDWV4cGlyZXNfYXRfbXMYBiABKAMiHAoIUHJvZ3Jlc3MSEAoIcmV2aXNpb24YASABKAMiSAoGUmVzeW5jEiwKBnJlYXNvbhgBIAEoDjIcLnJpcHBsZWNhY2hlLnYxLlJlc3luY1JlYXNvbhIQCghyZXZpc2lvbhgCIAEoAyKWAQoMVHJhY2tSZXF1ZXN0EioKBXRyYWNrGAEgASgLMhkucmlwcGxlY2FjaGUudjEuVHJhY2tLZXlzSAASLAoHdW50cmFjaxgCIAEoCzIZLnJpcHBsZWNhY2hlLnYxLlRyYWNrS2V5c0gAEiQKBHBpbmcYAyABKAsyFC5yaXBwbGVjYWNoZS52MS5QaW5nSABCBgoEa2luZCIxCglUcmFja0tleXMSDAoEa2V5cxgBIAMoCRIWCg5zaW5jZV9yZXZpc2lvbhgCIAEoAyISCgRQaW5nEgoKAmlkGAEgASgEIssBCg1UcmFja1Jlc3BvbnNlEioKB3RyYWNrZWQYASABKAsyFy5yaXBwbGVjYWNoZS52MS5UcmFja2VkSAASNgoNaW52YWxpZGF0aW9ucxgCIAEoCzIdLnJpcHBsZWNhY2hlLnYxLkludmFsaWRhdGlvbnNIABIkCgRwb25nGAMgASgLMhQucmlwcGxlY2FjaGUudjEuUG9uZ0gAEigKBnJlc3luYxgEIAEoCzIWLnJpcHBsZWNhY2hlLnYxLlJlc3luY0gAQgYKBGtpbmQiMQoHVHJhY2tlZBIQCghyZXZpc2lvbhgBIAEoAxIUCgx0cmFja2VkX2tleXMYAiABKA0iWAoMSW52YWxpZGF0aW9uEgsKA2tleRgBIAEoCRIQCghyZXZpc2lvbhgCIAEoAxIpCgZyZWFzb24YAyABKA4yGS5yaXBwbGVjYWNoZS52MS5FdmVudFR5cGUiRAoNSW52YWxpZGF0aW9ucxIzCg1pbnZhbGlkYXRpb25zGAEgAygLMhwucmlwcGxlY2FjaGUudjEuSW52YWxpZGF0aW9uIiQKBFBvbmcSCgoCaWQYASABKAQSEAoIcmV2aXNpb24YAiABKAMqQAoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASEAoMUk9MRV9QUklNQVJZEAESEAoMUk9MRV9SRVBMSUNBEAIqfwoJRXZlbnRUeXBlEhoKFkVWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABISCg5FVkVOVF9UWVBFX1BVVBABEhUKEUVWRU5UX1RZUEVfREVMRVRFEAISFQoRRVZFTlRfVFlQRV9FWFBJUkUQAxIUChBFVkVOVF9UWVBFX0VWSUNUEAQqfwoMUmVzeW5jUmVhc29uEh0KGVJFU1lOQ19SRUFTT05fVU5TUEVDSUZJRUQQABIbChdSRVNZTkNfUkVBU09OX0NPTVBBQ1RFRBABEhoKFlJFU1lOQ19SRUFTT05fT1ZFUkZMT1cQAhIXChNSRVNZTkNfUkVBU09OX0ZMVVNIEAMyvgcKDENhY2hlU2VydmljZRJDCgNHZXQSGi5yaXBwbGVjYWNoZS52MS5HZXRSZXF1ZXN0GhsucmlwcGxlY2FjaGUudjEuR2V0UmVzcG9uc2UiA5ACARJPCgdHZXRNYW55Eh4ucmlwcGxlY2FjaGUudjEuR2V0TWFueVJlcXVlc3QaHy5yaXBwbGVjYWNoZS52MS5HZXRNYW55UmVzcG9uc2UiA5ACARI+CgNTZXQSGi5yaXBwbGVjYWNoZS52MS5TZXRSZXF1ZXN0GhsucmlwcGxlY2FjaGUudjEuU2V0UmVzcG9uc2USSgoHU2V0TWFueRIeLnJpcHBsZWNhY2hlLnYxLlNldE1hbnlSZXF1ZXN0Gh8ucmlwcGxlY2FjaGUudjEuU2V0TWFueVJlc3BvbnNlEkcKBkRlbGV0ZRIdLnJpcHBsZWNhY2hlLnYxLkRlbGV0ZVJlcXVlc3QaHi5yaXBwbGVjYWNoZS52MS5EZWxldGVSZXNwb25zZRJQCglJbmNyZW1lbnQSIC5yaXBwbGVjYWNoZS52MS5JbmNyZW1lbnRSZXF1ZXN0GiEucmlwcGxlY2FjaGUudjEuSW5jcmVtZW50UmVzcG9uc2USRAoFVG91Y2gSHC5yaXBwbGVjYWNoZS52MS5Ub3VjaFJlcXVlc3QaHS5yaXBwbGVjYWNoZS52MS5Ub3VjaFJlc3BvbnNlEkYKBFNjYW4SGy5yaXBwbGVjYWNoZS52MS5TY2FuUmVxdWVzdBocLnJpcHBsZWNhY2hlLnYxLlNjYW5SZXNwb25zZSIDkAIBEkMKBExvYWQSGy5yaXBwbGVjYWNoZS52MS5Mb2FkUmVxdWVzdBocLnJpcHBsZWNhY2hlLnYxLkxvYWRSZXNwb25zZSgBEkQKBUZsdXNoEhwucmlwcGxlY2FjaGUudjEuRmx1c2hSZXF1ZXN0Gh0ucmlwcGxlY2FjaGUudjEuRmx1c2hSZXNwb25zZRJGCgRJbmZvEhsucmlwcGxlY2FjaGUudjEuSW5mb1JlcXVlc3QaHC5yaXBwbGVjYWNoZS52MS5JbmZvUmVzcG9uc2UiA5ACARJGCgVXYXRjaBIcLnJpcHBsZWNhY2hlLnYxLldhdGNoUmVxdWVzdBodLnJpcHBsZWNhY2hlLnYxLldhdGNoUmVzcG9uc2UwARJICgVUcmFjaxIcLnJpcHBsZWNhY2hlLnYxLlRyYWNrUmVxdWVzdBodLnJpcHBsZWNhY2hlLnYxLlRyYWNrUmVzcG9uc2UoATABYgZwcm90bzM");
 
 /**
  * GetRequest names the key to read.
@@ -722,6 +722,503 @@ export const InfoResponseSchema: GenMessage<InfoResponse> = /*@__PURE__*/
   messageDesc(file_ripplecache_v1_cache, 22);
 
 /**
+ * WatchRequest opens a watch on one key or on a prefix.
+ *
+ * @generated from message ripplecache.v1.WatchRequest
+ */
+export type WatchRequest = Message<"ripplecache.v1.WatchRequest"> & {
+  /**
+   * What to watch. Unset means every key.
+   *
+   * @generated from oneof ripplecache.v1.WatchRequest.target
+   */
+  target: {
+    /**
+     * Exactly this key.
+     *
+     * @generated from field: string key = 1;
+     */
+    value: string;
+    case: "key";
+  } | {
+    /**
+     * Every key starting with this prefix; "" means every key.
+     *
+     * @generated from field: string prefix = 2;
+     */
+    value: string;
+    case: "prefix";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * 0: changes from now on. Otherwise replay every change with a revision at
+   * or after this one from the server's change log first; when the log no
+   * longer holds it, the stream starts with a Resync (reason COMPACTED).
+   *
+   * @generated from field: int64 start_revision = 3;
+   */
+  startRevision: bigint;
+
+  /**
+   * Include values (and flags and expiry) in PUT events.
+   *
+   * @generated from field: bool with_values = 4;
+   */
+  withValues: boolean;
+
+  /**
+   * Send a Progress message after this many ms without events; 0 means the
+   * default (10000). Between 100 and 3600000.
+   *
+   * @generated from field: uint32 progress_interval_ms = 5;
+   */
+  progressIntervalMs: number;
+};
+
+/**
+ * Describes the message ripplecache.v1.WatchRequest.
+ * Use `create(WatchRequestSchema)` to create a new message.
+ */
+export const WatchRequestSchema: GenMessage<WatchRequest> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 23);
+
+/**
+ * WatchResponse is one message of a watch stream.
+ *
+ * @generated from message ripplecache.v1.WatchResponse
+ */
+export type WatchResponse = Message<"ripplecache.v1.WatchResponse"> & {
+  /**
+   * @generated from oneof ripplecache.v1.WatchResponse.kind
+   */
+  kind: {
+    /**
+     * Always first: the watch is established.
+     *
+     * @generated from field: ripplecache.v1.WatchCreated created = 1;
+     */
+    value: WatchCreated;
+    case: "created";
+  } | {
+    /**
+     * Events in revision order; several when many were ready at once.
+     *
+     * @generated from field: ripplecache.v1.EventBatch events = 2;
+     */
+    value: EventBatch;
+    case: "events";
+  } | {
+    /**
+     * Heartbeat after an idle interval: everything up to `revision` has been sent.
+     *
+     * @generated from field: ripplecache.v1.Progress progress = 3;
+     */
+    value: Progress;
+    case: "progress";
+  } | {
+    /**
+     * Some events could not be delivered: drop every cached copy in the
+     * watched range. The stream carries on with the events after `revision`.
+     *
+     * @generated from field: ripplecache.v1.Resync resync = 4;
+     */
+    value: Resync;
+    case: "resync";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message ripplecache.v1.WatchResponse.
+ * Use `create(WatchResponseSchema)` to create a new message.
+ */
+export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 24);
+
+/**
+ * WatchCreated says the watch is established.
+ *
+ * @generated from message ripplecache.v1.WatchCreated
+ */
+export type WatchCreated = Message<"ripplecache.v1.WatchCreated"> & {
+  /**
+   * The server's current revision. Without start_revision, every event that
+   * follows has a larger revision.
+   *
+   * @generated from field: int64 revision = 1;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message ripplecache.v1.WatchCreated.
+ * Use `create(WatchCreatedSchema)` to create a new message.
+ */
+export const WatchCreatedSchema: GenMessage<WatchCreated> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 25);
+
+/**
+ * EventBatch is a run of events in revision order.
+ *
+ * @generated from message ripplecache.v1.EventBatch
+ */
+export type EventBatch = Message<"ripplecache.v1.EventBatch"> & {
+  /**
+   * @generated from field: repeated ripplecache.v1.Event events = 1;
+   */
+  events: Event[];
+};
+
+/**
+ * Describes the message ripplecache.v1.EventBatch.
+ * Use `create(EventBatchSchema)` to create a new message.
+ */
+export const EventBatchSchema: GenMessage<EventBatch> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 26);
+
+/**
+ * Event is one change to one key.
+ *
+ * @generated from message ripplecache.v1.Event
+ */
+export type Event = Message<"ripplecache.v1.Event"> & {
+  /**
+   * @generated from field: ripplecache.v1.EventType type = 1;
+   */
+  type: EventType;
+
+  /**
+   * @generated from field: string key = 2;
+   */
+  key: string;
+
+  /**
+   * The revision of this change.
+   *
+   * @generated from field: int64 revision = 3;
+   */
+  revision: bigint;
+
+  /**
+   * The new value of a PUT, when the watch asked for values.
+   *
+   * @generated from field: bytes value = 4;
+   */
+  value: Uint8Array;
+
+  /**
+   * @generated from field: uint32 flags = 5;
+   */
+  flags: number;
+
+  /**
+   * When the key expires, in ms since the Unix epoch; 0 = never.
+   *
+   * @generated from field: int64 expires_at_ms = 6;
+   */
+  expiresAtMs: bigint;
+};
+
+/**
+ * Describes the message ripplecache.v1.Event.
+ * Use `create(EventSchema)` to create a new message.
+ */
+export const EventSchema: GenMessage<Event> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 27);
+
+/**
+ * Progress is a heartbeat.
+ *
+ * @generated from message ripplecache.v1.Progress
+ */
+export type Progress = Message<"ripplecache.v1.Progress"> & {
+  /**
+   * The server's current revision; the subscriber has every event up to it.
+   *
+   * @generated from field: int64 revision = 1;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message ripplecache.v1.Progress.
+ * Use `create(ProgressSchema)` to create a new message.
+ */
+export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 28);
+
+/**
+ * Resync tells a subscriber to drop what it cached for its range.
+ *
+ * @generated from message ripplecache.v1.Resync
+ */
+export type Resync = Message<"ripplecache.v1.Resync"> & {
+  /**
+   * @generated from field: ripplecache.v1.ResyncReason reason = 1;
+   */
+  reason: ResyncReason;
+
+  /**
+   * Events after this revision follow.
+   *
+   * @generated from field: int64 revision = 2;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message ripplecache.v1.Resync.
+ * Use `create(ResyncSchema)` to create a new message.
+ */
+export const ResyncSchema: GenMessage<Resync> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 29);
+
+/**
+ * TrackRequest is one message from a tracking client.
+ *
+ * @generated from message ripplecache.v1.TrackRequest
+ */
+export type TrackRequest = Message<"ripplecache.v1.TrackRequest"> & {
+  /**
+   * @generated from oneof ripplecache.v1.TrackRequest.kind
+   */
+  kind: {
+    /**
+     * Start tracking keys; the server answers with Tracked.
+     *
+     * @generated from field: ripplecache.v1.TrackKeys track = 1;
+     */
+    value: TrackKeys;
+    case: "track";
+  } | {
+    /**
+     * Stop tracking keys; the server answers with Tracked.
+     *
+     * @generated from field: ripplecache.v1.TrackKeys untrack = 2;
+     */
+    value: TrackKeys;
+    case: "untrack";
+  } | {
+    /**
+     * The server answers with a Pong carrying the same id.
+     *
+     * @generated from field: ripplecache.v1.Ping ping = 3;
+     */
+    value: Ping;
+    case: "ping";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message ripplecache.v1.TrackRequest.
+ * Use `create(TrackRequestSchema)` to create a new message.
+ */
+export const TrackRequestSchema: GenMessage<TrackRequest> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 30);
+
+/**
+ * TrackKeys names keys to track or untrack.
+ *
+ * @generated from message ripplecache.v1.TrackKeys
+ */
+export type TrackKeys = Message<"ripplecache.v1.TrackKeys"> & {
+  /**
+   * @generated from field: repeated string keys = 1;
+   */
+  keys: string[];
+
+  /**
+   * For track: also report changes to these keys after this revision, from
+   * the change log (a reconnecting client passes the last revision it saw).
+   * 0 means from now. When the log no longer holds it: Resync (COMPACTED).
+   *
+   * @generated from field: int64 since_revision = 2;
+   */
+  sinceRevision: bigint;
+};
+
+/**
+ * Describes the message ripplecache.v1.TrackKeys.
+ * Use `create(TrackKeysSchema)` to create a new message.
+ */
+export const TrackKeysSchema: GenMessage<TrackKeys> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 31);
+
+/**
+ * Ping asks for a Pong.
+ *
+ * @generated from message ripplecache.v1.Ping
+ */
+export type Ping = Message<"ripplecache.v1.Ping"> & {
+  /**
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+};
+
+/**
+ * Describes the message ripplecache.v1.Ping.
+ * Use `create(PingSchema)` to create a new message.
+ */
+export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 32);
+
+/**
+ * TrackResponse is one message to a tracking client.
+ *
+ * @generated from message ripplecache.v1.TrackResponse
+ */
+export type TrackResponse = Message<"ripplecache.v1.TrackResponse"> & {
+  /**
+   * @generated from oneof ripplecache.v1.TrackResponse.kind
+   */
+  kind: {
+    /**
+     * Acknowledges a track or untrack.
+     *
+     * @generated from field: ripplecache.v1.Tracked tracked = 1;
+     */
+    value: Tracked;
+    case: "tracked";
+  } | {
+    /**
+     * Tracked keys that changed.
+     *
+     * @generated from field: ripplecache.v1.Invalidations invalidations = 2;
+     */
+    value: Invalidations;
+    case: "invalidations";
+  } | {
+    /**
+     * Answers a ping.
+     *
+     * @generated from field: ripplecache.v1.Pong pong = 3;
+     */
+    value: Pong;
+    case: "pong";
+  } | {
+    /**
+     * Invalidations were lost: drop every cached copy. The server forgets
+     * every tracked key of this stream; track again what you fetch again.
+     *
+     * @generated from field: ripplecache.v1.Resync resync = 4;
+     */
+    value: Resync;
+    case: "resync";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message ripplecache.v1.TrackResponse.
+ * Use `create(TrackResponseSchema)` to create a new message.
+ */
+export const TrackResponseSchema: GenMessage<TrackResponse> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 33);
+
+/**
+ * Tracked acknowledges a track or untrack request.
+ *
+ * @generated from message ripplecache.v1.Tracked
+ */
+export type Tracked = Message<"ripplecache.v1.Tracked"> & {
+  /**
+   * Changes after this revision to the tracked keys are reported.
+   *
+   * @generated from field: int64 revision = 1;
+   */
+  revision: bigint;
+
+  /**
+   * Keys this stream now tracks.
+   *
+   * @generated from field: uint32 tracked_keys = 2;
+   */
+  trackedKeys: number;
+};
+
+/**
+ * Describes the message ripplecache.v1.Tracked.
+ * Use `create(TrackedSchema)` to create a new message.
+ */
+export const TrackedSchema: GenMessage<Tracked> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 34);
+
+/**
+ * Invalidation says a tracked key changed.
+ *
+ * @generated from message ripplecache.v1.Invalidation
+ */
+export type Invalidation = Message<"ripplecache.v1.Invalidation"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * The revision of the change.
+   *
+   * @generated from field: int64 revision = 2;
+   */
+  revision: bigint;
+
+  /**
+   * @generated from field: ripplecache.v1.EventType reason = 3;
+   */
+  reason: EventType;
+};
+
+/**
+ * Describes the message ripplecache.v1.Invalidation.
+ * Use `create(InvalidationSchema)` to create a new message.
+ */
+export const InvalidationSchema: GenMessage<Invalidation> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 35);
+
+/**
+ * Invalidations is a run of invalidations in revision order.
+ *
+ * @generated from message ripplecache.v1.Invalidations
+ */
+export type Invalidations = Message<"ripplecache.v1.Invalidations"> & {
+  /**
+   * @generated from field: repeated ripplecache.v1.Invalidation invalidations = 1;
+   */
+  invalidations: Invalidation[];
+};
+
+/**
+ * Describes the message ripplecache.v1.Invalidations.
+ * Use `create(InvalidationsSchema)` to create a new message.
+ */
+export const InvalidationsSchema: GenMessage<Invalidations> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 36);
+
+/**
+ * Pong answers a Ping.
+ *
+ * @generated from message ripplecache.v1.Pong
+ */
+export type Pong = Message<"ripplecache.v1.Pong"> & {
+  /**
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * The server's current revision: every invalidation up to it has been sent.
+   *
+   * @generated from field: int64 revision = 2;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message ripplecache.v1.Pong.
+ * Use `create(PongSchema)` to create a new message.
+ */
+export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 37);
+
+/**
  * Role is a node's part in replication.
  *
  * @generated from enum ripplecache.v1.Role
@@ -748,6 +1245,91 @@ export enum Role {
  */
 export const RoleSchema: GenEnum<Role> = /*@__PURE__*/
   enumDesc(file_ripplecache_v1_cache, 0);
+
+/**
+ * EventType says what happened to a key.
+ *
+ * @generated from enum ripplecache.v1.EventType
+ */
+export enum EventType {
+  /**
+   * @generated from enum value: EVENT_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The key was written (set, increment, touch, load).
+   *
+   * @generated from enum value: EVENT_TYPE_PUT = 1;
+   */
+  PUT = 1,
+
+  /**
+   * The key was deleted by a client.
+   *
+   * @generated from enum value: EVENT_TYPE_DELETE = 2;
+   */
+  DELETE = 2,
+
+  /**
+   * The key's time to live ran out.
+   *
+   * @generated from enum value: EVENT_TYPE_EXPIRE = 3;
+   */
+  EXPIRE = 3,
+
+  /**
+   * The key was evicted to stay within the memory bound.
+   *
+   * @generated from enum value: EVENT_TYPE_EVICT = 4;
+   */
+  EVICT = 4,
+}
+
+/**
+ * Describes the enum ripplecache.v1.EventType.
+ */
+export const EventTypeSchema: GenEnum<EventType> = /*@__PURE__*/
+  enumDesc(file_ripplecache_v1_cache, 1);
+
+/**
+ * ResyncReason says why events were lost.
+ *
+ * @generated from enum ripplecache.v1.ResyncReason
+ */
+export enum ResyncReason {
+  /**
+   * @generated from enum value: RESYNC_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The requested start revision is older than the change log holds.
+   *
+   * @generated from enum value: RESYNC_REASON_COMPACTED = 1;
+   */
+  COMPACTED = 1,
+
+  /**
+   * The subscriber fell too far behind: its bounded stream buffer overflowed.
+   *
+   * @generated from enum value: RESYNC_REASON_OVERFLOW = 2;
+   */
+  OVERFLOW = 2,
+
+  /**
+   * The cache was flushed.
+   *
+   * @generated from enum value: RESYNC_REASON_FLUSH = 3;
+   */
+  FLUSH = 3,
+}
+
+/**
+ * Describes the enum ripplecache.v1.ResyncReason.
+ */
+export const ResyncReasonSchema: GenEnum<ResyncReason> = /*@__PURE__*/
+  enumDesc(file_ripplecache_v1_cache, 2);
 
 /**
  * CacheService is the data API: reads, writes, scans and server information.
@@ -865,6 +1447,31 @@ export const CacheService: GenService<{
     methodKind: "unary";
     input: typeof InfoRequestSchema;
     output: typeof InfoResponseSchema;
+  },
+  /**
+   * Watch streams the changes to one key or to every key with a prefix, in
+   * revision order, optionally replaying from a past revision. A subscriber
+   * never silently misses an event: when it cannot be given every event it
+   * gets a Resync and must drop what it cached for the watched range.
+   *
+   * @generated from rpc ripplecache.v1.CacheService.Watch
+   */
+  watch: {
+    methodKind: "server_streaming";
+    input: typeof WatchRequestSchema;
+    output: typeof WatchResponseSchema;
+  },
+  /**
+   * Track is client-side caching in the spirit of Redis CLIENT TRACKING: the
+   * client names the keys it holds copies of, and the server sends an
+   * invalidation when any of them changes.
+   *
+   * @generated from rpc ripplecache.v1.CacheService.Track
+   */
+  track: {
+    methodKind: "bidi_streaming";
+    input: typeof TrackRequestSchema;
+    output: typeof TrackResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_ripplecache_v1_cache, 0);

@@ -1,0 +1,659 @@
+/**
+ * `npm run bench`: throughput and latency of Get, Set and GetMany over gRPC
+ * and Connect (binary protobuf), then bytes per key from bench/memory.js.
+ *
+ * - The server is the real CLI (`ripplecache serve`) in its own process,
+ *   pinned to one core with taskset when it exists.
+ * - Load comes from a separate process (bench/load.ts) pinned to another
+ *   core: several HTTP/2 connections, many in-flight calls on each.
+ * - Each measurement: warm-up, then a fixed window. Rounds alternate the
+ *   protocol order so slow drift on a shared machine hits both alike; the
+ *   Connect/gRPC ratios are taken within a round.
+ * - Server and load-generator CPU use over the window are reported, to show
+ *   which side was the bottleneck.
+ *
+ * Flags: --duration MS, --warmup MS, --connections N, --concurrency N (per
+ * connection), --keys N, --value-bytes N, --rounds N, --ops get,set,getMany,
+ * --protocols grpc,connect, --memory-keys N, --no-memory, --cpu-prof (profile
+ * the server; the summary is printed and the .cpuprofile kept), --out FILE.
+ *
+ * This is a benchmark, not a test: it asserts nothing about absolute speed.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import * as os from "node:os";
+import { join, relative, resolve } from "node:path";
+import { performance } from "node:perf_hooks";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { CacheClient } from "../src/client/client.js";
+import { keyName, type BenchProtocol, type LoadConfig, type LoadMessage, type LoadResult, type Op } from "./common.js";
+import { formatProfile, summarizeProfile, type ProfileSummary } from "./profile.js";
+
+/** The repository root (this file runs from dist/bench/). */
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const CLI = join(ROOT, "dist/src/cli/main.js");
+const LOAD = join(ROOT, "dist/bench/load.js");
+const MEMORY = join(ROOT, "dist/bench/memory.js");
+
+const OP_NAMES: Record<Op, (batch: number) => string> = {
+  get: () => "Get",
+  set: () => "Set",
+  getMany: (batch) => `GetMany(${batch})`,
+};
+const PROTOCOL_NAMES: Record<BenchProtocol, string> = { grpc: "gRPC", connect: "Connect proto" };
+
+// --- options -----------------------------------------------------------------
+
+const USAGE = `node dist/bench/run.js [flags]     (npm run bench -- [flags])
+  --duration MS        measured window per scenario (default 3000)
+  --warmup MS          warm-up before each window (default 1000)
+  --connections N      HTTP/2 connections (default 4)
+  --concurrency N      in-flight calls per connection (default 16)
+  --keys N             keys preloaded and read/written (default 10000)
+  --value-bytes N      value size (default 100)
+  --batch N            keys per GetMany (default 10)
+  --rounds N           repetitions of every scenario, protocol order alternating (default 2)
+  --ops LIST           get,set,getMany (default all)
+  --protocols LIST     grpc,connect (default both)
+  --memory-keys N      keys for bench/memory.js (default 1000000)
+  --no-memory          skip the memory measurement
+  --cpu-prof           run the server under --cpu-prof and print a summary
+  --out FILE           results JSON (default bench/results/latest.json)
+`;
+
+function options() {
+  const { values } = parseArgs({
+    options: {
+      duration: { type: "string", default: "3000" },
+      warmup: { type: "string", default: "1000" },
+      connections: { type: "string", default: "4" },
+      concurrency: { type: "string", default: "16" },
+      keys: { type: "string", default: "10000" },
+      "value-bytes": { type: "string", default: "100" },
+      batch: { type: "string", default: "10" },
+      rounds: { type: "string", default: "2" },
+      ops: { type: "string", default: "get,set,getMany" },
+      protocols: { type: "string", default: "grpc,connect" },
+      "memory-keys": { type: "string", default: "1000000" },
+      "no-memory": { type: "boolean", default: false },
+      "cpu-prof": { type: "boolean", default: false },
+      out: { type: "string", default: join(ROOT, "bench/results/latest.json") },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  const int = (name: string, text: string, min: number) => {
+    if (!/^[0-9]+$/.test(text) || Number(text) < min) throw new Error(`--${name} must be an integer >= ${min}, not "${text}"`);
+    return Number(text);
+  };
+  const list = <T extends string>(name: string, text: string, allowed: readonly T[]): T[] => {
+    const items = text.split(",").map((s) => s.trim()).filter((s) => s !== "");
+    for (const item of items) if (!allowed.includes(item as T)) throw new Error(`--${name}: "${item}" is not one of ${allowed.join(", ")}`);
+    if (items.length === 0) throw new Error(`--${name} is empty`);
+    return items as T[];
+  };
+  return {
+    help: values.help,
+    durationMs: int("duration", values.duration, 100),
+    warmupMs: int("warmup", values.warmup, 0),
+    connections: int("connections", values.connections, 1),
+    concurrency: int("concurrency", values.concurrency, 1),
+    keys: int("keys", values.keys, 1),
+    valueBytes: int("value-bytes", values["value-bytes"], 0),
+    batch: int("batch", values.batch, 1),
+    rounds: int("rounds", values.rounds, 1),
+    ops: list("ops", values.ops, ["get", "set", "getMany"] as const),
+    protocols: list("protocols", values.protocols, ["grpc", "connect"] as const),
+    memoryKeys: int("memory-keys", values["memory-keys"], 1),
+    memory: !values["no-memory"],
+    cpuProf: values["cpu-prof"],
+    out: resolve(values.out),
+  };
+}
+type Options = ReturnType<typeof options>;
+
+// --- child processes: every one is tracked and killed on the way out ----------
+
+const children = new Set<ChildProcess>();
+
+function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  return child;
+}
+
+function killAll(signal: NodeJS.Signals): void {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+  }
+}
+
+process.on("exit", () => killAll("SIGKILL"));
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`\nbench: ${signal}, stopping the processes it started\n`);
+    killAll("SIGKILL");
+    process.exit(130);
+  });
+}
+
+/** CPUs this process may run on (from taskset), or undefined when pinning is unavailable. */
+function pinnableCpus(): number[] | undefined {
+  if (process.platform !== "linux") return undefined;
+  const r = spawnSync("taskset", ["-cp", String(process.pid)], { encoding: "utf8" });
+  if (r.status !== 0) return undefined;
+  const m = /list:\s*([0-9,\-\s]+)$/m.exec(r.stdout);
+  if (m === null) return undefined;
+  const cpus: number[] = [];
+  for (const part of m[1].trim().split(",")) {
+    const [a, b] = part.split("-").map(Number);
+    for (let c = a; c <= (b ?? a); c++) cpus.push(c);
+  }
+  return cpus.length >= 2 ? cpus : undefined;
+}
+
+interface Pinning {
+  readonly server: number | undefined;
+  readonly load: number | undefined;
+  readonly note: string;
+}
+
+function pinning(): Pinning {
+  const cpus = pinnableCpus();
+  if (cpus === undefined) {
+    return { server: undefined, load: undefined, note: "not pinned (taskset missing or fewer than 2 CPUs allowed)" };
+  }
+  return { server: cpus[0], load: cpus[1], note: `server on CPU ${cpus[0]}, load generator on CPU ${cpus[1]} (taskset)` };
+}
+
+function command(cpu: number | undefined, argv: string[]): [string, string[]] {
+  return cpu === undefined ? [argv[0], argv.slice(1)] : ["taskset", ["-c", String(cpu), ...argv]];
+}
+
+// --- server ---------------------------------------------------------------------
+
+interface Server {
+  readonly url: string;
+  readonly addr: string;
+  readonly pid: number;
+  readonly output: string[];
+  stop(): Promise<number | null>;
+}
+
+async function startServer(cpu: number | undefined, nodeFlags: string[]): Promise<Server> {
+  const [cmd, args] = command(cpu, [process.execPath, ...nodeFlags, CLI, "serve", "--host", "127.0.0.1", "--port", "0", "--shutdown-timeout", "2000"]);
+  const proc = track(spawn(cmd, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] }));
+  const output: string[] = [];
+  createInterface({ input: proc.stderr! }).on("line", (line) => output.push(line));
+  const exited = new Promise<number | null>((res) => proc.once("exit", (code) => res(code)));
+  const port = await new Promise<number>((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`server did not start within 15 s:\n${output.join("\n")}`)), 15_000);
+    createInterface({ input: proc.stdout! }).on("line", (line) => {
+      output.push(line);
+      try {
+        const record = JSON.parse(line) as { msg?: string; port?: number };
+        if (record.msg === "listening" && typeof record.port === "number") {
+          clearTimeout(timer);
+          res(record.port);
+        }
+      } catch {
+        // not a JSON log line
+      }
+    });
+    proc.once("exit", (code) => {
+      clearTimeout(timer);
+      rej(new Error(`server exited with ${code} before listening:\n${output.join("\n")}`));
+    });
+  });
+  return {
+    url: `http://127.0.0.1:${port}`,
+    addr: `127.0.0.1:${port}`,
+    pid: proc.pid!,
+    output,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGTERM");
+      const timer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
+      try {
+        return await exited;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
+}
+
+const CLK_TCK = (() => {
+  const r = spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" });
+  const n = Number(r.stdout?.trim());
+  return r.status === 0 && n > 0 ? n : 100;
+})();
+
+/** User + system CPU time of a process in ms, from /proc; undefined where there is no /proc. */
+function processCpuMs(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
+  } catch {
+    return undefined;
+  }
+}
+
+async function preload(server: Server, opts: Options): Promise<void> {
+  const client = new CacheClient({ addr: server.addr, protocol: "grpc", timeoutMs: 30_000 });
+  try {
+    const value = new Uint8Array(opts.valueBytes).fill(0x61);
+    const batch = 500;
+    for (let i = 0; i < opts.keys; i += batch) {
+      const entries = [];
+      for (let k = i; k < Math.min(opts.keys, i + batch); k++) entries.push({ key: keyName(k), value });
+      await client.rpc.setMany({ entries });
+    }
+    const info = await client.info();
+    if (Number(info.keys) !== opts.keys) throw new Error(`preload: server holds ${info.keys} keys, expected ${opts.keys} (evicted? raise --max-memory)`);
+  } finally {
+    client.close();
+  }
+}
+
+// --- one measurement ----------------------------------------------------------
+
+interface Measurement extends LoadResult {
+  readonly op: Op;
+  readonly protocol: BenchProtocol;
+  readonly round: number;
+  /** Server CPU time over the measured window / its length (1 = one core busy). */
+  readonly serverCpu: number | undefined;
+}
+
+function measure(server: Server, pin: Pinning, config: LoadConfig, round: number): Promise<Measurement> {
+  const [cmd, args] = command(pin.load, [process.execPath, LOAD, JSON.stringify(config)]);
+  const child = track(spawn(cmd, args, { cwd: ROOT, stdio: ["ignore", "inherit", "pipe", "ipc"] }));
+  const stderr: string[] = [];
+  createInterface({ input: child.stderr! }).on("line", (line) => stderr.push(line));
+  return new Promise<Measurement>((res, rej) => {
+    let cpu0: number | undefined;
+    let wall0 = 0;
+    let serverCpu: number | undefined;
+    let settled = false;
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      fail(new Error(`load generator did not finish within ${config.warmupMs + config.durationMs + 60_000} ms`));
+    }, config.warmupMs + config.durationMs + 60_000);
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      rej(err);
+    };
+    child.on("message", (message: LoadMessage) => {
+      switch (message.type) {
+        case "measure-start":
+          cpu0 = processCpuMs(server.pid);
+          wall0 = performance.now();
+          break;
+        case "measure-end": {
+          const cpu1 = processCpuMs(server.pid);
+          if (cpu0 !== undefined && cpu1 !== undefined) serverCpu = (cpu1 - cpu0) / (performance.now() - wall0);
+          break;
+        }
+        case "result":
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          res({ ...message.result, op: config.op, protocol: config.protocol, round, serverCpu });
+          break;
+        case "error":
+          fail(new Error(`load generator: ${message.message}`));
+          break;
+      }
+    });
+    child.once("error", (err) => fail(err));
+    child.once("exit", (code, signal) => fail(new Error(`load generator exited (${signal ?? code}) without a result:\n${stderr.join("\n")}`)));
+  });
+}
+
+// --- memory -------------------------------------------------------------------
+
+type MemoryResult =
+  | { readonly status: "ok"; readonly keys: number; readonly heapBytesPerKey: number; readonly rssBytesPerKey: number; readonly countedBytesPerKey: number; readonly raw: unknown }
+  | { readonly status: "missing" | "failed" | "skipped"; readonly message: string };
+
+async function measureMemory(opts: Options, cpu: number | undefined): Promise<MemoryResult> {
+  if (!opts.memory) return { status: "skipped", message: "skipped (--no-memory)" };
+  if (!existsSync(MEMORY)) {
+    return { status: "missing", message: `not measured: ${relative(ROOT, MEMORY)} does not exist (bench/memory.ts not written or not built yet)` };
+  }
+  const timeoutMs = 240_000;
+  const [cmd, args] = command(cpu, [process.execPath, "--expose-gc", MEMORY, "--keys", String(opts.memoryKeys)]);
+  const child = track(spawn(cmd, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] }));
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  createInterface({ input: child.stdout! }).on("line", (line) => stdout.push(line));
+  createInterface({ input: child.stderr! }).on("line", (line) => stderr.push(line));
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const [code, signal] = (await new Promise((res) => child.once("exit", (c, s) => res([c, s])))) as [number | null, NodeJS.Signals | null];
+  clearTimeout(timer);
+  // Let readline deliver the last lines.
+  await new Promise((r) => setImmediate(r));
+  const tail = [...stderr.slice(-5)].join("\n");
+  if (code !== 0) {
+    const why = signal === "SIGKILL" ? `killed after ${timeoutMs / 1000} s` : `exited with ${signal ?? code}`;
+    return { status: "failed", message: `memory.js ${why}${tail ? `: ${tail}` : ""}` };
+  }
+  const last = stdout.filter((l) => l.trim() !== "").at(-1);
+  try {
+    const raw = JSON.parse(last ?? "") as Record<string, unknown>;
+    const num = (k: string) => {
+      if (typeof raw[k] !== "number") throw new Error(`no number "${k}" in ${last}`);
+      return raw[k] as number;
+    };
+    return {
+      status: "ok",
+      keys: typeof raw.keys === "number" ? raw.keys : opts.memoryKeys,
+      heapBytesPerKey: num("heapBytesPerKey"),
+      rssBytesPerKey: num("rssBytesPerKey"),
+      countedBytesPerKey: num("countedBytesPerKey"),
+      raw,
+    };
+  } catch (err) {
+    return { status: "failed", message: `memory.js output not understood: ${(err as Error).message}` };
+  }
+}
+
+// --- reporting ----------------------------------------------------------------
+
+interface Row {
+  readonly op: Op;
+  readonly protocol: BenchProtocol;
+  readonly rounds: Measurement[];
+  readonly opsPerSec: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  /** Half the ops/s range over rounds, relative to the median. */
+  readonly spread: number;
+  readonly serverCpu: number | undefined;
+  readonly loadCpu: number;
+  readonly errors: number;
+  readonly misses: number;
+}
+
+function median(values: number[]): number {
+  const s = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+function rows(measurements: Measurement[], opts: Options): Row[] {
+  const out: Row[] = [];
+  for (const op of opts.ops) {
+    for (const protocol of opts.protocols) {
+      const ms = measurements.filter((m) => m.op === op && m.protocol === protocol);
+      if (ms.length === 0) continue;
+      const ops = ms.map((m) => m.opsPerSec);
+      const med = median(ops);
+      const cpu = ms.map((m) => m.serverCpu).filter((c): c is number => c !== undefined);
+      out.push({
+        op,
+        protocol,
+        rounds: ms,
+        opsPerSec: med,
+        p50Ms: median(ms.map((m) => m.p50Ms)),
+        p99Ms: median(ms.map((m) => m.p99Ms)),
+        spread: ms.length > 1 ? (Math.max(...ops) - Math.min(...ops)) / 2 / med : 0,
+        serverCpu: cpu.length > 0 ? median(cpu) : undefined,
+        loadCpu: median(ms.map((m) => m.loadCpu)),
+        errors: ms.reduce((s, m) => s + m.errors, 0),
+        misses: ms.reduce((s, m) => s + m.misses, 0),
+      });
+    }
+  }
+  return out;
+}
+
+interface Ratio {
+  readonly op: Op;
+  /** Connect ops/s ÷ gRPC ops/s, median over rounds (each round's pair ran back to back). */
+  readonly throughput: number;
+  readonly perRound: number[];
+  /** Connect p50 ÷ gRPC p50, median over rounds. */
+  readonly p50: number;
+}
+
+function ratios(measurements: Measurement[], opts: Options): Ratio[] {
+  if (!opts.protocols.includes("grpc") || !opts.protocols.includes("connect")) return [];
+  const out: Ratio[] = [];
+  for (const op of opts.ops) {
+    const perRound: number[] = [];
+    const p50: number[] = [];
+    for (let r = 0; r < opts.rounds; r++) {
+      const g = measurements.find((m) => m.op === op && m.protocol === "grpc" && m.round === r);
+      const c = measurements.find((m) => m.op === op && m.protocol === "connect" && m.round === r);
+      if (g && c) {
+        perRound.push(c.opsPerSec / g.opsPerSec);
+        p50.push(c.p50Ms / g.p50Ms);
+      }
+    }
+    if (perRound.length > 0) out.push({ op, throughput: median(perRound), perRound, p50: median(p50) });
+  }
+  return out;
+}
+
+const fmtInt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "-");
+const fmtMs = (n: number) => (Number.isFinite(n) ? (n < 10 ? n.toFixed(2) : n.toFixed(1)) : "-");
+const fmtPct = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "-" : `${Math.round(n * 100)}%`);
+
+function table(header: string[], body: string[][], alignLeft: number): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i < alignLeft ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ").trimEnd();
+  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
+}
+
+function report(opts: Options, pin: Pinning, rs: Row[], rt: Ratio[], memory: MemoryResult, machine: Record<string, unknown>): string {
+  const out: string[] = [];
+  const inFlight = opts.connections * opts.concurrency;
+  out.push(`RippleCache benchmark  ${machine.date}  node ${machine.node}  ${machine.nproc} CPUs (${machine.cpuModel})  load avg ${machine.loadAvg}`);
+  out.push(`${pin.note}`);
+  out.push(
+    `${opts.connections} HTTP/2 connections x ${opts.concurrency} in-flight calls = ${inFlight} concurrent; ${opts.valueBytes}-byte values; ` +
+      `${fmtInt(opts.keys)} keys preloaded; warm-up ${opts.warmupMs} ms + ${opts.durationMs} ms measured, ${opts.rounds} round(s) (median shown)`,
+  );
+  out.push("");
+  const body = rs.map((r) => [
+    OP_NAMES[r.op](opts.batch),
+    PROTOCOL_NAMES[r.protocol],
+    fmtInt(r.opsPerSec),
+    fmtMs(r.p50Ms),
+    fmtMs(r.p99Ms),
+    r.rounds.length > 1 ? `±${(r.spread * 100).toFixed(1)}%` : "-",
+    fmtPct(r.serverCpu),
+    fmtPct(r.loadCpu),
+    String(r.errors + r.misses),
+  ]);
+  const header = ["Operation", "Protocol", "ops/s", "p50 ms", "p99 ms", "ops/s spread", "server CPU", "load CPU", "errors"];
+  out.push(table(header, body, 2));
+  const label = "Memory".padEnd(Math.max(9, ...body.map((r) => r[0].length)));
+  out.push(
+    memory.status === "ok"
+      ? `${label}  bytes/key (${fmtInt(memory.keys)} keys, bench/memory.js): heap ${fmtInt(memory.heapBytesPerKey)}, rss ${fmtInt(memory.rssBytesPerKey)}, counted ${fmtInt(memory.countedBytesPerKey)}`
+      : `${label}  bytes/key: ${memory.message}`,
+  );
+  if (rt.length > 0) {
+    out.push("");
+    out.push("Connect proto vs gRPC (same round, back to back; >1 = Connect faster):");
+    for (const r of rt) {
+      out.push(
+        `  ${OP_NAMES[r.op](opts.batch).padEnd(12)} throughput x${r.throughput.toFixed(2)}` +
+          (r.perRound.length > 1 ? ` (rounds: ${r.perRound.map((x) => x.toFixed(2)).join(", ")})` : "") +
+          `, p50 latency x${r.p50.toFixed(2)}`,
+      );
+    }
+  }
+  const get = rs.filter((r) => r.op === "get");
+  const many = rs.filter((r) => r.op === "getMany");
+  if (get.length > 0 && many.length > 0) {
+    const keysPerSec = many.map((m) => `${PROTOCOL_NAMES[m.protocol]} ${fmtInt(m.opsPerSec * opts.batch)}`).join(", ");
+    const gain = many
+      .map((m) => {
+        const g = get.find((x) => x.protocol === m.protocol);
+        return g ? `${PROTOCOL_NAMES[m.protocol]} x${((m.opsPerSec * opts.batch) / g.opsPerSec).toFixed(1)}` : "";
+      })
+      .filter((s) => s !== "")
+      .join(", ");
+    out.push(`  GetMany(${opts.batch}) keys/s: ${keysPerSec} (vs Get keys/s: ${gain})`);
+  }
+  out.push("");
+  out.push("server CPU / load CPU: share of one core used over the window; near 100% marks the side that limits throughput.");
+  return out.join("\n");
+}
+
+function git(args: string[]): string | undefined {
+  const r = spawnSync("git", args, { cwd: ROOT, encoding: "utf8" });
+  return r.status === 0 ? r.stdout.trim() : undefined;
+}
+
+// --- main ---------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const opts = options();
+  if (opts.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  for (const file of [CLI, LOAD]) {
+    if (!existsSync(file)) throw new Error(`${relative(ROOT, file)} is missing: build first (npx tsc -p .)`);
+  }
+  const pin = pinning();
+  const machine = {
+    date: new Date().toISOString(),
+    node: process.version,
+    nproc: os.availableParallelism(),
+    cpuModel: os.cpus()[0]?.model.trim() ?? "unknown",
+    platform: `${os.type()} ${os.release()} ${os.arch()}`,
+    loadAvg: os.loadavg().map((l) => l.toFixed(2)).join(" "),
+    commit: git(["rev-parse", "--short", "HEAD"]),
+    dirty: (git(["status", "--porcelain"]) ?? "") !== "",
+  };
+
+  const profileDir = join(ROOT, "bench/results/profiles");
+  const profileName = `server-${machine.date.replace(/[:.]/g, "-")}.cpuprofile`;
+  const nodeFlags = opts.cpuProf ? ["--cpu-prof", "--cpu-prof-dir", profileDir, "--cpu-prof-name", profileName] : [];
+  if (opts.cpuProf) mkdirSync(profileDir, { recursive: true });
+
+  const scenarios = opts.rounds * opts.ops.length * opts.protocols.length;
+  process.stderr.write(
+    `bench: ${scenarios} measurements of ${opts.warmupMs + opts.durationMs} ms (${pin.note}), then memory with ${fmtInt(opts.memoryKeys)} keys\n`,
+  );
+
+  const measurements: Measurement[] = [];
+  let serverExit: number | null = null;
+  const server = await startServer(pin.server, nodeFlags);
+  try {
+    const t0 = performance.now();
+    await preload(server, opts);
+    process.stderr.write(`bench: preloaded ${fmtInt(opts.keys)} keys in ${Math.round(performance.now() - t0)} ms\n`);
+    for (let round = 0; round < opts.rounds; round++) {
+      const protocols = round % 2 === 0 ? opts.protocols : [...opts.protocols].reverse();
+      for (const op of opts.ops) {
+        for (const protocol of protocols) {
+          const config: LoadConfig = {
+            url: server.url,
+            protocol,
+            op,
+            connections: opts.connections,
+            concurrency: opts.concurrency,
+            warmupMs: opts.warmupMs,
+            durationMs: opts.durationMs,
+            keys: opts.keys,
+            valueBytes: opts.valueBytes,
+            batch: opts.batch,
+          };
+          const m = await measure(server, pin, config, round);
+          measurements.push(m);
+          process.stderr.write(
+            `bench: round ${round + 1}/${opts.rounds} ${OP_NAMES[op](opts.batch).padEnd(12)} ${PROTOCOL_NAMES[protocol].padEnd(13)} ` +
+              `${fmtInt(m.opsPerSec).padStart(7)} ops/s  p50 ${fmtMs(m.p50Ms)} ms  p99 ${fmtMs(m.p99Ms)} ms  server CPU ${fmtPct(m.serverCpu)}  load CPU ${fmtPct(m.loadCpu)}` +
+              (m.errors > 0 ? `  ${m.errors} errors (${m.firstError})` : "") +
+              (m.misses > 0 ? `  ${m.misses} misses` : "") +
+              "\n",
+          );
+        }
+      }
+    }
+  } finally {
+    serverExit = await server.stop();
+  }
+  if (serverExit !== 0) process.stderr.write(`bench: server exited with ${serverExit}:\n${server.output.slice(-10).join("\n")}\n`);
+
+  let profile: ProfileSummary | undefined;
+  if (opts.cpuProf) {
+    const file = join(profileDir, profileName);
+    if (existsSync(file)) profile = summarizeProfile(file);
+    else process.stderr.write(`bench: no CPU profile was written at ${file}\n`);
+  }
+
+  process.stderr.write(opts.memory && existsSync(MEMORY) ? `bench: measuring memory with ${fmtInt(opts.memoryKeys)} keys...\n` : "");
+  const memory = await measureMemory(opts, pin.server);
+
+  const rs = rows(measurements, opts);
+  const rt = ratios(measurements, opts);
+  const text = report(opts, pin, rs, rt, memory, machine);
+  process.stdout.write(`\n${text}\n`);
+  if (profile !== undefined) process.stdout.write(`\n${formatProfile(profile)}\n`);
+
+  const results = {
+    machine,
+    pinning: pin,
+    config: {
+      durationMs: opts.durationMs,
+      warmupMs: opts.warmupMs,
+      connections: opts.connections,
+      concurrencyPerConnection: opts.concurrency,
+      keys: opts.keys,
+      valueBytes: opts.valueBytes,
+      getManyBatch: opts.batch,
+      rounds: opts.rounds,
+      memoryKeys: opts.memoryKeys,
+    },
+    results: rs.map((r) => ({
+      operation: OP_NAMES[r.op](opts.batch),
+      protocol: PROTOCOL_NAMES[r.protocol],
+      opsPerSec: r.opsPerSec,
+      p50Ms: r.p50Ms,
+      p99Ms: r.p99Ms,
+      spread: r.spread,
+      serverCpu: r.serverCpu,
+      loadCpu: r.loadCpu,
+      errors: r.errors,
+      misses: r.misses,
+      rounds: r.rounds,
+    })),
+    connectVsGrpc: rt,
+    memory,
+    profile,
+    table: text,
+  };
+  mkdirSync(join(opts.out, ".."), { recursive: true });
+  writeFileSync(opts.out, `${JSON.stringify(results, null, 2)}\n`);
+  process.stdout.write(`\nresults: ${opts.out}\n`);
+  if (profile !== undefined) process.stdout.write(`profile: ${profile.file}\n`);
+  const failed = rs.some((r) => r.errors > 0 || r.misses > 0);
+  return failed ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    killAll("SIGKILL");
+    process.exit(code);
+  },
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    killAll("SIGKILL");
+    process.exit(1);
+  },
+);

@@ -1,0 +1,83 @@
+import type { Change } from "../store/change.js";
+import { changeBytes } from "../store/change-log.js";
+import type { Subscriber } from "./hub.js";
+
+/**
+ * The bounded buffer of one stream: changes delivered by the hub and not yet
+ * sent. The changes themselves are shared with the log and other streams; the
+ * bound counts their bytes so that a slow consumer cannot pin unbounded
+ * history. Past the bound the queue empties itself and marks `overflowed`:
+ * the stream then owes its client a Resync, and only changes after that point
+ * are queued.
+ */
+export class ChangeQueue implements Subscriber {
+  private items: Change[] = [];
+  private bytes = 0;
+  private overflow = false;
+  private waiter: (() => void) | undefined;
+
+  constructor(
+    private readonly maxBytes: number,
+    /** Changes before this revision are ignored (a watch that starts in the future). */
+    private readonly minRevision = 0,
+  ) {}
+
+  deliver(change: Change): void {
+    if (change.revision < this.minRevision) return;
+    if (!this.overflow) {
+      const size = changeBytes(change);
+      if (this.bytes + size > this.maxBytes) {
+        this.overflow = true;
+        this.items = [];
+        this.bytes = 0;
+      } else {
+        this.items.push(change);
+        this.bytes += size;
+      }
+    }
+    this.wake();
+  }
+
+  get length(): number {
+    return this.items.length;
+  }
+
+  /** True once if the queue overflowed since the last call; the caller sends the Resync. */
+  takeOverflow(): boolean {
+    const o = this.overflow;
+    this.overflow = false;
+    return o;
+  }
+
+  /** Removes and returns up to `max` changes, oldest first. */
+  take(max: number): Change[] {
+    const out = this.items.length <= max ? this.items : this.items.slice(0, max);
+    this.items = this.items.length <= max ? [] : this.items.slice(max);
+    for (const c of out) this.bytes -= changeBytes(c);
+    return out;
+  }
+
+  /** Wakes a pending `wait`. */
+  wake(): void {
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.();
+  }
+
+  /** Resolves when something is delivered, `wake` is called, `ms` pass ("timeout"), or `signal` aborts. */
+  wait(ms: number, signal: AbortSignal): Promise<"woken" | "timeout"> {
+    if (this.items.length > 0 || this.overflow || signal.aborted) return Promise.resolve("woken");
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done("timeout"), ms);
+      const onAbort = () => done("woken");
+      const done = (why: "woken" | "timeout") => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        this.waiter = undefined;
+        resolve(why);
+      };
+      this.waiter = () => done("woken");
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+}

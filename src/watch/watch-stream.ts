@@ -1,0 +1,131 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  EventType,
+  ResyncReason,
+  type Event,
+  type WatchRequest,
+  type WatchResponseSchema,
+} from "../gen/ripplecache/v1/cache_pb.js";
+import type { Change, ChangeType } from "../store/change.js";
+import { ChangeQueue } from "./change-queue.js";
+import type { WatchHub } from "./hub.js";
+
+type WatchResponseInit = MessageInitShape<typeof WatchResponseSchema>;
+type EventInit = Omit<Event, "$typeName">;
+
+/** Most events in one EventBatch message. */
+export const MAX_BATCH_EVENTS = 512;
+const DEFAULT_PROGRESS_MS = 10_000;
+const MIN_PROGRESS_MS = 100;
+const MAX_PROGRESS_MS = 3_600_000;
+
+export const EVENT_TYPES: Record<Exclude<ChangeType, "flush">, EventType> = {
+  put: EventType.PUT,
+  delete: EventType.DELETE,
+  expire: EventType.EXPIRE,
+  evict: EventType.EVICT,
+};
+
+/**
+ * One Watch stream, from its first message (Created) to its end. The order of
+ * work, all of it synchronous between yields, is what makes it gap-free:
+ * 1. register with the hub, so every later change is queued;
+ * 2. note the log's latest revision R: changes after R arrive through the queue;
+ * 3. replay start_revision..R from the log (or Resync COMPACTED when gone);
+ * 4. send queued changes, Resync on overflow or flush, Progress when idle.
+ */
+export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: AbortSignal): AsyncGenerator<WatchResponseInit> {
+  const progressMs = req.progressIntervalMs === 0 ? DEFAULT_PROGRESS_MS : req.progressIntervalMs;
+  if (progressMs < MIN_PROGRESS_MS || progressMs > MAX_PROGRESS_MS) {
+    throw new ConnectError(
+      `progress_interval_ms ${progressMs} is out of range: give 0 (default ${DEFAULT_PROGRESS_MS}) or ${MIN_PROGRESS_MS} to ${MAX_PROGRESS_MS}`,
+      Code.InvalidArgument,
+    );
+  }
+  if (req.startRevision < 0n) throw new ConnectError(`start_revision ${req.startRevision} is negative`, Code.InvalidArgument);
+  const start = req.startRevision > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(req.startRevision);
+  const target = req.target;
+  const matches =
+    target.case === "key" ? (key: string) => key === target.value : (key: string) => key.startsWith(target.value ?? "");
+  const withValues = req.withValues;
+  const log = hub.log;
+
+  const release = hub.admit();
+  const queue = new ChangeQueue(hub.limits.streamBufferBytes, start);
+  hub.addSubscriber(queue);
+  if (target.case === "key") hub.addKey(target.value, queue);
+  else hub.addPrefix(target.value ?? "", queue);
+  try {
+    const registeredAt = log.latestRevision;
+    yield { kind: { case: "created", value: { revision: BigInt(registeredAt) } } };
+
+    if (start > 0 && start <= registeredAt) {
+      let from = start;
+      while (from <= registeredAt) {
+        const chunk = log.readFrom(from, MAX_BATCH_EVENTS);
+        if (chunk === "compacted") {
+          yield resync(ResyncReason.COMPACTED, registeredAt);
+          break;
+        }
+        const upTo = chunk.filter((c) => c.revision <= registeredAt);
+        from += chunk.length;
+        yield* deliver(upTo);
+        if (upTo.length < chunk.length) break;
+      }
+    }
+
+    while (!signal.aborted) {
+      if (queue.takeOverflow()) {
+        yield resync(ResyncReason.OVERFLOW, log.latestRevision);
+        continue;
+      }
+      const changes = queue.take(MAX_BATCH_EVENTS);
+      if (changes.length > 0) {
+        yield* deliver(changes);
+        continue;
+      }
+      if ((await queue.wait(progressMs, signal)) === "timeout") {
+        yield { kind: { case: "progress", value: { revision: BigInt(log.latestRevision) } } };
+      }
+    }
+  } finally {
+    if (target.case === "key") hub.removeKey(target.value, queue);
+    else hub.removePrefix(target.value ?? "", queue);
+    hub.removeSubscriber(queue);
+    release();
+  }
+
+  /** Sends changes as batches; a flush splits the run and becomes a Resync. */
+  function* deliver(changes: readonly Change[]): Generator<WatchResponseInit> {
+    let events: EventInit[] = [];
+    for (const c of changes) {
+      if (c.type === "flush") {
+        if (events.length > 0) yield { kind: { case: "events", value: { events } } };
+        events = [];
+        yield resync(ResyncReason.FLUSH, c.revision);
+      } else if (matches(c.key)) {
+        events.push(toEvent(c, withValues));
+      }
+    }
+    if (events.length > 0) yield { kind: { case: "events", value: { events } } };
+  }
+}
+
+function resync(reason: ResyncReason, revision: number): WatchResponseInit {
+  return { kind: { case: "resync", value: { reason, revision: BigInt(revision) } } };
+}
+
+const NO_VALUE = new Uint8Array(0);
+
+function toEvent(c: Change, withValues: boolean): EventInit {
+  const put = c.type === "put" && withValues;
+  return {
+    type: EVENT_TYPES[c.type as Exclude<ChangeType, "flush">],
+    key: c.key,
+    revision: BigInt(c.revision),
+    value: put ? c.value! : NO_VALUE,
+    flags: put ? c.flags : 0,
+    expiresAtMs: put ? BigInt(c.expiresAt) : 0n,
+  };
+}

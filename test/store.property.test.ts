@@ -1,0 +1,890 @@
+/**
+ * Property and unit tests of CacheStore.
+ *
+ * The properties drive the store and a deliberately simple model (a Map, an LRU
+ * order as an array, a fake clock) with the same random sequence of operations
+ * and compare, after every operation: results, errors, the exact stream of
+ * changes (type, key, revision, value, flags, expiry), the revision counter and
+ * the stats counters. Operations whose expiries depend on the slot layout
+ * (sweepExpired, scan pages) are checked by replaying the reported changes
+ * against the model: each must be the expiry of a key the model holds as
+ * expired, with the next revision.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import fc from "fast-check";
+import type { Change } from "../src/store/change.js";
+import { StoreError, type StoreErrorKind } from "../src/store/errors.js";
+import { ExpirySweeper } from "../src/store/expiry-sweeper.js";
+import {
+  CacheStore,
+  DEFAULT_LIMITS,
+  ENTRY_OVERHEAD_BYTES,
+  MAX_TTL_MS,
+  type EntryView,
+  type SetCondition,
+  type StoreLimits,
+} from "../src/store/store.js";
+
+// --- run budget ---------------------------------------------------------------
+
+/** Runs of the model comparison with no eviction (about 1 s). */
+const NUM_RUNS_MODEL = 300;
+/** Runs of the small-memory (eviction) property (about 1 s). */
+const NUM_RUNS_EVICTION = 300;
+/** Longest operation sequence per run. */
+const MAX_OPS = 60;
+
+const T0 = 1_700_000_000_000;
+const INT64_MAX = (1n << 63n) - 1n;
+const INT64_MIN = -(1n << 63n);
+const encoder = new TextEncoder();
+
+// --- operations ---------------------------------------------------------------
+
+/** `"current"` is resolved when the operation runs to the key's live revision (0 when absent). */
+type RevisionPick = "current" | number;
+
+type CondSpec =
+  | { readonly kind: "none" }
+  | { readonly kind: "ifAbsent" }
+  | { readonly kind: "ifPresent" }
+  | { readonly kind: "ifRevision"; readonly pick: RevisionPick };
+
+type InnerOp =
+  | {
+      readonly op: "set";
+      readonly key: string;
+      readonly value: Uint8Array;
+      readonly ttl: number;
+      readonly flags: number;
+      readonly cond: CondSpec;
+    }
+  | { readonly op: "get"; readonly key: string }
+  | { readonly op: "delete"; readonly key: string; readonly ifRevision?: RevisionPick }
+  | { readonly op: "incr"; readonly key: string; readonly delta: bigint; readonly ttl: number }
+  | { readonly op: "touch"; readonly key: string; readonly ttl: number }
+  | { readonly op: "sweep"; readonly maxExamined: number; readonly maxExpired: number };
+
+type Op =
+  | InnerOp
+  | { readonly op: "flush" }
+  | { readonly op: "advance"; readonly ms: number }
+  | {
+      readonly op: "scan";
+      readonly prefix: string;
+      /** Page limits, used in turn (0 = the store's default, 5000 = over its cap). */
+      readonly limits: readonly number[];
+      readonly keysOnly: boolean;
+      /** Run between pages: i after page i. */
+      readonly between: readonly InnerOp[];
+    };
+
+const KEYS = ["a", "ab", "b", "k:1", "k:2", "é", "€x"] as const;
+const PREFIXES = ["", "a", "k:", "é", "z"] as const;
+
+function arbitraries(maxValueLength: number) {
+  const key = fc.constantFrom(...KEYS);
+  const decimal = fc
+    .oneof(
+      fc.bigInt({ min: -5n, max: 5n }),
+      fc.bigInt({ min: INT64_MIN - 2n, max: INT64_MAX + 2n }),
+      fc.constantFrom(INT64_MAX, INT64_MIN, INT64_MAX + 1n, INT64_MIN - 1n),
+    )
+    .map((n) => encoder.encode(n.toString()));
+  const value = fc.oneof(
+    { weight: 3, arbitrary: fc.uint8Array({ maxLength: maxValueLength }) },
+    { weight: 2, arbitrary: decimal },
+  );
+  const ttl = fc.oneof(
+    { weight: 4, arbitrary: fc.constant(0) },
+    { weight: 6, arbitrary: fc.integer({ min: 1, max: 40 }) },
+    { weight: 1, arbitrary: fc.constantFrom(-1, 2.5, MAX_TTL_MS + 1) },
+  );
+  const revisionPick: fc.Arbitrary<RevisionPick> = fc.oneof(fc.constant("current" as const), fc.nat(40));
+  const cond: fc.Arbitrary<CondSpec> = fc.oneof(
+    { weight: 3, arbitrary: fc.constant({ kind: "none" as const }) },
+    { weight: 1, arbitrary: fc.constant({ kind: "ifAbsent" as const }) },
+    { weight: 1, arbitrary: fc.constant({ kind: "ifPresent" as const }) },
+    { weight: 2, arbitrary: fc.record({ kind: fc.constant("ifRevision" as const), pick: revisionPick }) },
+  );
+  const delta = fc.oneof(
+    { weight: 4, arbitrary: fc.bigInt({ min: -5n, max: 5n }) },
+    { weight: 1, arbitrary: fc.constantFrom(INT64_MAX, INT64_MIN, 1n << 62n, -(1n << 62n)) },
+  );
+  const inner: fc.Arbitrary<InnerOp> = fc.oneof(
+    {
+      weight: 6,
+      arbitrary: fc.record({
+        op: fc.constant("set" as const),
+        key,
+        value,
+        ttl,
+        flags: fc.integer({ min: 0, max: 0xffff }),
+        cond,
+      }),
+    },
+    { weight: 4, arbitrary: fc.record({ op: fc.constant("get" as const), key }) },
+    {
+      weight: 2,
+      arbitrary: fc.record(
+        { op: fc.constant("delete" as const), key, ifRevision: revisionPick },
+        { requiredKeys: ["op", "key"] },
+      ),
+    },
+    { weight: 2, arbitrary: fc.record({ op: fc.constant("incr" as const), key, delta, ttl }) },
+    { weight: 2, arbitrary: fc.record({ op: fc.constant("touch" as const), key, ttl }) },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        op: fc.constant("sweep" as const),
+        maxExamined: fc.integer({ min: 0, max: 10 }),
+        maxExpired: fc.integer({ min: 0, max: 10 }),
+      }),
+    },
+  );
+  const op: fc.Arbitrary<Op> = fc.oneof(
+    { weight: 16, arbitrary: inner },
+    { weight: 1, arbitrary: fc.constant({ op: "flush" as const }) },
+    { weight: 4, arbitrary: fc.record({ op: fc.constant("advance" as const), ms: fc.integer({ min: 0, max: 30 }) }) },
+    {
+      weight: 2,
+      arbitrary: fc.record({
+        op: fc.constant("scan" as const),
+        prefix: fc.constantFrom(...PREFIXES),
+        limits: fc.array(fc.oneof(fc.integer({ min: 1, max: 4 }), fc.constantFrom(0, 5000)), {
+          minLength: 1,
+          maxLength: 4,
+        }),
+        keysOnly: fc.boolean(),
+        between: fc.array(inner, { maxLength: 4 }),
+      }),
+    },
+  );
+  return { op, ops: fc.array(op, { maxLength: MAX_OPS }) };
+}
+
+// --- the model ----------------------------------------------------------------
+
+interface ModelEntry {
+  readonly value: Uint8Array;
+  readonly revision: number;
+  readonly expiresAt: number;
+  readonly flags: number;
+  readonly size: number;
+}
+
+/** A change as compared: bytes as hex so a mismatch prints readably. */
+interface ChangeRecord {
+  readonly type: string;
+  readonly revision: number;
+  readonly key: string;
+  readonly value: string | undefined;
+  readonly flags: number;
+  readonly expiresAt: number;
+}
+
+function record(change: Omit<Change, "revision"> & { revision: number }): ChangeRecord {
+  return {
+    type: change.type,
+    revision: change.revision,
+    key: change.key,
+    value: change.value === undefined ? undefined : hex(change.value),
+    flags: change.flags,
+    expiresAt: change.expiresAt,
+  };
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
+}
+
+function utf8Bytes(key: string): number {
+  return Buffer.byteLength(key, "utf8");
+}
+
+function sizeOf(key: string, value: Uint8Array): number {
+  return utf8Bytes(key) + value.byteLength + ENTRY_OVERHEAD_BYTES;
+}
+
+function validTtl(ttl: number): boolean {
+  return Number.isInteger(ttl) && ttl >= 0 && ttl <= MAX_TTL_MS;
+}
+
+type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly kind: StoreErrorKind };
+
+function attempt<T>(fn: () => T): Outcome<T> {
+  try {
+    return { ok: true, value: fn() };
+  } catch (e) {
+    if (e instanceof StoreError) return { ok: false, kind: e.kind };
+    throw e;
+  }
+}
+
+function fail(kind: StoreErrorKind): Outcome<never> {
+  return { ok: false, kind };
+}
+
+/**
+ * The reference: every key in a Map (including keys past their deadline that
+ * nothing has touched yet, which the store also still holds), recency as an
+ * array from least to most recently used.
+ */
+class Model {
+  now = T0;
+  revision = 0;
+  readonly entries = new Map<string, ModelEntry>();
+  /** Least recently used first. */
+  recency: string[] = [];
+  hits = 0;
+  misses = 0;
+  evictions = 0;
+  expirations = 0;
+  /** Most keys held at once since the last flush: the slot table need never be larger. */
+  peakKeys = 0;
+  /** Changes the model made during the current operation. */
+  changes: ChangeRecord[] = [];
+
+  constructor(readonly maxMemoryBytes: number) {}
+
+  bytes(): number {
+    let total = 0;
+    for (const e of this.entries.values()) total += e.size;
+    return total;
+  }
+
+  isExpired(e: ModelEntry): boolean {
+    return e.expiresAt !== 0 && e.expiresAt <= this.now;
+  }
+
+  /** The live entry without side effects. */
+  peekLive(key: string): ModelEntry | undefined {
+    const e = this.entries.get(key);
+    return e === undefined || this.isExpired(e) ? undefined : e;
+  }
+
+  /** The live entry; a key past its deadline is removed with an "expire" change. */
+  live(key: string): ModelEntry | undefined {
+    const e = this.entries.get(key);
+    if (e === undefined) return undefined;
+    if (this.isExpired(e)) {
+      this.expirations++;
+      this.remove(key, "expire");
+      return undefined;
+    }
+    return e;
+  }
+
+  emit(type: Change["type"], key: string, value?: Uint8Array, flags = 0, expiresAt = 0): number {
+    const revision = ++this.revision;
+    this.changes.push(record({ type, revision, key, value, flags, expiresAt }));
+    return revision;
+  }
+
+  remove(key: string, type: "delete" | "expire" | "evict"): number {
+    assert.ok(this.entries.delete(key), `model: removing absent key ${key}`);
+    this.recency = this.recency.filter((k) => k !== key);
+    return this.emit(type, key);
+  }
+
+  use(key: string): void {
+    this.recency = this.recency.filter((k) => k !== key);
+    this.recency.push(key);
+  }
+
+  /**
+   * Writes `key` (whose old entry, if any, is live), first evicting least
+   * recently used keys other than `key` until the new size fits.
+   */
+  write(key: string, value: Uint8Array, flags: number, expiresAt: number): number {
+    const size = sizeOf(key, value);
+    const oldSize = this.entries.get(key)?.size ?? 0;
+    while (this.bytes() - oldSize + size > this.maxMemoryBytes) {
+      const victim = this.recency.find((k) => k !== key);
+      assert.ok(victim !== undefined, "model: nothing left to evict");
+      this.evictions++;
+      this.remove(victim, "evict");
+    }
+    const revision = this.emit("put", key, value, flags, expiresAt);
+    this.entries.set(key, { value, revision, expiresAt, flags, size });
+    this.use(key);
+    this.peakKeys = Math.max(this.peakKeys, this.entries.size);
+    return revision;
+  }
+
+  expiryOf(ttl: number): number {
+    return ttl === 0 ? 0 : this.now + ttl;
+  }
+
+  view(key: string, e: ModelEntry): ViewRecord {
+    return { key, value: hex(e.value), revision: e.revision, ttlMs: e.expiresAt === 0 ? 0 : e.expiresAt - this.now, flags: e.flags };
+  }
+
+  resolve(pick: RevisionPick, key: string): number {
+    return pick === "current" ? (this.peekLive(key)?.revision ?? 0) : pick;
+  }
+
+  // --- operations, mirroring CacheStore's API ---
+
+  set(key: string, value: Uint8Array, ttl: number, flags: number, cond: SetCondition): Outcome<{ applied: boolean; revision: number }> {
+    if (!validTtl(ttl)) return fail("invalid_argument");
+    if (sizeOf(key, value) > this.maxMemoryBytes) return fail("resource_exhausted");
+    const current = this.live(key);
+    const holds =
+      cond.kind === "none" ||
+      (cond.kind === "ifAbsent" && current === undefined) ||
+      (cond.kind === "ifPresent" && current !== undefined) ||
+      (cond.kind === "ifRevision" && (current?.revision ?? 0) === cond.revision);
+    if (!holds) return { ok: true, value: { applied: false, revision: current?.revision ?? 0 } };
+    return { ok: true, value: { applied: true, revision: this.write(key, value, flags, this.expiryOf(ttl)) } };
+  }
+
+  get(key: string): ViewRecord | undefined {
+    const current = this.live(key);
+    if (current === undefined) {
+      this.misses++;
+      return undefined;
+    }
+    this.hits++;
+    this.use(key);
+    return this.view(key, current);
+  }
+
+  delete(key: string, ifRevision: number | undefined): { deleted: boolean; revision: number } {
+    const current = this.live(key);
+    if (current === undefined) return { deleted: false, revision: 0 };
+    if (ifRevision !== undefined && ifRevision !== current.revision) return { deleted: false, revision: current.revision };
+    return { deleted: true, revision: this.remove(key, "delete") };
+  }
+
+  increment(key: string, delta: bigint, ttl: number): Outcome<{ value: bigint; revision: number }> {
+    if (!validTtl(ttl)) return fail("invalid_argument");
+    const current = this.live(key);
+    let base = 0n;
+    if (current !== undefined) {
+      const text = Buffer.from(current.value).toString("latin1");
+      if (!/^-?[0-9]+$/.test(text)) return fail("failed_precondition");
+      base = BigInt(text);
+      if (base > INT64_MAX || base < INT64_MIN) return fail("failed_precondition");
+    }
+    const result = base + delta;
+    if (result > INT64_MAX || result < INT64_MIN) return fail("out_of_range");
+    const expiresAt = current !== undefined ? current.expiresAt : this.expiryOf(ttl);
+    const revision = this.write(key, encoder.encode(result.toString()), current?.flags ?? 0, expiresAt);
+    return { ok: true, value: { value: result, revision } };
+  }
+
+  touch(key: string, ttl: number): Outcome<{ found: boolean; revision: number }> {
+    if (!validTtl(ttl)) return fail("invalid_argument");
+    const current = this.live(key);
+    if (current === undefined) return { ok: true, value: { found: false, revision: 0 } };
+    return { ok: true, value: { found: true, revision: this.write(key, current.value, current.flags, this.expiryOf(ttl)) } };
+  }
+
+  flush(): number {
+    this.entries.clear();
+    this.recency = [];
+    this.peakKeys = 0;
+    return this.emit("flush", "");
+  }
+
+  /** Accepts a change the store made on its own schedule: it must expire a key the model holds as expired. */
+  acceptExpiry(change: ChangeRecord, prefix = ""): void {
+    assert.equal(change.type, "expire", `unexpected ${change.type} of "${change.key}" during a sweep or scan`);
+    assert.ok(change.key.startsWith(prefix), `expired "${change.key}", outside the scanned prefix "${prefix}"`);
+    const e = this.entries.get(change.key);
+    assert.ok(e !== undefined, `expired "${change.key}", which is not held`);
+    assert.ok(this.isExpired(e), `expired "${change.key}" before its deadline (expiresAt ${e.expiresAt}, now ${this.now})`);
+    assert.equal(this.live(change.key), undefined);
+  }
+
+  expiredCount(prefix = ""): number {
+    let n = 0;
+    for (const [k, e] of this.entries) if (k.startsWith(prefix) && this.isExpired(e)) n++;
+    return n;
+  }
+}
+
+interface ViewRecord {
+  readonly key: string;
+  readonly value: string;
+  readonly revision: number;
+  readonly ttlMs: number;
+  readonly flags: number;
+}
+
+function viewRecord(v: EntryView): ViewRecord {
+  return { key: v.key, value: hex(v.value), revision: v.revision, ttlMs: v.ttlMs, flags: v.flags };
+}
+
+// --- the harness --------------------------------------------------------------
+
+class Harness {
+  readonly model: Model;
+  readonly store: CacheStore;
+  /** Changes the store reported during the current operation. */
+  private reported: ChangeRecord[] = [];
+  private lastReported = 0;
+
+  constructor(
+    maxMemoryBytes: number,
+    private readonly checkBytes: boolean,
+  ) {
+    this.model = new Model(maxMemoryBytes);
+    const model = this.model;
+    this.store = new CacheStore({ limits: { maxMemoryBytes }, clock: { now: () => model.now } });
+    this.store.onChange((c) => {
+      // Every change once, in revision order, one revision each.
+      assert.equal(c.revision, this.lastReported + 1, `change ${c.type} "${c.key}" out of revision order`);
+      this.lastReported = c.revision;
+      this.reported.push(record(c));
+    });
+  }
+
+  private begin(): void {
+    this.reported = [];
+    this.model.changes = [];
+  }
+
+  /** Compares the changes of one operation and the state counters. */
+  private settle(what: string): void {
+    assert.deepEqual(this.reported, this.model.changes, `changes of ${what}`);
+    this.check(what);
+  }
+
+  private check(what: string): void {
+    const { store, model } = this;
+    assert.equal(store.currentRevision, model.revision, `revision after ${what}`);
+    const stats = store.stats();
+    assert.deepEqual(
+      { keys: stats.keys, size: store.size, hits: stats.hits, misses: stats.misses, evictions: stats.evictions, expirations: stats.expirations },
+      { keys: model.entries.size, size: model.entries.size, hits: model.hits, misses: model.misses, evictions: model.evictions, expirations: model.expirations },
+      `stats after ${what}`,
+    );
+    assert.ok(store.slotCount >= model.entries.size && store.slotCount <= model.peakKeys, `slot table of ${store.slotCount} after ${what}`);
+    if (this.checkBytes) {
+      assert.equal(stats.bytesUsed, model.bytes(), `bytesUsed after ${what}`);
+      assert.ok(stats.bytesUsed <= model.maxMemoryBytes, `bytesUsed ${stats.bytesUsed} over the bound ${model.maxMemoryBytes}`);
+    }
+  }
+
+  run(op: Op): void {
+    const { store, model } = this;
+    const what = describeOp(op);
+    this.begin();
+    switch (op.op) {
+      case "set": {
+        const cond: SetCondition =
+          op.cond.kind === "ifRevision" ? { kind: "ifRevision", revision: model.resolve(op.cond.pick, op.key) } : op.cond;
+        const mine = op.value.slice();
+        const actual = attempt(() => store.set(op.key, mine, { ttlMs: op.ttl, flags: op.flags, condition: cond }));
+        mine.fill(0xee); // the store must have copied the bytes
+        assert.deepEqual(actual, model.set(op.key, op.value, op.ttl, op.flags, cond), what);
+        break;
+      }
+      case "get": {
+        const got = store.get(op.key);
+        assert.deepEqual(got === undefined ? undefined : viewRecord(got), model.get(op.key), what);
+        break;
+      }
+      case "delete": {
+        const ifRevision = op.ifRevision === undefined ? undefined : model.resolve(op.ifRevision, op.key);
+        assert.deepEqual(store.delete(op.key, ifRevision), model.delete(op.key, ifRevision), what);
+        break;
+      }
+      case "incr": {
+        const actual = attempt(() => store.increment(op.key, op.delta, op.ttl));
+        assert.deepEqual(actual, model.increment(op.key, op.delta, op.ttl), what);
+        break;
+      }
+      case "touch": {
+        const actual = attempt(() => store.touch(op.key, op.ttl));
+        assert.deepEqual(actual, model.touch(op.key, op.ttl), what);
+        break;
+      }
+      case "flush":
+        assert.equal(store.flush(), model.flush(), what);
+        break;
+      case "advance":
+        model.now += op.ms;
+        break;
+      case "sweep": {
+        const slots = store.slotCount;
+        const due = model.expiredCount();
+        const removed = store.sweepExpired(op.maxExamined, op.maxExpired);
+        for (const c of this.reported) model.acceptExpiry(c);
+        assert.equal(removed, this.reported.length, `${what}: return value vs changes`);
+        assert.ok(removed <= op.maxExpired && removed <= op.maxExamined, `${what} removed ${removed}`);
+        if (op.maxExamined >= slots && op.maxExpired >= due) {
+          assert.equal(model.expiredCount(), 0, `${what} examined the whole table but left expired keys`);
+        }
+        break;
+      }
+      case "scan":
+        this.scan(op);
+        return; // checked page by page
+    }
+    this.settle(what);
+  }
+
+  private scan(op: Extract<Op, { op: "scan" }>): void {
+    const { store, model } = this;
+    const what = describeOp(op);
+    const atStart = [...model.entries.keys()].filter((k) => k.startsWith(op.prefix) && model.peekLive(k) !== undefined);
+    const absentAtSomePoint = new Set<string>();
+    const seen = new Map<string, number>();
+    let cursor = "";
+    for (let page = 0; ; page++) {
+      assert.ok(page < 10_000, `${what}: no end after 10000 pages`);
+      const limit = op.limits[page % op.limits.length]!;
+      this.begin();
+      const result = store.scan(op.prefix, cursor, limit, op.keysOnly);
+      for (const c of this.reported) model.acceptExpiry(c, op.prefix);
+      this.check(`${what} page ${page}`);
+      const max = limit === 0 ? 100 : Math.min(limit, 1000);
+      assert.ok(result.entries.length <= max, `${what}: page of ${result.entries.length} over limit ${limit}`);
+      for (const entry of result.entries) {
+        const e = model.peekLive(entry.key);
+        assert.ok(e !== undefined, `${what}: returned "${entry.key}", which is not live (expired or absent)`);
+        assert.ok(entry.key.startsWith(op.prefix), `${what}: returned "${entry.key}"`);
+        const expected = model.view(entry.key, e);
+        assert.deepEqual(viewRecord(entry), op.keysOnly ? { ...expected, value: "" } : expected, `${what}: entry`);
+        seen.set(entry.key, (seen.get(entry.key) ?? 0) + 1);
+      }
+      cursor = result.nextCursor;
+      if (cursor === "") break;
+      const inner = op.between[page];
+      if (inner !== undefined) {
+        this.run(inner);
+        for (const k of atStart) if (model.peekLive(k) === undefined) absentAtSomePoint.add(k);
+      }
+    }
+    for (const k of atStart) {
+      if (!absentAtSomePoint.has(k)) assert.equal(seen.get(k) ?? 0, 1, `${what}: "${k}", present throughout, returned ${seen.get(k) ?? 0} times`);
+    }
+    // The scan examined every slot: nothing with the prefix is left past its deadline.
+    assert.equal(model.expiredCount(op.prefix), 0, `${what}: expired keys with the prefix left behind`);
+  }
+}
+
+function describeOp(op: Op): string {
+  return JSON.stringify(op, (_k, v: unknown) =>
+    typeof v === "bigint" ? `${v}n` : v instanceof Uint8Array ? `0x${hex(v)}` : v,
+  );
+}
+
+// --- properties -----------------------------------------------------------------
+
+describe("CacheStore against a model", () => {
+  test("results, revisions, changes and expiry match the model (no eviction)", () => {
+    const { ops } = arbitraries(12);
+    fc.assert(
+      fc.property(ops, (list) => {
+        // Large enough that nothing in these runs is ever evicted.
+        const h = new Harness(DEFAULT_LIMITS.maxMemoryBytes, false);
+        for (const op of list) h.run(op);
+        assert.equal(h.store.stats().evictions, 0);
+      }),
+      { numRuns: NUM_RUNS_MODEL },
+    );
+  });
+
+  test("small memory bound: bytes counted exactly, never over the bound, LRU keys evicted with an evict change", () => {
+    const { ops } = arbitraries(80);
+    const maxMemory = fc.integer({ min: ENTRY_OVERHEAD_BYTES + 40, max: 6 * (ENTRY_OVERHEAD_BYTES + 80) });
+    fc.assert(
+      fc.property(maxMemory, ops, (maxMemoryBytes, list) => {
+        const h = new Harness(maxMemoryBytes, true);
+        for (const op of list) h.run(op);
+      }),
+      { numRuns: NUM_RUNS_EVICTION },
+    );
+  });
+});
+
+// --- unit tests -----------------------------------------------------------------------
+
+function expectStoreError(fn: () => unknown, kind: StoreErrorKind, ...patterns: RegExp[]): StoreError {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (e) {
+    caught = e;
+  }
+  assert.ok(caught instanceof StoreError, `expected a StoreError ${kind}, got ${caught === undefined ? "no error" : String(caught)}`);
+  assert.equal(caught.kind, kind, caught.message);
+  for (const p of patterns) assert.match(caught.message, p);
+  return caught;
+}
+
+function bytes(text: string): Uint8Array {
+  return encoder.encode(text);
+}
+
+function text(value: Uint8Array | undefined): string | undefined {
+  return value === undefined ? undefined : Buffer.from(value).toString("utf8");
+}
+
+/** A store on a fake clock that records its changes. */
+function fixture(limits: Partial<StoreLimits> = {}) {
+  const clock = { t: T0, now: () => clock.t };
+  const store = new CacheStore({ limits, clock });
+  const changes: Change[] = [];
+  store.onChange((c) => changes.push(c));
+  return { store, clock, changes };
+}
+
+describe("CacheStore limits", () => {
+  test("empty key", () => {
+    const { store } = fixture();
+    for (const fn of [
+      () => store.set("", bytes("v")),
+      () => store.get(""),
+      () => store.delete(""),
+      () => store.increment("", 1n),
+      () => store.touch("", 10),
+    ]) {
+      expectStoreError(fn, "invalid_argument", /empty/);
+    }
+  });
+
+  test("key over maxKeyBytes, counted in UTF-8 bytes", () => {
+    const { store } = fixture({ maxKeyBytes: 8 });
+    // At the limit: 8 ASCII, 4 × 2-byte, 2 × 4-byte (surrogate pairs).
+    for (const key of ["abcdefgh", "éééé", "😀😀"]) assert.equal(store.set(key, bytes("v")).applied, true, key);
+    // Over it, though each is at most 8 UTF-16 units.
+    for (const [key, size] of [
+      ["abcdefghi", 9],
+      ["ééééé", 10],
+      ["€€€", 9],
+      ["😀😀a", 9],
+    ] as const) {
+      for (const fn of [
+        () => store.set(key, bytes("v")),
+        () => store.get(key),
+        () => store.delete(key),
+        () => store.increment(key, 1n),
+        () => store.touch(key, 1),
+      ]) {
+        expectStoreError(fn, "invalid_argument", new RegExp(`\\b${size} bytes`), /max-key-bytes/, /\b8\b/);
+      }
+    }
+  });
+
+  test("value over maxValueBytes", () => {
+    const { store } = fixture({ maxValueBytes: 16 });
+    assert.equal(store.set("k", new Uint8Array(16)).applied, true);
+    expectStoreError(() => store.set("k", new Uint8Array(17)), "invalid_argument", /\b17 bytes/, /max-value-bytes/, /\b16\b/);
+    expectStoreError(() => store.validateSet("k", new Uint8Array(17)), "invalid_argument", /\b17 bytes/);
+  });
+
+  test("negative, non-integer and too long TTLs", () => {
+    const { store } = fixture();
+    store.set("k", bytes("1"));
+    for (const ttl of [-1, -1000, 0.5, 2.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      const seen = new RegExp(String(ttl).replace(/[.+]/g, "\\$&"));
+      expectStoreError(() => store.set("k", bytes("v"), { ttlMs: ttl }), "invalid_argument", /ttl_ms/, seen);
+      expectStoreError(() => store.increment("k", 1n, ttl), "invalid_argument", /ttl_ms/, seen);
+      expectStoreError(() => store.touch("k", ttl), "invalid_argument", /ttl_ms/, seen);
+    }
+    expectStoreError(() => store.set("k", bytes("v"), { ttlMs: MAX_TTL_MS + 1 }), "invalid_argument", new RegExp(String(MAX_TTL_MS + 1)), new RegExp(String(MAX_TTL_MS)));
+    assert.equal(store.set("k", bytes("v"), { ttlMs: MAX_TTL_MS }).applied, true);
+  });
+
+  test("entry larger than maxMemoryBytes is resource_exhausted", () => {
+    const max = ENTRY_OVERHEAD_BYTES + 100;
+    const { store } = fixture({ maxMemoryBytes: max });
+    // key 1 byte + value 99 bytes + overhead = exactly the bound: fits.
+    assert.equal(store.set("k", new Uint8Array(99)).applied, true);
+    const size = 1 + 100 + ENTRY_OVERHEAD_BYTES;
+    expectStoreError(() => store.set("k", new Uint8Array(100)), "resource_exhausted", new RegExp(`\\b${size} bytes`), new RegExp(`\\b${max} bytes`));
+    expectStoreError(() => store.validateSet("k", new Uint8Array(100)), "resource_exhausted");
+  });
+});
+
+describe("CacheStore increment", () => {
+  test("non-integer value is failed_precondition", () => {
+    const { store } = fixture();
+    for (const v of ["", "abc", "1.5", " 1", "1 ", "+1", "0x10", "1e3", "9223372036854775808", "-9223372036854775809"]) {
+      store.set("k", bytes(v));
+      expectStoreError(() => store.increment("k", 1n), "failed_precondition", /"k"/);
+    }
+  });
+
+  test("int64 overflow is out_of_range", () => {
+    const { store } = fixture();
+    store.set("max", bytes(INT64_MAX.toString()));
+    store.set("min", bytes(INT64_MIN.toString()));
+    expectStoreError(() => store.increment("max", 1n), "out_of_range", /overflow/);
+    expectStoreError(() => store.increment("min", -1n), "out_of_range", /overflow/);
+    expectStoreError(() => store.increment("absent", INT64_MAX + 1n), "out_of_range");
+    assert.equal(store.increment("max", -1n).value, INT64_MAX - 1n);
+    assert.equal(store.increment("min", INT64_MAX).value, -1n);
+    assert.equal(store.increment("absent", INT64_MIN).value, INT64_MIN);
+  });
+
+  test("missing key starts at 0 with the given TTL; an existing key keeps its TTL and flags", () => {
+    const { store, clock } = fixture();
+    assert.deepEqual(store.increment("n", 5n, 1000), { value: 5n, revision: 1 });
+    assert.equal(store.get("n")?.ttlMs, 1000);
+    store.set("c", bytes("10"), { ttlMs: 1000, flags: 7 });
+    clock.t += 400;
+    assert.equal(store.increment("c", 2n, 5).value, 12n);
+    assert.deepEqual({ ...store.get("c"), value: text(store.get("c")?.value) }, { key: "c", value: "12", revision: 3, ttlMs: 600, flags: 7 });
+    store.set("p", bytes("1"));
+    store.increment("p", 1n, 50);
+    assert.equal(store.get("p")?.ttlMs, 0, "a key without expiry stays without one");
+    clock.t += 600;
+    assert.equal(store.get("c"), undefined, "expired at the original deadline");
+    assert.equal(store.increment("c", 1n).value, 1n, "expired key counts from 0");
+  });
+});
+
+describe("CacheStore writes", () => {
+  test("a failed write changes nothing", () => {
+    const { store, changes } = fixture({ maxKeyBytes: 16, maxValueBytes: 64, maxMemoryBytes: ENTRY_OVERHEAD_BYTES + 100 });
+    store.set("k", bytes("text"), { ttlMs: 5000, flags: 3 });
+    store.set("n", bytes(INT64_MAX.toString()));
+    const before = { stats: store.stats(), changes: changes.length };
+    const failures: [() => unknown, StoreErrorKind][] = [
+      [() => store.set("k", new Uint8Array(65)), "invalid_argument"],
+      [() => store.set("k", bytes("v"), { ttlMs: -1 }), "invalid_argument"],
+      [() => store.set("", bytes("v")), "invalid_argument"],
+      [() => store.set("k".repeat(17), bytes("v")), "invalid_argument"],
+      [() => store.set("kk", new Uint8Array(64), { condition: { kind: "ifAbsent" } }), "resource_exhausted"],
+      [() => store.increment("k", 1n), "failed_precondition"],
+      [() => store.increment("n", 1n), "out_of_range"],
+      [() => store.increment("k", 1n, 1.5), "invalid_argument"],
+      [() => store.touch("k", -5), "invalid_argument"],
+    ];
+    for (const [fn, kind] of failures) {
+      expectStoreError(fn, kind);
+      const after = store.stats();
+      assert.deepEqual({ ...after, hits: 0, misses: 0 }, { ...before.stats, hits: 0, misses: 0 });
+      assert.equal(store.currentRevision, before.stats.revision);
+      assert.equal(changes.length, before.changes);
+    }
+    // Unapplied conditions change nothing either.
+    assert.deepEqual(store.set("k", bytes("x"), { condition: { kind: "ifAbsent" } }), { applied: false, revision: 1 });
+    assert.deepEqual(store.set("k", bytes("x"), { condition: { kind: "ifRevision", revision: 99 } }), { applied: false, revision: 1 });
+    assert.deepEqual(store.set("z", bytes("x"), { condition: { kind: "ifPresent" } }), { applied: false, revision: 0 });
+    assert.deepEqual(store.delete("k", 99), { deleted: false, revision: 1 });
+    assert.equal(store.currentRevision, before.stats.revision);
+    assert.equal(changes.length, before.changes);
+    const k = store.get("k");
+    assert.deepEqual({ value: text(k?.value), revision: k?.revision, ttlMs: k?.ttlMs, flags: k?.flags }, { value: "text", revision: 1, ttlMs: 5000, flags: 3 });
+    assert.equal(text(store.get("n")?.value), INT64_MAX.toString());
+  });
+
+  test("the store copies values", () => {
+    const { store, changes } = fixture();
+    const plain = bytes("hello");
+    store.set("plain", plain);
+    plain.fill(0);
+    assert.equal(text(store.get("plain")?.value), "hello");
+
+    // A Buffer subarray: a view into a larger (here pooled) buffer.
+    const parent = Buffer.from("xxxhelloyyy");
+    const view = parent.subarray(3, 8);
+    store.set("view", view);
+    parent.fill(0x21);
+    const got = store.get("view")!;
+    assert.equal(text(got.value), "hello");
+    assert.equal(got.value.byteLength, 5);
+    assert.equal(got.value.buffer.byteLength, 5, "the copy holds exactly the bytes, not the parent buffer");
+    assert.notEqual(got.value.buffer, parent.buffer);
+    assert.equal(text(changes.at(-1)?.value), "hello", "the change carries the copy too");
+
+    // Overwrite and a conditional write copy as well.
+    const again = Buffer.from("__world__").subarray(2, 7);
+    store.set("view", again, { condition: { kind: "ifPresent" } });
+    again.fill(0x21);
+    assert.equal(text(store.get("view")?.value), "world");
+  });
+
+  test("bytesUsed follows overwrites, increments and touches", () => {
+    const { store } = fixture();
+    const size = (key: string, valueBytes: number) => Buffer.byteLength(key) + valueBytes + ENTRY_OVERHEAD_BYTES;
+    store.set("a", new Uint8Array(10));
+    assert.equal(store.stats().bytesUsed, size("a", 10));
+    store.set("a", new Uint8Array(1000));
+    assert.equal(store.stats().bytesUsed, size("a", 1000), "after growing a value");
+    store.set("a", new Uint8Array(1));
+    assert.equal(store.stats().bytesUsed, size("a", 1), "after shrinking a value");
+    store.set("n", bytes("9"));
+    store.increment("n", 1n);
+    assert.equal(store.stats().bytesUsed, size("a", 1) + size("n", 2), "after an increment that adds a digit");
+    store.delete("a");
+    store.delete("n");
+    assert.equal(store.stats().bytesUsed, 0);
+  });
+
+  test("the memory bound holds when values grow in place", () => {
+    const max = 4 * (ENTRY_OVERHEAD_BYTES + 101);
+    const { store } = fixture({ maxMemoryBytes: max });
+    for (let round = 0; round < 3; round++) {
+      for (const key of ["a", "b", "c", "d"]) store.set(key, new Uint8Array(round === 0 ? 1 : 100 * round));
+    }
+    let counted = 0;
+    for (const e of store.scan("", "", 1000, false).entries) counted += Buffer.byteLength(e.key) + e.value.byteLength + ENTRY_OVERHEAD_BYTES;
+    assert.equal(store.stats().bytesUsed, counted);
+    assert.ok(counted <= max, `holding ${counted} bytes over the bound of ${max}`);
+  });
+
+  test("overwriting the least recently used key evicts other keys, not the key written", () => {
+    const entry = (valueBytes: number) => 1 + valueBytes + ENTRY_OVERHEAD_BYTES;
+    const { store, changes } = fixture({ maxMemoryBytes: entry(100) + entry(10) + entry(10) });
+    store.set("a", new Uint8Array(10));
+    store.set("b", new Uint8Array(10));
+    store.set("c", new Uint8Array(10));
+    // "a" is least recently used; growing it needs room: "b" goes, "a" stays.
+    changes.length = 0;
+    store.set("a", new Uint8Array(100));
+    assert.deepEqual(
+      changes.map((c) => `${c.type} ${c.key}`),
+      ["evict b", "put a"],
+    );
+    assert.equal(store.stats().evictions, 1);
+  });
+});
+
+describe("CacheStore active expiry", () => {
+  test("100,000 keys with TTLs expire through sweeper ticks without being read", () => {
+    const { store, clock, changes } = fixture();
+    const sweeper = new ExpirySweeper(store);
+    const N = 100_000;
+    const PERSISTENT = 1_000;
+    const value = new Uint8Array(8);
+    for (let i = 0; i < N; i++) store.set(`ttl:${i}`, value, { ttlMs: 1 + (i % 1000) });
+    for (let i = 0; i < PERSISTENT; i++) store.set(`keep:${i}`, value);
+    changes.length = 0;
+    assert.equal(sweeper.tick(), 0, "nothing is due yet");
+    clock.t += 1000;
+    // The sweeper promises a full pass of the slot table every FULL_PASS_MS (500 ms)
+    // at one tick per 100 ms: five ticks.
+    let ticks = 0;
+    let removed = 0;
+    while (store.size > PERSISTENT && ticks < 5) {
+      removed += sweeper.tick();
+      ticks++;
+    }
+    assert.equal(store.size, PERSISTENT, `${store.size - PERSISTENT} keys still held after ${ticks} ticks`);
+    assert.equal(removed, N);
+    assert.equal(changes.length, N);
+    const expired = new Set<string>();
+    for (const c of changes) {
+      assert.equal(c.type, "expire");
+      expired.add(c.key);
+    }
+    assert.equal(expired.size, N, "each key expired once");
+    let keptBytes = 0;
+    for (let i = 0; i < PERSISTENT; i++) keptBytes += sizeOf(`keep:${i}`, value);
+    const stats = store.stats();
+    assert.deepEqual(
+      { expirations: stats.expirations, hits: stats.hits, misses: stats.misses, bytesUsed: stats.bytesUsed },
+      { expirations: N, hits: 0, misses: 0, bytesUsed: keptBytes },
+    );
+    assert.equal(sweeper.tick(), 0);
+  });
+});
