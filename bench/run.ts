@@ -59,6 +59,7 @@ const USAGE = `node dist/bench/run.js [flags]     (npm run bench -- [flags])
   --protocols LIST     grpc,connect (default both)
   --memory-keys N      keys for bench/memory.js (default 1000000)
   --no-memory          skip the memory measurement
+  --memory-script FILE the memory measurement (default dist/bench/memory.js)
   --cpu-prof           run the server under --cpu-prof and print a summary
   --out FILE           results JSON (default bench/results/latest.json)
 `;
@@ -78,6 +79,7 @@ function options() {
       protocols: { type: "string", default: "grpc,connect" },
       "memory-keys": { type: "string", default: "1000000" },
       "no-memory": { type: "boolean", default: false },
+      "memory-script": { type: "string", default: MEMORY },
       "cpu-prof": { type: "boolean", default: false },
       out: { type: "string", default: join(ROOT, "bench/results/latest.json") },
       help: { type: "boolean", short: "h", default: false },
@@ -109,6 +111,7 @@ function options() {
     protocols: list("protocols", values.protocols, ["grpc", "connect"] as const),
     memoryKeys: int("memory-keys", values["memory-keys"], 1),
     memory: !values["no-memory"],
+    memoryScript: resolve(values["memory-script"]),
     cpuProf: values["cpu-prof"],
     out: resolve(values.out),
   };
@@ -180,6 +183,8 @@ interface Server {
   readonly addr: string;
   readonly pid: number;
   readonly output: string[];
+  /** The server's stderr lines (warnings end up here). */
+  readonly stderr: string[];
   stop(): Promise<number | null>;
 }
 
@@ -187,7 +192,11 @@ async function startServer(cpu: number | undefined, nodeFlags: string[]): Promis
   const [cmd, args] = command(cpu, [process.execPath, ...nodeFlags, CLI, "serve", "--host", "127.0.0.1", "--port", "0", "--shutdown-timeout", "2000"]);
   const proc = track(spawn(cmd, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] }));
   const output: string[] = [];
-  createInterface({ input: proc.stderr! }).on("line", (line) => output.push(line));
+  const stderr: string[] = [];
+  createInterface({ input: proc.stderr! }).on("line", (line) => {
+    output.push(line);
+    stderr.push(line);
+  });
   const exited = new Promise<number | null>((res) => proc.once("exit", (code) => res(code)));
   const port = await new Promise<number>((res, rej) => {
     const timer = setTimeout(() => rej(new Error(`server did not start within 15 s:\n${output.join("\n")}`)), 15_000);
@@ -213,6 +222,7 @@ async function startServer(cpu: number | undefined, nodeFlags: string[]): Promis
     addr: `127.0.0.1:${port}`,
     pid: proc.pid!,
     output,
+    stderr,
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGTERM");
       const timer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
@@ -230,6 +240,18 @@ const CLK_TCK = (() => {
   const n = Number(r.stdout?.trim());
   return r.status === 0 && n > 0 ? n : 100;
 })();
+
+/** Busy CPU time of the whole machine in ms (all cores), from /proc/stat; undefined where there is none. */
+function machineBusyMs(): number | undefined {
+  try {
+    const line = readFileSync("/proc/stat", "utf8").split("\n")[0];
+    // cpu user nice system idle iowait irq softirq steal ...
+    const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
+    return ((user + nice + system + irq + softirq + (steal || 0)) * 1000) / CLK_TCK;
+  } catch {
+    return undefined;
+  }
+}
 
 /** User + system CPU time of a process in ms, from /proc; undefined where there is no /proc. */
 function processCpuMs(pid: number): number | undefined {
@@ -268,17 +290,27 @@ interface Measurement extends LoadResult {
   readonly round: number;
   /** Server CPU time over the measured window / its length (1 = one core busy). */
   readonly serverCpu: number | undefined;
+  /** CPU used by everything else on the machine over the window (other users of a shared machine), in cores. */
+  readonly otherCpu: number | undefined;
+  /** Server CPU time per call, in microseconds: less sensitive to a noisy machine than ops/s. */
+  readonly serverUsPerOp: number | undefined;
 }
+
+/** Distinct stderr lines of the load generators (warnings), reported at the end. */
+const loadStderr = new Set<string>();
 
 function measure(server: Server, pin: Pinning, config: LoadConfig, round: number): Promise<Measurement> {
   const [cmd, args] = command(pin.load, [process.execPath, LOAD, JSON.stringify(config)]);
   const child = track(spawn(cmd, args, { cwd: ROOT, stdio: ["ignore", "inherit", "pipe", "ipc"] }));
   const stderr: string[] = [];
-  createInterface({ input: child.stderr! }).on("line", (line) => stderr.push(line));
+  createInterface({ input: child.stderr! }).on("line", (line) => {
+    stderr.push(line);
+    loadStderr.add(line);
+  });
   return new Promise<Measurement>((res, rej) => {
-    let cpu0: number | undefined;
-    let wall0 = 0;
+    let start: { server?: number; load?: number; machine?: number; wall: number } = { wall: 0 };
     let serverCpu: number | undefined;
+    let otherCpu: number | undefined;
     let settled = false;
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
@@ -293,20 +325,26 @@ function measure(server: Server, pin: Pinning, config: LoadConfig, round: number
     child.on("message", (message: LoadMessage) => {
       switch (message.type) {
         case "measure-start":
-          cpu0 = processCpuMs(server.pid);
-          wall0 = performance.now();
+          start = { server: processCpuMs(server.pid), load: processCpuMs(child.pid!), machine: machineBusyMs(), wall: performance.now() };
           break;
         case "measure-end": {
-          const cpu1 = processCpuMs(server.pid);
-          if (cpu0 !== undefined && cpu1 !== undefined) serverCpu = (cpu1 - cpu0) / (performance.now() - wall0);
+          const wall = performance.now() - start.wall;
+          const [s, l, m] = [processCpuMs(server.pid), processCpuMs(child.pid!), machineBusyMs()];
+          if (s !== undefined && start.server !== undefined) serverCpu = (s - start.server) / wall;
+          if (s !== undefined && l !== undefined && m !== undefined && start.server !== undefined && start.load !== undefined && start.machine !== undefined) {
+            otherCpu = Math.max(0, (m - start.machine - (s - start.server) - (l - start.load)) / wall);
+          }
           break;
         }
-        case "result":
+        case "result": {
           if (settled) return;
           settled = true;
           clearTimeout(timer);
-          res({ ...message.result, op: config.op, protocol: config.protocol, round, serverCpu });
+          const r = message.result;
+          const serverUsPerOp = serverCpu !== undefined && r.opsPerSec > 0 ? (serverCpu / r.opsPerSec) * 1e6 : undefined;
+          res({ ...r, op: config.op, protocol: config.protocol, round, serverCpu, otherCpu, serverUsPerOp });
           break;
+        }
         case "error":
           fail(new Error(`load generator: ${message.message}`));
           break;
@@ -325,11 +363,11 @@ type MemoryResult =
 
 async function measureMemory(opts: Options, cpu: number | undefined): Promise<MemoryResult> {
   if (!opts.memory) return { status: "skipped", message: "skipped (--no-memory)" };
-  if (!existsSync(MEMORY)) {
-    return { status: "missing", message: `not measured: ${relative(ROOT, MEMORY)} does not exist (bench/memory.ts not written or not built yet)` };
+  if (!existsSync(opts.memoryScript)) {
+    return { status: "missing", message: `not measured: ${relative(ROOT, opts.memoryScript)} does not exist (bench/memory.ts not written or not built yet)` };
   }
   const timeoutMs = 240_000;
-  const [cmd, args] = command(cpu, [process.execPath, "--expose-gc", MEMORY, "--keys", String(opts.memoryKeys)]);
+  const [cmd, args] = command(cpu, [process.execPath, "--expose-gc", opts.memoryScript, "--keys", String(opts.memoryKeys)]);
   const child = track(spawn(cmd, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] }));
   const stdout: string[] = [];
   const stderr: string[] = [];
@@ -377,7 +415,9 @@ interface Row {
   /** Half the ops/s range over rounds, relative to the median. */
   readonly spread: number;
   readonly serverCpu: number | undefined;
+  readonly serverUsPerOp: number | undefined;
   readonly loadCpu: number;
+  readonly otherCpu: number | undefined;
   readonly errors: number;
   readonly misses: number;
 }
@@ -397,7 +437,10 @@ function rows(measurements: Measurement[], opts: Options): Row[] {
       if (ms.length === 0) continue;
       const ops = ms.map((m) => m.opsPerSec);
       const med = median(ops);
-      const cpu = ms.map((m) => m.serverCpu).filter((c): c is number => c !== undefined);
+      const defined = (xs: (number | undefined)[]) => {
+        const d = xs.filter((x): x is number => x !== undefined);
+        return d.length > 0 ? median(d) : undefined;
+      };
       out.push({
         op,
         protocol,
@@ -406,8 +449,10 @@ function rows(measurements: Measurement[], opts: Options): Row[] {
         p50Ms: median(ms.map((m) => m.p50Ms)),
         p99Ms: median(ms.map((m) => m.p99Ms)),
         spread: ms.length > 1 ? (Math.max(...ops) - Math.min(...ops)) / 2 / med : 0,
-        serverCpu: cpu.length > 0 ? median(cpu) : undefined,
+        serverCpu: defined(ms.map((m) => m.serverCpu)),
+        serverUsPerOp: defined(ms.map((m) => m.serverUsPerOp)),
         loadCpu: median(ms.map((m) => m.loadCpu)),
+        otherCpu: defined(ms.map((m) => m.otherCpu)),
         errors: ms.reduce((s, m) => s + m.errors, 0),
         misses: ms.reduce((s, m) => s + m.misses, 0),
       });
@@ -423,6 +468,8 @@ interface Ratio {
   readonly perRound: number[];
   /** Connect p50 ÷ gRPC p50, median over rounds. */
   readonly p50: number;
+  /** Connect server CPU per call ÷ gRPC server CPU per call, median over rounds. */
+  readonly serverCpuPerOp: number | undefined;
 }
 
 function ratios(measurements: Measurement[], opts: Options): Ratio[] {
@@ -431,15 +478,17 @@ function ratios(measurements: Measurement[], opts: Options): Ratio[] {
   for (const op of opts.ops) {
     const perRound: number[] = [];
     const p50: number[] = [];
+    const cpu: number[] = [];
     for (let r = 0; r < opts.rounds; r++) {
       const g = measurements.find((m) => m.op === op && m.protocol === "grpc" && m.round === r);
       const c = measurements.find((m) => m.op === op && m.protocol === "connect" && m.round === r);
       if (g && c) {
         perRound.push(c.opsPerSec / g.opsPerSec);
         p50.push(c.p50Ms / g.p50Ms);
+        if (c.serverUsPerOp !== undefined && g.serverUsPerOp !== undefined) cpu.push(c.serverUsPerOp / g.serverUsPerOp);
       }
     }
-    if (perRound.length > 0) out.push({ op, throughput: median(perRound), perRound, p50: median(p50) });
+    if (perRound.length > 0) out.push({ op, throughput: median(perRound), perRound, p50: median(p50), serverCpuPerOp: cpu.length > 0 ? median(cpu) : undefined });
   }
   return out;
 }
@@ -472,15 +521,17 @@ function report(opts: Options, pin: Pinning, rs: Row[], rt: Ratio[], memory: Mem
     fmtMs(r.p99Ms),
     r.rounds.length > 1 ? `±${(r.spread * 100).toFixed(1)}%` : "-",
     fmtPct(r.serverCpu),
+    r.serverUsPerOp === undefined ? "-" : fmtInt(r.serverUsPerOp),
     fmtPct(r.loadCpu),
+    fmtPct(r.otherCpu),
     String(r.errors + r.misses),
   ]);
-  const header = ["Operation", "Protocol", "ops/s", "p50 ms", "p99 ms", "ops/s spread", "server CPU", "load CPU", "errors"];
+  const header = ["Operation", "Protocol", "ops/s", "p50 ms", "p99 ms", "ops/s spread", "server CPU", "server µs/op", "load CPU", "other CPU", "errors"];
   out.push(table(header, body, 2));
   const label = "Memory".padEnd(Math.max(9, ...body.map((r) => r[0].length)));
   out.push(
     memory.status === "ok"
-      ? `${label}  bytes/key (${fmtInt(memory.keys)} keys, bench/memory.js): heap ${fmtInt(memory.heapBytesPerKey)}, rss ${fmtInt(memory.rssBytesPerKey)}, counted ${fmtInt(memory.countedBytesPerKey)}`
+      ? `${label}  bytes/key (${fmtInt(memory.keys)} keys, ${relative(ROOT, opts.memoryScript)}): heap ${fmtInt(memory.heapBytesPerKey)}, rss ${fmtInt(memory.rssBytesPerKey)}, counted ${fmtInt(memory.countedBytesPerKey)}`
       : `${label}  bytes/key: ${memory.message}`,
   );
   if (rt.length > 0) {
@@ -490,7 +541,8 @@ function report(opts: Options, pin: Pinning, rs: Row[], rt: Ratio[], memory: Mem
       out.push(
         `  ${OP_NAMES[r.op](opts.batch).padEnd(12)} throughput x${r.throughput.toFixed(2)}` +
           (r.perRound.length > 1 ? ` (rounds: ${r.perRound.map((x) => x.toFixed(2)).join(", ")})` : "") +
-          `, p50 latency x${r.p50.toFixed(2)}`,
+          `, p50 latency x${r.p50.toFixed(2)}` +
+          (r.serverCpuPerOp === undefined ? "" : `, server CPU per call x${r.serverCpuPerOp.toFixed(2)}`),
       );
     }
   }
@@ -508,7 +560,8 @@ function report(opts: Options, pin: Pinning, rs: Row[], rt: Ratio[], memory: Mem
     out.push(`  GetMany(${opts.batch}) keys/s: ${keysPerSec} (vs Get keys/s: ${gain})`);
   }
   out.push("");
-  out.push("server CPU / load CPU: share of one core used over the window; near 100% marks the side that limits throughput.");
+  out.push("server CPU / load CPU: share of one core used over the measured window; near 100% marks the side that limits throughput.");
+  out.push("server µs/op: server CPU time per call (steadier than ops/s on a shared machine). other CPU: cores' worth used by other processes meanwhile (noise).");
   return out.join("\n");
 }
 
@@ -547,7 +600,8 @@ async function main(): Promise<number> {
 
   const scenarios = opts.rounds * opts.ops.length * opts.protocols.length;
   process.stderr.write(
-    `bench: ${scenarios} measurements of ${opts.warmupMs + opts.durationMs} ms (${pin.note}), then memory with ${fmtInt(opts.memoryKeys)} keys\n`,
+    `bench: ${scenarios} measurements of ${opts.warmupMs + opts.durationMs} ms (${pin.note})` +
+      (opts.memory ? `, then memory with ${fmtInt(opts.memoryKeys)} keys\n` : "\n"),
   );
 
   const measurements: Measurement[] = [];
@@ -577,7 +631,7 @@ async function main(): Promise<number> {
           measurements.push(m);
           process.stderr.write(
             `bench: round ${round + 1}/${opts.rounds} ${OP_NAMES[op](opts.batch).padEnd(12)} ${PROTOCOL_NAMES[protocol].padEnd(13)} ` +
-              `${fmtInt(m.opsPerSec).padStart(7)} ops/s  p50 ${fmtMs(m.p50Ms)} ms  p99 ${fmtMs(m.p99Ms)} ms  server CPU ${fmtPct(m.serverCpu)}  load CPU ${fmtPct(m.loadCpu)}` +
+              `${fmtInt(m.opsPerSec).padStart(7)} ops/s  p50 ${fmtMs(m.p50Ms)} ms  p99 ${fmtMs(m.p99Ms)} ms  server CPU ${fmtPct(m.serverCpu)}  load CPU ${fmtPct(m.loadCpu)}  other ${fmtPct(m.otherCpu)}` +
               (m.errors > 0 ? `  ${m.errors} errors (${m.firstError})` : "") +
               (m.misses > 0 ? `  ${m.misses} misses` : "") +
               "\n",
@@ -597,9 +651,16 @@ async function main(): Promise<number> {
     else process.stderr.write(`bench: no CPU profile was written at ${file}\n`);
   }
 
-  process.stderr.write(opts.memory && existsSync(MEMORY) ? `bench: measuring memory with ${fmtInt(opts.memoryKeys)} keys...\n` : "");
+  process.stderr.write(opts.memory && existsSync(opts.memoryScript) ? `bench: measuring memory with ${fmtInt(opts.memoryKeys)} keys...\n` : "");
   const memory = await measureMemory(opts, pin.server);
 
+  const firstLines = (lines: Iterable<string>) => [...new Set(lines)].filter((l) => !l.startsWith("(Use `node --trace-warnings")).slice(0, 5);
+  const serverStderr = firstLines(server.stderr);
+  const loadWarnings = firstLines(loadStderr);
+  const warnings = [
+    ...(serverStderr.length > 0 ? ["server stderr during the bench:", ...serverStderr.map((l) => `  ${l}`)] : []),
+    ...(loadWarnings.length > 0 ? ["load generator stderr:", ...loadWarnings.map((l) => `  ${l}`)] : []),
+  ];
   const rs = rows(measurements, opts);
   const rt = ratios(measurements, opts);
   const text = report(opts, pin, rs, rt, memory, machine);
@@ -628,7 +689,9 @@ async function main(): Promise<number> {
       p99Ms: r.p99Ms,
       spread: r.spread,
       serverCpu: r.serverCpu,
+      serverUsPerOp: r.serverUsPerOp,
       loadCpu: r.loadCpu,
+      otherCpu: r.otherCpu,
       errors: r.errors,
       misses: r.misses,
       rounds: r.rounds,
@@ -636,12 +699,15 @@ async function main(): Promise<number> {
     connectVsGrpc: rt,
     memory,
     profile,
+    serverStderr,
+    loadStderr: loadWarnings,
     table: text,
   };
   mkdirSync(join(opts.out, ".."), { recursive: true });
   writeFileSync(opts.out, `${JSON.stringify(results, null, 2)}\n`);
   process.stdout.write(`\nresults: ${opts.out}\n`);
   if (profile !== undefined) process.stdout.write(`profile: ${profile.file}\n`);
+  if (warnings.length > 0) process.stdout.write(`\n${warnings.join("\n")}\n`);
   const failed = rs.some((r) => r.errors > 0 || r.misses > 0);
   return failed ? 1 : 0;
 }

@@ -28,9 +28,9 @@ import {
 
 // --- run budget ---------------------------------------------------------------
 
-/** Runs of the model comparison with no eviction (about 1 s). */
+/** Runs of the model comparison with no eviction (0.5 to 1.5 s). */
 const NUM_RUNS_MODEL = 300;
-/** Runs of the small-memory (eviction) property (about 1 s). */
+/** Runs of the small-memory (eviction) property (0.5 to 1 s). */
 const NUM_RUNS_EVICTION = 300;
 /** Longest operation sequence per run. */
 const MAX_OPS = 60;
@@ -83,8 +83,8 @@ type Op =
 const KEYS = ["a", "ab", "b", "k:1", "k:2", "é", "€x"] as const;
 const PREFIXES = ["", "a", "k:", "é", "z"] as const;
 
-function arbitraries(maxValueLength: number) {
-  const key = fc.constantFrom(...KEYS);
+function arbitraries(maxValueLength: number, keys: readonly string[] = KEYS) {
+  const key = fc.constantFrom(...keys);
   const decimal = fc
     .oneof(
       fc.bigInt({ min: -5n, max: 5n }),
@@ -97,8 +97,8 @@ function arbitraries(maxValueLength: number) {
     { weight: 2, arbitrary: decimal },
   );
   const ttl = fc.oneof(
-    { weight: 4, arbitrary: fc.constant(0) },
-    { weight: 6, arbitrary: fc.integer({ min: 1, max: 40 }) },
+    { weight: 5, arbitrary: fc.constant(0) },
+    { weight: 5, arbitrary: fc.integer({ min: 1, max: 100 }) },
     { weight: 1, arbitrary: fc.constantFrom(-1, 2.5, MAX_TTL_MS + 1) },
   );
   const revisionPick: fc.Arbitrary<RevisionPick> = fc.oneof(fc.constant("current" as const), fc.nat(40));
@@ -144,7 +144,7 @@ function arbitraries(maxValueLength: number) {
     },
   );
   const op: fc.Arbitrary<Op> = fc.oneof(
-    { weight: 16, arbitrary: inner },
+    { weight: 24, arbitrary: inner },
     { weight: 1, arbitrary: fc.constant({ op: "flush" as const }) },
     { weight: 4, arbitrary: fc.record({ op: fc.constant("advance" as const), ms: fc.integer({ min: 0, max: 30 }) }) },
     {
@@ -161,7 +161,7 @@ function arbitraries(maxValueLength: number) {
       }),
     },
   );
-  return { op, ops: fc.array(op, { maxLength: MAX_OPS }) };
+  return { op, ops: fc.array(op, { maxLength: MAX_OPS, size: "max" }) };
 }
 
 // --- the model ----------------------------------------------------------------
@@ -370,8 +370,10 @@ class Model {
     }
     const result = base + delta;
     if (result > INT64_MAX || result < INT64_MIN) return fail("out_of_range");
+    const value = encoder.encode(result.toString());
+    if (sizeOf(key, value) > this.maxMemoryBytes) return fail("resource_exhausted");
     const expiresAt = current !== undefined ? current.expiresAt : this.expiryOf(ttl);
-    const revision = this.write(key, encoder.encode(result.toString()), current?.flags ?? 0, expiresAt);
+    const revision = this.write(key, value, current?.flags ?? 0, expiresAt);
     return { ok: true, value: { value: result, revision } };
   }
 
@@ -473,38 +475,42 @@ class Harness {
     const { store, model } = this;
     const what = describeOp(op);
     this.begin();
+    // The store's result and the model's, compared after the changes (which explain more).
+    let actual: unknown;
+    let expected: unknown;
     switch (op.op) {
       case "set": {
         const cond: SetCondition =
           op.cond.kind === "ifRevision" ? { kind: "ifRevision", revision: model.resolve(op.cond.pick, op.key) } : op.cond;
         const mine = op.value.slice();
-        const actual = attempt(() => store.set(op.key, mine, { ttlMs: op.ttl, flags: op.flags, condition: cond }));
+        actual = attempt(() => store.set(op.key, mine, { ttlMs: op.ttl, flags: op.flags, condition: cond }));
         mine.fill(0xee); // the store must have copied the bytes
-        assert.deepEqual(actual, model.set(op.key, op.value, op.ttl, op.flags, cond), what);
+        expected = model.set(op.key, op.value, op.ttl, op.flags, cond);
         break;
       }
       case "get": {
         const got = store.get(op.key);
-        assert.deepEqual(got === undefined ? undefined : viewRecord(got), model.get(op.key), what);
+        actual = got === undefined ? undefined : viewRecord(got);
+        expected = model.get(op.key);
         break;
       }
       case "delete": {
         const ifRevision = op.ifRevision === undefined ? undefined : model.resolve(op.ifRevision, op.key);
-        assert.deepEqual(store.delete(op.key, ifRevision), model.delete(op.key, ifRevision), what);
+        actual = store.delete(op.key, ifRevision);
+        expected = model.delete(op.key, ifRevision);
         break;
       }
-      case "incr": {
-        const actual = attempt(() => store.increment(op.key, op.delta, op.ttl));
-        assert.deepEqual(actual, model.increment(op.key, op.delta, op.ttl), what);
+      case "incr":
+        actual = attempt(() => store.increment(op.key, op.delta, op.ttl));
+        expected = model.increment(op.key, op.delta, op.ttl);
         break;
-      }
-      case "touch": {
-        const actual = attempt(() => store.touch(op.key, op.ttl));
-        assert.deepEqual(actual, model.touch(op.key, op.ttl), what);
+      case "touch":
+        actual = attempt(() => store.touch(op.key, op.ttl));
+        expected = model.touch(op.key, op.ttl);
         break;
-      }
       case "flush":
-        assert.equal(store.flush(), model.flush(), what);
+        actual = store.flush();
+        expected = model.flush();
         break;
       case "advance":
         model.now += op.ms;
@@ -526,6 +532,7 @@ class Harness {
         return; // checked page by page
     }
     this.settle(what);
+    assert.deepEqual(actual, expected, `result of ${what}`);
   }
 
   private scan(op: Extract<Op, { op: "scan" }>): void {
@@ -586,19 +593,24 @@ describe("CacheStore against a model", () => {
         for (const op of list) h.run(op);
         assert.equal(h.store.stats().evictions, 0);
       }),
-      { numRuns: NUM_RUNS_MODEL },
+      { numRuns: NUM_RUNS_MODEL, includeErrorInReport: true },
     );
   });
 
   test("small memory bound: bytes counted exactly, never over the bound, LRU keys evicted with an evict change", () => {
-    const { ops } = arbitraries(80);
-    const maxMemory = fc.integer({ min: ENTRY_OVERHEAD_BYTES + 40, max: 6 * (ENTRY_OVERHEAD_BYTES + 80) });
+    // Fewer keys, so writes often overwrite the least recently used one.
+    const { ops } = arbitraries(40, ["a", "k:1", "k:2", "é"]);
+    // Room for the overhead of one to four entries and some of their bytes
+    // (keys and values are 0 to 42 bytes): writes that grow a value evict too.
+    const maxMemory = fc
+      .integer({ min: 1, max: 4 })
+      .chain((n) => fc.integer({ min: n * ENTRY_OVERHEAD_BYTES + 20, max: n * (ENTRY_OVERHEAD_BYTES + 42) }));
     fc.assert(
       fc.property(maxMemory, ops, (maxMemoryBytes, list) => {
         const h = new Harness(maxMemoryBytes, true);
         for (const op of list) h.run(op);
       }),
-      { numRuns: NUM_RUNS_EVICTION },
+      { numRuns: NUM_RUNS_EVICTION, includeErrorInReport: true },
     );
   });
 });
@@ -743,16 +755,17 @@ describe("CacheStore increment", () => {
 
 describe("CacheStore writes", () => {
   test("a failed write changes nothing", () => {
-    const { store, changes } = fixture({ maxKeyBytes: 16, maxValueBytes: 64, maxMemoryBytes: ENTRY_OVERHEAD_BYTES + 100 });
+    // Room for "k" and "n" (825 bytes with 400 of overhead) but not for a 600-byte value.
+    const { store, changes } = fixture({ maxKeyBytes: 16, maxValueBytes: 1024, maxMemoryBytes: 2 * ENTRY_OVERHEAD_BYTES + 200 });
     store.set("k", bytes("text"), { ttlMs: 5000, flags: 3 });
     store.set("n", bytes(INT64_MAX.toString()));
     const before = { stats: store.stats(), changes: changes.length };
     const failures: [() => unknown, StoreErrorKind][] = [
-      [() => store.set("k", new Uint8Array(65)), "invalid_argument"],
+      [() => store.set("k", new Uint8Array(1025)), "invalid_argument"],
       [() => store.set("k", bytes("v"), { ttlMs: -1 }), "invalid_argument"],
       [() => store.set("", bytes("v")), "invalid_argument"],
       [() => store.set("k".repeat(17), bytes("v")), "invalid_argument"],
-      [() => store.set("kk", new Uint8Array(64), { condition: { kind: "ifAbsent" } }), "resource_exhausted"],
+      [() => store.set("kk", new Uint8Array(ENTRY_OVERHEAD_BYTES + 200), { condition: { kind: "ifAbsent" } }), "resource_exhausted"],
       [() => store.increment("k", 1n), "failed_precondition"],
       [() => store.increment("n", 1n), "out_of_range"],
       [() => store.increment("k", 1n, 1.5), "invalid_argument"],
@@ -760,8 +773,7 @@ describe("CacheStore writes", () => {
     ];
     for (const [fn, kind] of failures) {
       expectStoreError(fn, kind);
-      const after = store.stats();
-      assert.deepEqual({ ...after, hits: 0, misses: 0 }, { ...before.stats, hits: 0, misses: 0 });
+      assert.deepEqual(store.stats(), before.stats);
       assert.equal(store.currentRevision, before.stats.revision);
       assert.equal(changes.length, before.changes);
     }
@@ -832,9 +844,25 @@ describe("CacheStore writes", () => {
     assert.ok(counted <= max, `holding ${counted} bytes over the bound of ${max}`);
   });
 
+  test("a key overwritten during a scan, by a write that evicts, is returned once", () => {
+    const entry = (valueBytes: number) => 1 + valueBytes + ENTRY_OVERHEAD_BYTES;
+    const { store, changes } = fixture({ maxMemoryBytes: 4 * entry(10) + 50 });
+    for (const key of ["a", "b", "c", "d"]) store.set(key, new Uint8Array(10));
+    store.get("b");
+    store.get("d"); // recency, least recent first: a, c, b, d
+    const first = store.scan("", "", 1, true);
+    assert.deepEqual(first.entries.map((e) => e.key), ["a"]);
+    changes.length = 0;
+    store.set("a", new Uint8Array(100)); // needs room: "c" goes; "a" is overwritten, never absent
+    const rest = store.scan("", first.nextCursor, 100, true);
+    assert.equal(rest.nextCursor, "");
+    assert.deepEqual(changes.map((c) => `${c.type} ${c.key}`), ["evict c", "put a"]);
+    assert.deepEqual([...first.entries, ...rest.entries].map((e) => e.key).sort(), ["a", "b", "d"]);
+  });
+
   test("overwriting the least recently used key evicts other keys, not the key written", () => {
     const entry = (valueBytes: number) => 1 + valueBytes + ENTRY_OVERHEAD_BYTES;
-    const { store, changes } = fixture({ maxMemoryBytes: entry(100) + entry(10) + entry(10) });
+    const { store, changes } = fixture({ maxMemoryBytes: entry(100) + entry(10) + entry(10) - 1 });
     store.set("a", new Uint8Array(10));
     store.set("b", new Uint8Array(10));
     store.set("c", new Uint8Array(10));
@@ -850,27 +878,31 @@ describe("CacheStore writes", () => {
 });
 
 describe("CacheStore active expiry", () => {
-  test("100,000 keys with TTLs expire through sweeper ticks without being read", () => {
-    const { store, clock, changes } = fixture();
-    const sweeper = new ExpirySweeper(store);
-    const N = 100_000;
-    const PERSISTENT = 1_000;
+  const N = 100_000;
+  const PERSISTENT = 1_000;
+  const TICK_MS = 100;
+  /** The sweeper's promise: the whole table examined at least once per 500 ms. */
+  const FULL_PASS_MS = 500;
+
+  function loaded(ttlOf: (i: number) => number) {
+    const fx = fixture();
     const value = new Uint8Array(8);
-    for (let i = 0; i < N; i++) store.set(`ttl:${i}`, value, { ttlMs: 1 + (i % 1000) });
-    for (let i = 0; i < PERSISTENT; i++) store.set(`keep:${i}`, value);
-    changes.length = 0;
-    assert.equal(sweeper.tick(), 0, "nothing is due yet");
-    clock.t += 1000;
-    // The sweeper promises a full pass of the slot table every FULL_PASS_MS (500 ms)
-    // at one tick per 100 ms: five ticks.
-    let ticks = 0;
-    let removed = 0;
-    while (store.size > PERSISTENT && ticks < 5) {
-      removed += sweeper.tick();
-      ticks++;
+    const deadline = new Map<string, number>();
+    for (let i = 0; i < N; i++) {
+      const ttl = ttlOf(i);
+      fx.store.set(`ttl:${i}`, value, { ttlMs: ttl });
+      deadline.set(`ttl:${i}`, fx.clock.t + ttl);
     }
-    assert.equal(store.size, PERSISTENT, `${store.size - PERSISTENT} keys still held after ${ticks} ticks`);
-    assert.equal(removed, N);
+    for (let i = 0; i < PERSISTENT; i++) fx.store.set(`keep:${i}`, value);
+    let keptBytes = 0;
+    for (let i = 0; i < PERSISTENT; i++) keptBytes += sizeOf(`keep:${i}`, value);
+    fx.changes.length = 0;
+    return { ...fx, sweeper: new ExpirySweeper(fx.store), deadline, keptBytes };
+  }
+
+  function checkDrained(fx: ReturnType<typeof loaded>): void {
+    const { store, changes, keptBytes } = fx;
+    assert.equal(store.size, PERSISTENT);
     assert.equal(changes.length, N);
     const expired = new Set<string>();
     for (const c of changes) {
@@ -878,13 +910,50 @@ describe("CacheStore active expiry", () => {
       expired.add(c.key);
     }
     assert.equal(expired.size, N, "each key expired once");
-    let keptBytes = 0;
-    for (let i = 0; i < PERSISTENT; i++) keptBytes += sizeOf(`keep:${i}`, value);
     const stats = store.stats();
     assert.deepEqual(
       { expirations: stats.expirations, hits: stats.hits, misses: stats.misses, bytesUsed: stats.bytesUsed },
       { expirations: N, hits: 0, misses: 0, bytesUsed: keptBytes },
     );
+  }
+
+  test("100,000 keys with spread TTLs expire through sweeper ticks within a full pass of their deadline, unread", () => {
+    const fx = loaded((i) => 1 + ((i * 7919) % 1000));
+    const { store, clock, changes, sweeper, deadline } = fx;
+    const start = clock.t;
+    let ticks = 0;
+    while (store.size > PERSISTENT) {
+      assert.ok(ticks < 1000 / TICK_MS + FULL_PASS_MS / TICK_MS + 1, `${store.size - PERSISTENT} keys left after ${ticks} ticks`);
+      const before = changes.length;
+      clock.t += TICK_MS;
+      sweeper.tick();
+      ticks++;
+      for (let i = before; i < changes.length; i++) {
+        const key = changes[i]!.key;
+        const due = deadline.get(key)!;
+        if (due > clock.t) assert.fail(`"${key}" expired before its deadline`);
+        if (clock.t - due > FULL_PASS_MS + TICK_MS) assert.fail(`"${key}" expired ${clock.t - due} ms after its deadline`);
+      }
+    }
+    assert.ok(clock.t - start <= 1000 + FULL_PASS_MS + TICK_MS);
+    checkDrained(fx);
+  });
+
+  test("100,000 keys expiring at once are all removed by sweeper ticks, unread", () => {
+    const fx = loaded(() => 1000);
+    const { store, clock, sweeper } = fx;
+    assert.equal(sweeper.tick(), 0, "nothing is due yet");
+    clock.t += 1000;
+    let ticks = 0;
+    let removed = 0;
+    // A mass expiry is spread over ticks (at most 20,000 a tick): allow twice a full pass.
+    while (store.size > PERSISTENT && ticks < (2 * FULL_PASS_MS) / TICK_MS) {
+      removed += sweeper.tick();
+      ticks++;
+    }
+    assert.equal(store.size, PERSISTENT, `${store.size - PERSISTENT} keys still held after ${ticks} ticks`);
+    assert.equal(removed, N);
+    checkDrained(fx);
     assert.equal(sweeper.tick(), 0);
   });
 });

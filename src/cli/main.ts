@@ -2,7 +2,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { CacheClient, type Protocol } from "../client/client.js";
-import { Role } from "../gen/ripplecache/v1/cache_pb.js";
+import { EventType, ResyncReason, Role } from "../gen/ripplecache/v1/cache_pb.js";
 import { ConfigError, envName, resolveConfig, SETTINGS } from "../server/config.js";
 import { startServer } from "../server/server.js";
 import { VERSION } from "../version.js";
@@ -19,6 +19,8 @@ Usage:
   ripplecache scan [PREFIX] [--keys-only] [--limit N]
                                                 print KEY<TAB>VALUE lines (KEY lines with --keys-only)
   ripplecache info                              print server information as JSON
+  ripplecache watch [KEY | --prefix P] [--from-revision N] [--json]
+                                                print changes as they come (every key without KEY or --prefix)
 
 Client flags:
   --addr HOST:PORT   server address (RIPPLECACHE_ADDR; default 127.0.0.1:7420)
@@ -41,6 +43,9 @@ const CLIENT_OPTIONS = {
   "if-revision": { type: "string" },
   "keys-only": { type: "boolean" },
   limit: { type: "string" },
+  prefix: { type: "string" },
+  "from-revision": { type: "string" },
+  json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsConfig["options"];
 
@@ -57,6 +62,7 @@ async function main(argv: string[]): Promise<number> {
     case "incr":
     case "scan":
     case "info":
+    case "watch":
       return clientCommand(command, rest);
     case "version":
     case "--version":
@@ -165,6 +171,8 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
         }
         return 0;
       }
+      case "watch":
+        return await watch(client, positionals[0], values.prefix, number(values["from-revision"] ?? "0", "--from-revision"), values.json === true);
       case "info": {
         const i = await client.info();
         const out = {
@@ -188,6 +196,43 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
   } finally {
     client.close();
   }
+}
+
+/** Prints a watch stream until interrupted; exits 0 on SIGINT/SIGTERM, 2 when the stream fails. */
+async function watch(client: CacheClient, key: string | undefined, prefix: string | undefined, fromRevision: number, json: boolean): Promise<number> {
+  if (key !== undefined && prefix !== undefined) throw new UsageError("watch takes a KEY or --prefix, not both");
+  const stop = new AbortController();
+  process.once("SIGINT", () => stop.abort());
+  process.once("SIGTERM", () => stop.abort());
+  const target = key !== undefined ? { case: "key" as const, value: key } : { case: "prefix" as const, value: prefix ?? "" };
+  const out = (record: Record<string, unknown>, text: string) => process.stdout.write(json ? `${JSON.stringify(record)}\n` : `${text}\n`);
+  try {
+    const stream = client.rpc.watch({ target, startRevision: BigInt(fromRevision), withValues: true }, { signal: stop.signal, timeoutMs: 0 });
+    for await (const m of stream) {
+      const k = m.kind;
+      switch (k.case) {
+        case "created":
+          out({ type: "CREATED", revision: Number(k.value.revision) }, `# watching at revision ${k.value.revision}`);
+          break;
+        case "events":
+          for (const e of k.value.events) {
+            const type = EventType[e.type];
+            const value = Buffer.from(e.value).toString("utf8");
+            out({ type, key: e.key, revision: Number(e.revision), value, flags: e.flags, expiresAtMs: Number(e.expiresAtMs) }, `${e.revision}\t${type}\t${e.key}${type === "PUT" ? `\t${value}` : ""}`);
+          }
+          break;
+        case "progress":
+          if (json) out({ type: "PROGRESS", revision: Number(k.value.revision) }, "");
+          break;
+        case "resync":
+          out({ type: "RESYNC", reason: ResyncReason[k.value.reason], revision: Number(k.value.revision) }, `# RESYNC (${ResyncReason[k.value.reason]}): drop cached copies; continuing after revision ${k.value.revision}`);
+          break;
+      }
+    }
+  } catch (err) {
+    if (!stop.signal.aborted) throw err;
+  }
+  return 0;
 }
 
 function number(text: string, what: string): number {

@@ -61,7 +61,8 @@ export class CacheClient {
     const url = baseUrl(options.addr);
     const protocol = options.protocol ?? "connect";
     const httpVersion = protocol === "grpc" ? "2" : (options.httpVersion ?? "2");
-    this.sessions = httpVersion === "2" ? new Http2SessionManager(url) : undefined;
+    // PINGs detect a dead server on idle connections (a Track or Watch stream can be idle for hours).
+    this.sessions = httpVersion === "2" ? new Http2SessionManager(url, { pingIntervalMs: 15_000, pingTimeoutMs: 5_000 }) : undefined;
     const interceptors: Interceptor[] = [];
     if (options.token !== undefined) {
       const header = `Bearer ${options.token}`;
