@@ -560,6 +560,13 @@ function report(opts: Options, pin: Pinning, rs: Row[], rt: Ratio[], memory: Mem
     out.push(`  GetMany(${opts.batch}) keys/s: ${keysPerSec} (vs Get keys/s: ${gain})`);
   }
   out.push("");
+  const other = median(rs.map((r) => r.otherCpu ?? NaN));
+  if (other > 0.5) {
+    out.push(
+      `NOTE: other processes used ${other.toFixed(1)} cores' worth of CPU (median) during the windows: absolute ops/s and latencies ` +
+        "are deflated by that contention; server µs/op and the Connect/gRPC ratios are the steadier figures.",
+    );
+  }
   out.push("server CPU / load CPU: share of one core used over the measured window; near 100% marks the side that limits throughput.");
   out.push("server µs/op: server CPU time per call (steadier than ops/s on a shared machine). other CPU: cores' worth used by other processes meanwhile (noise).");
   return out.join("\n");

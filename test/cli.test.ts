@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { createInterface } from "node:readline";
 import { after, before, describe, test } from "node:test";
 import { CLI, startServer, type ServerProcess } from "./helpers/server.js";
 
@@ -46,6 +47,50 @@ describe("ripplecache CLI", () => {
       assert.ok(info.keys >= 2);
     });
   }
+
+  test("watch prints events as they come and exits 0 on SIGINT", async () => {
+    const watcher = spawn(process.execPath, [CLI, "watch", "--prefix", "cliwatch/", "--json", "--addr", server.addr], { stdio: ["ignore", "pipe", "pipe"] });
+    const records: { type: string; key?: string; value?: string; revision: number }[] = [];
+    const lines = createInterface({ input: watcher.stdout! });
+    const seen = (n: number) =>
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`watch printed ${JSON.stringify(records)}`)), 10_000);
+        const check = () => {
+          if (records.length >= n) {
+            clearTimeout(timer);
+            lines.off("line", onLine);
+            resolve();
+          }
+        };
+        const onLine = (line: string) => {
+          records.push(JSON.parse(line) as (typeof records)[number]);
+          check();
+        };
+        lines.on("line", onLine);
+        check();
+      });
+    try {
+      await seen(1);
+      assert.equal(records[0].type, "CREATED");
+      assert.equal(cli(["set", "cliwatch/a", "v1", "--addr", server.addr]).code, 0);
+      assert.equal(cli(["set", "other", "v1", "--addr", server.addr]).code, 0);
+      assert.equal(cli(["del", "cliwatch/a", "--addr", server.addr]).code, 0);
+      await seen(3);
+      assert.deepEqual(
+        records.slice(1).map((r) => [r.type, r.key, r.value]),
+        [
+          ["PUT", "cliwatch/a", "v1"],
+          ["DELETE", "cliwatch/a", ""],
+        ],
+      );
+      assert.ok(records[2].revision > records[1].revision);
+      const exit = new Promise<number | null>((resolve) => watcher.once("exit", (code) => resolve(code)));
+      watcher.kill("SIGINT");
+      assert.equal(await exit, 0);
+    } finally {
+      watcher.kill("SIGKILL");
+    }
+  });
 
   test("errors are one line a person understands", () => {
     const down = cli(["get", "k", "--addr", "127.0.0.1:1"]);

@@ -840,7 +840,7 @@ describe("CacheStore writes", () => {
     }
     let counted = 0;
     for (const e of store.scan("", "", 1000, false).entries) counted += Buffer.byteLength(e.key) + e.value.byteLength + ENTRY_OVERHEAD_BYTES;
-    assert.equal(store.stats().bytesUsed, counted);
+    assert.equal(store.stats().bytesUsed, counted, "bytesUsed vs the bytes of the entries held");
     assert.ok(counted <= max, `holding ${counted} bytes over the bound of ${max}`);
   });
 
@@ -856,8 +856,8 @@ describe("CacheStore writes", () => {
     store.set("a", new Uint8Array(100)); // needs room: "c" goes; "a" is overwritten, never absent
     const rest = store.scan("", first.nextCursor, 100, true);
     assert.equal(rest.nextCursor, "");
+    assert.deepEqual([...first.entries, ...rest.entries].map((e) => e.key), ["a", "b", "d"], "each key present throughout, once");
     assert.deepEqual(changes.map((c) => `${c.type} ${c.key}`), ["evict c", "put a"]);
-    assert.deepEqual([...first.entries, ...rest.entries].map((e) => e.key).sort(), ["a", "b", "d"]);
   });
 
   test("overwriting the least recently used key evicts other keys, not the key written", () => {
