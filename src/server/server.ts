@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { CacheService } from "../gen/ripplecache/v1/cache_pb.js";
@@ -42,6 +43,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
 
   const health = new HealthState();
   const shutdown = new AbortController();
+  // Every in-flight call links its own signal to this one: not a leak, just many listeners.
+  setMaxListeners(0, shutdown.signal);
   const interceptors: Interceptor[] = [storeErrors];
   if (config.authToken !== undefined) interceptors.unshift(bearerAuth(config.authToken));
 

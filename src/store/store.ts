@@ -4,10 +4,13 @@ import { StoreError } from "./errors.js";
 
 /**
  * Bytes counted per entry on top of its key and value: the entry record, the
- * value's Uint8Array header, the lru-cache index slots and the slot table.
- * Measured with `node dist/bench/memory.js` (see README, "Memory").
+ * value's Uint8Array header and its off-heap allocation, the lru-cache index
+ * slots and the slot table. Measured with `node --expose-gc dist/bench/memory.js`
+ * at 1,000,000 keys of 100-byte values: ~394 B/key of V8 heap beyond key and
+ * value, ~622 B/key of RSS. We count the RSS figure, so --max-memory bounds
+ * what the process really holds for its entries (see README, "Memory").
  */
-export const ENTRY_OVERHEAD_BYTES = 400;
+export const ENTRY_OVERHEAD_BYTES = 620;
 
 /** Longest TTL accepted: about 100 years, so expiry times stay exact in a double. */
 export const MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000;
@@ -327,35 +330,44 @@ export class CacheStore {
   private write(key: string, value: Uint8Array, flags: number, expiresAt: number, current: Entry | undefined): Entry {
     const size = entrySize(key, value);
     this.checkFits(size);
-    let entry = current;
+    const entry = current;
     while (this.lru.calculatedSize - (entry?.size ?? 0) + size > this.limits.maxMemoryBytes) {
-      const victim = this.lru.peek(this.lruOldestKey());
+      // The key being written is never its own victim: evicting it frees
+      // nothing it will not take back, and would move it to another slot.
+      const victim = this.leastRecentlyUsed(key);
       if (victim === undefined) break;
-      if (victim === entry) entry = undefined;
       this.evictions++;
       this.remove(victim, "evict");
     }
     const revision = ++this.revision;
+    let written: Entry;
     if (entry === undefined) {
       const slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.slots.length;
-      entry = { key, value, revision, expiresAt, flags, size, slot };
-      this.slots[slot] = entry;
+      written = { key, value, revision, expiresAt, flags, size, slot };
+      this.slots[slot] = written;
     } else {
-      entry.value = value;
-      entry.revision = revision;
-      entry.expiresAt = expiresAt;
-      entry.flags = flags;
-      entry.size = size;
+      written = entry;
+      written.value = value;
+      written.revision = revision;
+      written.expiresAt = expiresAt;
+      written.flags = flags;
+      written.size = size;
+      // lru-cache only re-counts the size when the value object changes; the
+      // entry is mutated in place (to keep its slot), so take it out first.
+      this.lru.delete(key);
     }
-    this.lru.set(key, entry, { size });
+    this.lru.set(key, written, { size });
     this.publish({ type: "put", revision, key, value, flags, expiresAt });
-    return entry;
+    return written;
   }
 
-  private lruOldestKey(): string {
-    // rkeys() walks from least to most recently used; the first is the victim.
-    const next = this.lru.rkeys().next();
-    return next.done ? "" : next.value;
+  /** The least recently used entry other than `except`'s. */
+  private leastRecentlyUsed(except: string): Entry | undefined {
+    // rvalues() walks from least to most recently used.
+    for (const entry of this.lru.rvalues()) {
+      if (entry !== undefined && entry.key !== except) return entry;
+    }
+    return undefined;
   }
 
   private remove(entry: Entry, type: "delete" | "expire" | "evict"): number {
