@@ -6,6 +6,7 @@ import { EventType, ResyncReason, Role } from "../gen/ripplecache/v1/cache_pb.js
 import { ConfigError, envName, resolveConfig, SETTINGS } from "../server/config.js";
 import { startServer } from "../server/server.js";
 import { VERSION } from "../version.js";
+import { logLine } from "../log.js";
 
 const USAGE = `ripplecache ${VERSION}: a cache server with Connect, gRPC and gRPC-Web on one port.
 
@@ -19,6 +20,9 @@ Usage:
   ripplecache scan [PREFIX] [--keys-only] [--limit N]
                                                 print KEY<TAB>VALUE lines (KEY lines with --keys-only)
   ripplecache info                              print server information as JSON
+  ripplecache promote                           make a replica the primary (admin token)
+  ripplecache replica-of HOST:PORT              make a node a replica of HOST:PORT (admin token)
+  ripplecache digest                            print the dataset checksum at the current revision
   ripplecache watch [KEY | --prefix P] [--from-revision N] [--json]
                                                 print changes as they come (every key without KEY or --prefix)
 
@@ -63,6 +67,9 @@ async function main(argv: string[]): Promise<number> {
     case "scan":
     case "info":
     case "watch":
+    case "promote":
+    case "replica-of":
+    case "digest":
       return clientCommand(command, rest);
     case "version":
     case "--version":
@@ -94,16 +101,16 @@ async function serve(args: string[]): Promise<number> {
   for (const s of SETTINGS) flags[s.flag] = values[s.flag] as string | undefined;
   const config = resolveConfig(flags);
   const server = await startServer(config);
-  log("info", "listening", { host: config.host, port: server.port, version: VERSION, maxMemoryBytes: config.maxMemoryBytes, auth: config.authToken !== undefined, tls: config.tlsCertFile !== undefined });
+  logLine("info", "listening", { host: config.host, port: server.port, version: VERSION, maxMemoryBytes: config.maxMemoryBytes, auth: config.authToken !== undefined, tls: config.tlsCertFile !== undefined });
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
-      log("info", "shutting down", { signal });
+      logLine("info", "shutting down", { signal });
       void server.close().then(resolve);
     };
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
   });
-  log("info", "stopped", {});
+  logLine("info", "stopped", {});
   return 0;
 }
 
@@ -171,6 +178,23 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
         }
         return 0;
       }
+      case "promote": {
+        const r = await client.admin.promote({});
+        process.stdout.write(`primary now, replication id ${r.replicationId} at revision ${r.revision}\n`);
+        return 0;
+      }
+      case "replica-of": {
+        const primary = positionals[0];
+        if (primary === undefined) throw new UsageError("replica-of needs the primary's HOST:PORT");
+        await client.admin.replicaOf({ primaryAddress: primary });
+        process.stdout.write(`replicating from ${primary}\n`);
+        return 0;
+      }
+      case "digest": {
+        const d = await client.admin.digest({});
+        process.stdout.write(`${JSON.stringify({ revision: Number(d.revision), digest: d.digest, keys: Number(d.keys) })}\n`);
+        return 0;
+      }
       case "watch":
         return await watch(client, positionals[0], values.prefix, number(values["from-revision"] ?? "0", "--from-revision"), values.json === true);
       case "info": {
@@ -187,6 +211,18 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
           evictions: Number(i.evictions),
           expirations: Number(i.expirations),
           uptimeMs: Number(i.uptimeMs),
+          replicationId: i.replicationId,
+          oldestRevision: Number(i.oldestRevision),
+          streams: Number(i.streams),
+          ...(i.role === Role.REPLICA ? { primaryAddress: i.primaryAddress, linkState: i.linkState } : {}),
+          replicas: i.replicas.map((r) => ({
+            address: r.address,
+            state: r.state,
+            ackedRevision: Number(r.ackedRevision),
+            lagRevisions: Number(r.lagRevisions),
+            lagMs: Number(r.lagMs),
+            fullResyncs: Number(r.fullResyncs),
+          })),
         };
         process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
         return 0;
@@ -247,9 +283,6 @@ async function readStdin(): Promise<Uint8Array> {
   return Buffer.concat(chunks);
 }
 
-function log(level: string, msg: string, fields: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields })}\n`);
-}
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),

@@ -6,6 +6,7 @@ import {
   Http2SessionManager,
 } from "@connectrpc/connect-node";
 import { CacheService, type InfoResponse } from "../gen/ripplecache/v1/cache_pb.js";
+import { AdminService } from "../gen/ripplecache/v1/replication_pb.js";
 
 export type Protocol = "connect" | "grpc" | "grpc-web";
 
@@ -55,6 +56,8 @@ export function baseUrl(addr: string): string {
  */
 export class CacheClient {
   readonly rpc: Client<typeof CacheService>;
+  /** Admin RPCs (promote, replica-of, digest); they need the admin token when one is configured. */
+  readonly admin: Client<typeof AdminService>;
   private readonly sessions: Http2SessionManager | undefined;
 
   constructor(options: ClientOptions) {
@@ -88,6 +91,7 @@ export class CacheClient {
       transport = factory({ ...common, httpVersion: "1.1" });
     }
     this.rpc = createClient(CacheService, transport);
+    this.admin = createClient(AdminService, transport);
   }
 
   /** The value of `key`, or undefined on a miss. */

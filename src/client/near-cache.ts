@@ -1,6 +1,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { TrackRequestSchema, TrackResponse } from "../gen/ripplecache/v1/cache_pb.js";
 import type { CacheClient, ValueResult } from "./client.js";
+import { PushQueue } from "./push-queue.js";
 
 export interface NearCacheOptions {
   /** Most copies held locally; the least recently used is dropped (and untracked) beyond it. Default 10,000. */
@@ -32,35 +33,9 @@ interface Copy {
 
 type TrackRequestInit = MessageInitShape<typeof TrackRequestSchema>;
 
-/** A push-driven async iterable: the Track request stream. */
-class RequestQueue implements AsyncIterable<TrackRequestInit> {
-  private items: TrackRequestInit[] = [];
-  private waiter: (() => void) | undefined;
-  private closed = false;
-
-  push(item: TrackRequestInit): void {
-    this.items.push(item);
-    this.waiter?.();
-  }
-
-  close(): void {
-    this.closed = true;
-    this.waiter?.();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<TrackRequestInit> {
-    while (true) {
-      while (this.items.length > 0) yield this.items.shift()!;
-      if (this.closed) return;
-      await new Promise<void>((resolve) => (this.waiter = resolve));
-      this.waiter = undefined;
-    }
-  }
-}
-
 /** One Track stream and the keys the server tracks on it. */
 interface Session {
-  readonly requests: RequestQueue;
+  readonly requests: PushQueue<TrackRequestInit>;
   readonly abort: AbortController;
   /** Resolvers for Tracked acknowledgements, in the order the requests were sent. */
   readonly acks: ((revision: number) => void)[];
@@ -232,7 +207,7 @@ export class NearCache {
 
   private ensureSession(): Session {
     if (this.session !== undefined) return this.session;
-    const session: Session = { requests: new RequestQueue(), abort: new AbortController(), acks: [], tracked: new Set(), live: false };
+    const session: Session = { requests: new PushQueue<TrackRequestInit>(), abort: new AbortController(), acks: [], tracked: new Set(), live: false };
     this.session = session;
     // Keys with copies from before a disconnect: report what changed since.
     const resume = [...this.copies.keys()];

@@ -1,5 +1,7 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type { Replication } from "../replication/replication.js";
+import type { RevisionWaiter } from "../replication/revision-waiter.js";
 import {
   CacheService,
   EntrySchema,
@@ -12,9 +14,14 @@ import { trackStream } from "../watch/track-stream.js";
 import { watchStream } from "../watch/watch-stream.js";
 import type { CacheStore, EntryView, SetCondition, SetOptions, WriteResult } from "../store/store.js";
 
+/** Longest a read waits for its min_revision. */
+const MAX_MIN_REVISION_WAIT_MS = 10_000;
+
 export interface CacheServiceOptions {
   readonly store: CacheStore;
   readonly hub: WatchHub;
+  readonly replication: Replication;
+  readonly revisions: RevisionWaiter;
   /** Most keys in one GetMany, entries in one SetMany. */
   readonly maxBatch: number;
   readonly version: string;
@@ -26,23 +33,43 @@ export interface CacheServiceOptions {
  * Store errors become ConnectErrors in the `storeErrors` interceptor.
  */
 export function cacheServiceImpl(options: CacheServiceOptions): ServiceImpl<typeof CacheService> {
-  const { store, maxBatch } = options;
+  const { store, maxBatch, replication, revisions } = options;
+  /** Read-your-writes: wait for `min_revision` within the call's deadline (at most 10 s), else UNAVAILABLE. */
+  const applied = async (minRevision: bigint, ctx: HandlerContext) => {
+    if (minRevision <= 0n) return;
+    const revision = int(minRevision, "min_revision");
+    const budget = Math.min(ctx.timeoutMs() ?? MAX_MIN_REVISION_WAIT_MS, MAX_MIN_REVISION_WAIT_MS);
+    // Answer UNAVAILABLE a little before the deadline, so the client sees why.
+    if (!(await revisions.waitFor(revision, Math.max(0, budget - 50), ctx.signal))) {
+      throw new ConnectError(
+        `this node has applied revision ${store.currentRevision}, not yet min_revision ${revision}; retry, or read from the primary`,
+        Code.Unavailable,
+      );
+    }
+  };
+  /** Durability: wait for `min_replicas` acknowledgements of a write, as Redis WAIT. */
+  const acked = async (revision: number, minReplicas: number, timeoutMs: number, ctx: HandlerContext) =>
+    minReplicas === 0 ? 0 : replication.source.waitForAcks(revision, minReplicas, timeoutMs === 0 ? 1000 : timeoutMs, ctx.signal);
   const checkBatch = (n: number, what: string) => {
     if (n > maxBatch) {
       throw new ConnectError(`${what} has ${n} items, more than max-batch of ${maxBatch}: split it`, Code.InvalidArgument);
     }
   };
   return {
-    get(req) {
+    async get(req, ctx) {
+      await applied(req.minRevision, ctx);
       const found = store.get(req.key);
       return found === undefined ? {} : { found: true, ...fields(found) };
     },
-    getMany(req) {
+    async getMany(req, ctx) {
       checkBatch(req.keys.length, "GetMany");
+      await applied(req.minRevision, ctx);
       return { entries: req.keys.map((key) => toEntry(key, store.get(key))) };
     },
-    set(req) {
-      return written(store.set(req.key, req.value, setOptions(req)));
+    async set(req, ctx) {
+      const r = store.set(req.key, req.value, setOptions(req));
+      const replicasAcked = r.applied ? await acked(r.revision, req.minReplicas, req.replicaTimeoutMs, ctx) : 0;
+      return { ...written(r), replicasAcked };
     },
     setMany(req) {
       checkBatch(req.entries.length, "SetMany");
@@ -51,9 +78,10 @@ export function cacheServiceImpl(options: CacheServiceOptions): ServiceImpl<type
       const results = req.entries.map((entry) => written(store.set(entry.key, entry.value, setOptions(entry))));
       return { results };
     },
-    delete(req) {
+    async delete(req, ctx) {
       const r = store.delete(req.key, req.ifRevision === undefined ? undefined : int(req.ifRevision, "if_revision"));
-      return { deleted: r.deleted, revision: BigInt(r.revision) };
+      const replicasAcked = r.deleted ? await acked(r.revision, req.minReplicas, req.replicaTimeoutMs, ctx) : 0;
+      return { deleted: r.deleted, revision: BigInt(r.revision), replicasAcked };
     },
     increment(req) {
       const r = store.increment(req.key, req.delta, int(req.ttlMs, "ttl_ms"));
@@ -63,7 +91,8 @@ export function cacheServiceImpl(options: CacheServiceOptions): ServiceImpl<type
       const r = store.touch(req.key, int(req.ttlMs, "ttl_ms"));
       return { found: r.found, revision: BigInt(r.revision) };
     },
-    scan(req) {
+    async scan(req, ctx) {
+      await applied(req.minRevision, ctx);
       const page = store.scan(req.prefix, req.cursor, req.limit, req.keysOnly);
       return { entries: page.entries.map((e) => toEntry(e.key, e)), nextCursor: page.nextCursor };
     },
@@ -93,8 +122,22 @@ export function cacheServiceImpl(options: CacheServiceOptions): ServiceImpl<type
     },
     info() {
       const stats = store.stats();
+      const role = replication.role;
       return {
-        role: Role.PRIMARY,
+        role: role.isReplica ? Role.REPLICA : Role.PRIMARY,
+        replicationId: role.replicationId,
+        primaryAddress: role.primaryAddress,
+        linkState: role.linkState,
+        replicas: replication.source.status().map((r) => ({
+          address: r.address,
+          ackedRevision: BigInt(r.ackedRevision),
+          lagRevisions: BigInt(r.lagRevisions),
+          lagMs: BigInt(r.lagMs),
+          state: r.state,
+          fullResyncs: BigInt(r.fullResyncs),
+        })),
+        streams: BigInt(options.hub.streams),
+        oldestRevision: BigInt(options.hub.log.oldestRevision),
         version: options.version,
         revision: BigInt(stats.revision),
         keys: BigInt(stats.keys),

@@ -25,6 +25,13 @@ export interface ServerConfig {
   readonly maxTrackKeys: number;
   readonly keepaliveIntervalMs: number;
   readonly keepaliveTimeoutMs: number;
+  readonly replicaOf: string | undefined;
+  readonly advertiseAddress: string | undefined;
+  readonly replicationToken: string | undefined;
+  readonly adminToken: string | undefined;
+  readonly replicationBufferBytes: number;
+  readonly replicationHeartbeatMs: number;
+  readonly replicaUnreadyAfterMs: number;
 }
 
 type Kind = "string" | "int" | "bytes" | "file";
@@ -54,6 +61,13 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "stream-buffer-bytes", kind: "bytes", defaultValue: "1MiB", help: "Undelivered event bytes one stream may hold; a slower consumer gets a RESYNC (OVERFLOW)." },
   { flag: "max-track-keys", kind: "int", defaultValue: "100000", help: "Most keys one Track stream may track." },
   { flag: "keepalive-interval", kind: "int", defaultValue: "30000", help: "Milliseconds between HTTP/2 PINGs (and TCP keepalive probes) to detect dead peers." },
+  { flag: "replica-of", kind: "string", defaultValue: "", help: "Start as a replica of the primary at HOST:PORT (not ready until its first sync completes)." },
+  { flag: "advertise-address", kind: "string", defaultValue: "", help: "HOST:PORT this node tells its primary and clients (default: --host:--port)." },
+  { flag: "replication-token-file", kind: "file", defaultValue: "", help: "File with the token replicas send to their primary (default: the auth token). RIPPLECACHE_REPLICATION_TOKEN gives the token itself." },
+  { flag: "admin-token-file", kind: "file", defaultValue: "", help: "File with the token for admin RPCs: promote, replica-of, digest (default: the auth token). RIPPLECACHE_ADMIN_TOKEN gives the token itself." },
+  { flag: "replication-buffer-bytes", kind: "bytes", defaultValue: "64MiB", help: "Bytes of changes a replica may fall behind on its stream before it is dropped and resyncs." },
+  { flag: "replication-heartbeat", kind: "int", defaultValue: "1000", help: "Milliseconds between heartbeats to idle replicas; a replica drops a link silent for 3 heartbeats." },
+  { flag: "replica-unready-after", kind: "int", defaultValue: "30000", help: "A replica whose link to its primary is down this many ms reports NOT_SERVING (0 = never)." },
   { flag: "keepalive-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds to wait for a PING answer before the connection and its streams are dropped." },
 ];
 
@@ -120,7 +134,7 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
     maxValueBytes,
     maxRequestBytes,
     maxBatch: Math.max(1, int("max-batch")),
-    authToken: readToken(optional("auth-token-file"), env),
+    authToken: readToken("auth-token-file", optional("auth-token-file"), env.RIPPLECACHE_AUTH_TOKEN),
     tlsCertFile,
     tlsKeyFile,
     shutdownTimeoutMs: int("shutdown-timeout"),
@@ -131,21 +145,28 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
     maxTrackKeys: Math.max(1, int("max-track-keys")),
     keepaliveIntervalMs: Math.max(100, int("keepalive-interval")),
     keepaliveTimeoutMs: Math.max(100, int("keepalive-timeout")),
+    replicaOf: optional("replica-of"),
+    advertiseAddress: optional("advertise-address"),
+    replicationToken: readToken("replication-token-file", optional("replication-token-file"), env.RIPPLECACHE_REPLICATION_TOKEN),
+    adminToken: readToken("admin-token-file", optional("admin-token-file"), env.RIPPLECACHE_ADMIN_TOKEN),
+    replicationBufferBytes: Math.max(1024 * 1024, bytes("replication-buffer-bytes")),
+    replicationHeartbeatMs: Math.max(50, int("replication-heartbeat")),
+    replicaUnreadyAfterMs: int("replica-unready-after"),
   };
 }
 
-function readToken(file: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+function readToken(flag: string, file: string | undefined, fromEnv: string | undefined): string | undefined {
   if (file !== undefined) {
     let text: string;
     try {
       text = readFileSync(file, "utf8");
     } catch (err) {
-      throw new ConfigError(`--auth-token-file: cannot read ${file}: ${(err as Error).message}`);
+      throw new ConfigError(`--${flag}: cannot read ${file}: ${(err as Error).message}`);
     }
     const token = text.trim();
-    if (token === "") throw new ConfigError(`--auth-token-file: ${file} is empty`);
+    if (token === "") throw new ConfigError(`--${flag}: ${file} is empty`);
     return token;
   }
-  const token = env.RIPPLECACHE_AUTH_TOKEN?.trim();
+  const token = fromEnv?.trim();
   return token === undefined || token === "" ? undefined : token;
 }

@@ -1,5 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { CacheService } from "../gen/ripplecache/v1/cache_pb.js";
+import type { NodeRole } from "../replication/node-role.js";
 import { StoreError, type StoreErrorKind } from "../store/errors.js";
 
 const CODES: Record<StoreErrorKind, Code> = {
@@ -19,18 +21,19 @@ export const storeErrors: Interceptor = (next) => async (req) => {
   }
 };
 
-/** Services any caller may use without a token (health probes come from the kubelet). */
-const PUBLIC_SERVICES = new Set(["grpc.health.v1.Health"]);
-
 /**
- * Bearer-token auth: `authorization: Bearer <token>`. Tokens are compared as
- * SHA-256 digests with timingSafeEqual, so neither the content nor the length
- * of the expected token leaks through timing.
+ * Bearer-token auth: `authorization: Bearer <token>`, with the token that
+ * `tokenFor` names for the called service (undefined: no token needed).
+ * Tokens are compared as SHA-256 digests with timingSafeEqual, so neither the
+ * content nor the length of the expected token leaks through timing.
  */
-export function bearerAuth(token: string): Interceptor {
-  const expected = digest(token);
+export function bearerAuth(tokenFor: (service: string) => string | undefined): Interceptor {
+  const digests = new Map<string, Buffer>();
   return (next) => async (req) => {
-    if (!PUBLIC_SERVICES.has(req.service.typeName)) {
+    const token = tokenFor(req.service.typeName);
+    if (token !== undefined) {
+      let expected = digests.get(token);
+      if (expected === undefined) digests.set(token, (expected = digest(token)));
       const header = req.header.get("authorization");
       if (header === null) {
         throw new ConnectError("missing token: send the header 'authorization: Bearer <token>'", Code.Unauthenticated);
@@ -38,6 +41,37 @@ export function bearerAuth(token: string): Interceptor {
       const m = /^Bearer\s+(.+)$/i.exec(header.trim());
       if (m === null || !timingSafeEqual(digest(m[1]), expected)) {
         throw new ConnectError("invalid token", Code.Unauthenticated);
+      }
+    }
+    return next(req);
+  };
+}
+
+/** Header that names the primary on a write refused by a replica. */
+export const PRIMARY_HEADER = "ripplecache-primary";
+
+const WRITES = new Set(["Set", "SetMany", "Delete", "Increment", "Touch", "Load", "Flush"]);
+const NEEDS_DATA = new Set(["Get", "GetMany", "Scan", "Watch", "Track"]);
+
+/**
+ * On a replica: writes are refused with FAILED_PRECONDITION naming the
+ * primary (message and header), and reads are refused with UNAVAILABLE until
+ * the replica holds a complete history (its first sync, or a full resync, is done).
+ */
+export function replicaGuard(role: NodeRole): Interceptor {
+  return (next) => async (req) => {
+    if (role.isReplica && req.service.typeName === CacheService.typeName) {
+      if (WRITES.has(req.method.name)) {
+        throw new ConnectError(
+          `this node is a read-only replica: send writes to the primary at ${role.primaryAddress}`,
+          Code.FailedPrecondition,
+          { [PRIMARY_HEADER]: role.primaryAddress },
+        );
+      }
+      if (NEEDS_DATA.has(req.method.name) && (!role.synced || role.loadingSnapshot)) {
+        throw new ConnectError(`this replica has not completed its sync with ${role.primaryAddress} yet; retry or read from the primary`, Code.Unavailable, {
+          [PRIMARY_HEADER]: role.primaryAddress,
+        });
       }
     }
     return next(req);

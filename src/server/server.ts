@@ -9,7 +9,14 @@ import { WatchHub } from "../watch/hub.js";
 import { VERSION } from "../version.js";
 import { cacheServiceImpl } from "./cache-service.js";
 import type { ServerConfig } from "./config.js";
-import { bearerAuth, storeErrors } from "./interceptors.js";
+import { bearerAuth, replicaGuard, storeErrors } from "./interceptors.js";
+import { adminServiceImpl } from "./admin-service.js";
+import { AdminService, ReplicationService } from "../gen/ripplecache/v1/replication_pb.js";
+import { ServerReflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
+import { ServerReflection as ServerReflectionAlpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { Replication } from "../replication/replication.js";
+import { RevisionWaiter } from "../replication/revision-waiter.js";
+import { logLine } from "../log.js";
 import { listen } from "./listener.js";
 import { HealthState, registerHealth, ServingStatus } from "./health.js";
 import { registerReflection } from "./reflection.js";
@@ -19,6 +26,7 @@ export interface RunningServer {
   readonly store: CacheStore;
   readonly hub: WatchHub;
   readonly health: HealthState;
+  readonly replication: Replication;
   /** Graceful stop: refuse new connections, end streams, let in-flight calls finish, then close. */
   close(): Promise<void>;
 }
@@ -40,16 +48,47 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   });
   const sweeper = new ExpirySweeper(store);
   sweeper.start();
+  const revisions = new RevisionWaiter(log);
+  const replication = new Replication(store, log, hub, {
+    replicaOf: config.replicaOf,
+    token: config.replicationToken ?? config.authToken,
+    bufferBytes: config.replicationBufferBytes,
+    heartbeatMs: config.replicationHeartbeatMs,
+    log: (msg, fields) => logLine("info", msg, fields),
+  });
 
+  let ownAddress = "";
   const health = new HealthState();
+  let draining = false;
+  // Readiness tells the truth: not while draining, not before a replica's
+  // first sync, not while a replica's link has been down too long.
+  const updateHealth = () => {
+    const role = replication.role;
+    const linkDownTooLong =
+      role.isReplica && config.replicaUnreadyAfterMs > 0 && role.linkDownSince !== 0 && Date.now() - role.linkDownSince > config.replicaUnreadyAfterMs;
+    const ready = !draining && (!role.isReplica || (role.synced && !role.loadingSnapshot && !linkDownTooLong));
+    health.set(ready ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+  };
+  replication.role.subscribe(updateHealth);
+  updateHealth();
+  const healthTimer = setInterval(updateHealth, 250);
+  healthTimer.unref();
   const shutdown = new AbortController();
   // Every in-flight call links its own signal to this one: not a leak, just many listeners.
   setMaxListeners(0, shutdown.signal);
-  const interceptors: Interceptor[] = [storeErrors];
-  if (config.authToken !== undefined) interceptors.unshift(bearerAuth(config.authToken));
+  const tokens: Record<string, string | undefined> = {
+    [CacheService.typeName]: config.authToken,
+    [ServerReflection.typeName]: config.authToken,
+    [ServerReflectionAlpha.typeName]: config.authToken,
+    [ReplicationService.typeName]: config.replicationToken ?? config.authToken,
+    [AdminService.typeName]: config.adminToken ?? config.authToken,
+  };
+  const interceptors: Interceptor[] = [bearerAuth((service) => tokens[service]), replicaGuard(replication.role), storeErrors];
 
   const routes = (router: ConnectRouter) => {
-    router.service(CacheService, cacheServiceImpl({ store, hub, maxBatch: config.maxBatch, version: VERSION, startedAt: Date.now() }));
+    router.service(CacheService, cacheServiceImpl({ store, hub, replication, revisions, maxBatch: config.maxBatch, version: VERSION, startedAt: Date.now() }));
+    router.service(ReplicationService, { sync: (requests, ctx) => replication.source.sync(requests, ctx.signal, "") });
+    router.service(AdminService, adminServiceImpl(store, replication, () => ownAddress));
     registerHealth(router, health);
     registerReflection(router);
   };
@@ -60,6 +99,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     shutdownSignal: shutdown.signal,
   });
   const listener = await listen(handler, config);
+  ownAddress = config.advertiseAddress ?? `${config.host}:${listener.port}`;
+  replication.start(ownAddress);
 
   let closing: Promise<void> | undefined;
   return {
@@ -67,9 +108,13 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     store,
     hub,
     health,
+    replication,
     close() {
       closing ??= (async () => {
-        health.set(ServingStatus.NOT_SERVING);
+        draining = true;
+        updateHealth();
+        clearInterval(healthTimer);
+        await replication.close();
         listener.stopAccepting();
         // Streams see their context signal abort and end with UNAVAILABLE, so
         // clients reconnect elsewhere instead of waiting for the grace period.

@@ -63,6 +63,9 @@ export class ChangeLog {
 
   /** Appends the next change (its revision must follow the latest) and tells the listeners. */
   append(change: Change): void {
+    // A replica's full resync is a flush at the snapshot's revision, which may
+    // be anywhere (even lower, for a new history): the log restarts there.
+    if (change.type === "flush" && change.revision !== this.latestRevision + 1) this.reset(change.revision - 1);
     if (change.revision !== this.latestRevision + 1) {
       throw new Error(`change log: revision ${change.revision} does not follow ${this.latestRevision}`);
     }

@@ -30,6 +30,8 @@ export class ExpirySweeper {
   }
 
   tick(): number {
+    // A replica removes nothing itself: expiry comes as the primary's events.
+    if (this.store.isFollower) return 0;
     const budget = Math.max(1024, Math.ceil((this.store.slotCount * TICK_MS) / FULL_PASS_MS));
     return this.store.sweepExpired(budget, MAX_EXPIRED_PER_TICK);
   }

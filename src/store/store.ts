@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import type { Change, ChangeListener, ChangeType } from "./change.js";
 import { StoreError } from "./errors.js";
@@ -86,6 +87,16 @@ export interface StoreStats {
   readonly expirations: number;
 }
 
+/** An entry as a snapshot carries it between nodes. */
+export interface SnapshotEntry {
+  readonly key: string;
+  readonly value: Uint8Array;
+  readonly revision: number;
+  /** Absolute ms since epoch; 0 = no expiry. */
+  readonly expiresAt: number;
+  readonly flags: number;
+}
+
 /** One stored key. Mutated in place on overwrite so its slot never moves. */
 interface Entry {
   readonly key: string;
@@ -126,6 +137,7 @@ export class CacheStore {
   private readonly freeSlots: number[] = [];
   private readonly listeners: ChangeListener[] = [];
   private revision = 0;
+  private follower = false;
   private sweepHand = 0;
   private hits = 0;
   private misses = 0;
@@ -135,10 +147,11 @@ export class CacheStore {
   constructor(options: StoreOptions = {}) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.clock = options.clock ?? systemClock;
-    // The store evicts by itself before each insert (so each eviction gets its
-    // own revision and event, ordered before the write that caused it); the
-    // lru-cache bound is the same number and never has to act.
-    this.lru = new LRUCache<string, Entry>({ maxSize: this.limits.maxMemoryBytes });
+    // The store evicts by itself before each insert, so each eviction gets its
+    // own revision and event, ordered before the write that caused it.
+    // lru-cache's own bound is set out of reach: a replica applies its
+    // primary's history and must never drop an entry on its own.
+    this.lru = new LRUCache<string, Entry>({ maxSize: Number.MAX_SAFE_INTEGER });
   }
 
   /** Subscribes to every change. The listener must not call back into writes. */
@@ -280,11 +293,15 @@ export class CacheStore {
 
   /** Removes every key. Returns the revision of the flush. */
   flush(): number {
+    this.clear();
+    return this.emit("flush", "", undefined, 0, 0);
+  }
+
+  private clear(): void {
     this.lru.clear();
     this.slots.length = 0;
     this.freeSlots.length = 0;
     this.sweepHand = 0;
-    return this.emit("flush", "", undefined, 0, 0);
   }
 
   /**
@@ -305,6 +322,105 @@ export class CacheStore {
     return removed;
   }
 
+  // --- following a primary ---------------------------------------------------
+
+  /**
+   * A follower applies its primary's changes and decides nothing itself: it
+   * hides expired keys on reads but leaves their removal (and every eviction)
+   * to the primary's events.
+   */
+  setFollower(follower: boolean): void {
+    this.follower = follower;
+  }
+
+  get isFollower(): boolean {
+    return this.follower;
+  }
+
+  /** Applies one change of the primary's history, with the primary's revision. */
+  applyChange(change: Change): void {
+    const current = change.type === "flush" ? undefined : this.lru.peek(change.key);
+    switch (change.type) {
+      case "put":
+        this.write(change.key, copy(change.value!), change.flags, change.expiresAt, current, change.revision);
+        return;
+      case "delete":
+      case "expire":
+      case "evict":
+        if (change.type === "expire") this.expirations++;
+        if (change.type === "evict") this.evictions++;
+        if (current !== undefined) this.unlink(current);
+        this.emit(change.type, change.key, undefined, 0, 0, change.revision);
+        return;
+      case "flush":
+        this.clear();
+        this.emit("flush", "", undefined, 0, 0, change.revision);
+        return;
+    }
+  }
+
+  /**
+   * Starts a full resync: drops every entry and continues from the snapshot's
+   * revision. Subscribers see it as a flush at that revision (a Resync).
+   */
+  beginSnapshot(revision: number): void {
+    this.clear();
+    this.emit("flush", "", undefined, 0, 0, revision);
+  }
+
+  /** Adds one snapshot entry as the primary held it; publishes nothing (the snapshot's flush covered it). */
+  loadSnapshotEntry(e: SnapshotEntry): void {
+    const current = this.lru.peek(e.key);
+    const size = entrySize(e.key, e.value);
+    let entry = current;
+    if (entry === undefined) {
+      const slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.slots.length;
+      entry = { key: e.key, value: copy(e.value), revision: e.revision, expiresAt: e.expiresAt, flags: e.flags, size, slot };
+      this.slots[slot] = entry;
+    } else {
+      entry.value = copy(e.value);
+      entry.revision = e.revision;
+      entry.expiresAt = e.expiresAt;
+      entry.flags = e.flags;
+      entry.size = size;
+      this.lru.delete(e.key);
+    }
+    this.lru.set(e.key, entry, { size });
+  }
+
+  /**
+   * A page of every entry (expired ones included: a snapshot carries the
+   * primary's state, and the replica leaves expiry to the primary's events).
+   */
+  snapshotPage(cursor: number, max: number): { entries: SnapshotEntry[]; next: number } {
+    const entries: SnapshotEntry[] = [];
+    let slot = cursor;
+    for (; slot < this.slots.length && entries.length < max; slot++) {
+      const e = this.slots[slot];
+      if (e !== undefined) entries.push({ key: e.key, value: e.value, revision: e.revision, expiresAt: e.expiresAt, flags: e.flags });
+    }
+    return { entries, next: slot < this.slots.length ? slot : -1 };
+  }
+
+  /**
+   * An order-independent checksum of every entry (key, value, flags, expiry,
+   * revision): the XOR of each entry's SHA-256, as hex. Equal on two nodes at
+   * the same revision of the same history.
+   */
+  digest(): { revision: number; digest: string; keys: number } {
+    const acc = Buffer.alloc(32);
+    const meta = Buffer.alloc(20);
+    for (const e of this.slots) {
+      if (e === undefined) continue;
+      meta.writeDoubleLE(e.revision, 0);
+      meta.writeDoubleLE(e.expiresAt, 8);
+      meta.writeUInt32LE(e.flags, 16);
+      const h = createHash("sha256").update(e.key, "utf8").update("\0").update(e.value).update(meta).digest();
+      for (let i = 0; i < 32; i++) acc[i] ^= h[i];
+    }
+    return { revision: this.revision, digest: acc.toString("hex"), keys: this.lru.size };
+  }
+
   /** Slots in the table, live or free: the sweep's unit of work. */
   get slotCount(): number {
     return this.slots.length;
@@ -321,17 +437,23 @@ export class CacheStore {
 
   private expireIfDue(entry: Entry, now: number): boolean {
     if (entry.expiresAt === 0 || entry.expiresAt > now) return false;
+    // A follower hides the key but leaves its removal to the primary's EXPIRE.
+    if (this.follower) return true;
     this.expirations++;
     this.remove(entry, "expire");
     return true;
   }
 
-  /** Writes a key (insert or in-place overwrite), evicting LRU keys to make room. */
-  private write(key: string, value: Uint8Array, flags: number, expiresAt: number, current: Entry | undefined): Entry {
+  /**
+   * Writes a key (insert or in-place overwrite). A primary evicts LRU keys to
+   * make room and takes the next revision; a follower applies `revision` as
+   * its primary decided it and never evicts on its own.
+   */
+  private write(key: string, value: Uint8Array, flags: number, expiresAt: number, current: Entry | undefined, replicated?: number): Entry {
     const size = entrySize(key, value);
-    this.checkFits(size);
+    if (replicated === undefined) this.checkFits(size);
     const entry = current;
-    while (this.lru.calculatedSize - (entry?.size ?? 0) + size > this.limits.maxMemoryBytes) {
+    while (replicated === undefined && this.lru.calculatedSize - (entry?.size ?? 0) + size > this.limits.maxMemoryBytes) {
       // The key being written is never its own victim: evicting it frees
       // nothing it will not take back, and would move it to another slot.
       const victim = this.leastRecentlyUsed(key);
@@ -339,7 +461,8 @@ export class CacheStore {
       this.evictions++;
       this.remove(victim, "evict");
     }
-    const revision = ++this.revision;
+    const revision = replicated ?? this.revision + 1;
+    this.revision = revision;
     let written: Entry;
     if (entry === undefined) {
       const slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.slots.length;
@@ -370,15 +493,20 @@ export class CacheStore {
     return undefined;
   }
 
-  private remove(entry: Entry, type: "delete" | "expire" | "evict"): number {
+  private remove(entry: Entry, type: "delete" | "expire" | "evict", revision?: number): number {
+    this.unlink(entry);
+    return this.emit(type, entry.key, undefined, 0, 0, revision);
+  }
+
+  private unlink(entry: Entry): void {
     this.lru.delete(entry.key);
     this.slots[entry.slot] = undefined;
     this.freeSlots.push(entry.slot);
-    return this.emit(type, entry.key, undefined, 0, 0);
   }
 
-  private emit(type: ChangeType, key: string, value: Uint8Array | undefined, flags: number, expiresAt: number): number {
-    const revision = ++this.revision;
+  /** Publishes a change at the next revision, or at `revision` when following a primary. */
+  private emit(type: ChangeType, key: string, value: Uint8Array | undefined, flags: number, expiresAt: number, revision = this.revision + 1): number {
+    this.revision = revision;
     this.publish({ type, revision, key, value, flags, expiresAt });
     return revision;
   }

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ripplecache/v1/cache.proto.
  */
 export const file_ripplecache_v1_cache: GenFile = /*@__PURE__*/
-  fileDesc("ChpyaXBwbGVjYWNoZS92MS9jYWNoZS5wcm90bxIOcmlwcGxlY2FjaGUudjEiGQoKR2V0UmVxdWVzdBILCgNrZXkYASABKAkiXAoLR2V0UmVzcG9uc2USDQoFZm91bmQYASABKAgSDQoFdmFsdWUYAiABKAwSEAoIcmV2aXNpb24YAyABKAMSDgoGdHRsX21zGAQgASgDEg0KBWZsYWdzGAUgASgNIh4KDkdldE1hbnlSZXF1ZXN0EgwKBGtleXMYASADKAkiOQoPR2V0TWFueVJlc3BvbnNlEiYKB2VudHJpZXMYASADKAsyFS5yaXBwbGVjYWNoZS52MS5FbnRyeSJjCgVFbnRyeRILCgNrZXkYASABKAkSDQoFZm91bmQYAiABKAgSDQoFdmFsdWUYAyABKAwSEAoIcmV2aXNpb24YBCABKAMSDgoGdHRsX21zGAUgASgDEg0KBWZsYWdzGAYgASgNIpYBCgpTZXRSZXF1ZXN0EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDBIOCgZ0dGxfbXMYAyABKAMSDQoFZmxhZ3MYBCABKA0SEwoJaWZfYWJzZW50GAUgASgISAASFAoKaWZfcHJlc2VudBgGIAEoCEgAEhUKC2lmX3JldmlzaW9uGAcgASgDSABCCwoJY29uZGl0aW9uIjAKC1NldFJlc3BvbnNlEg8KB2FwcGxpZWQYASABKAgSEAoIcmV2aXNpb24YAiABKAMiPQoOU2V0TWFueVJlcXVlc3QSKwoHZW50cmllcxgBIAMoCzIaLnJpcHBsZWNhY2hlLnYxLlNldFJlcXVlc3QiPwoPU2V0TWFueVJlc3BvbnNlEiwKB3Jlc3VsdHMYASADKAsyGy5yaXBwbGVjYWNoZS52MS5TZXRSZXNwb25zZSJGCg1EZWxldGVSZXF1ZXN0EgsKA2tleRgBIAEoCRIYCgtpZl9yZXZpc2lvbhgCIAEoA0gAiAEBQg4KDF9pZl9yZXZpc2lvbiIzCg5EZWxldGVSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIEhAKCHJldmlzaW9uGAIgASgDIj4KEEluY3JlbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEg0KBWRlbHRhGAIgASgDEg4KBnR0bF9tcxgDIAEoAyI0ChFJbmNyZW1lbnRSZXNwb25zZRINCgV2YWx1ZRgBIAEoAxIQCghyZXZpc2lvbhgCIAEoAyIrCgxUb3VjaFJlcXVlc3QSCwoDa2V5GAEgASgJEg4KBnR0bF9tcxgCIAEoAyIwCg1Ub3VjaFJlc3BvbnNlEg0KBWZvdW5kGAEgASgIEhAKCHJldmlzaW9uGAIgASgDIk8KC1NjYW5SZXF1ZXN0Eg4KBnByZWZpeBgBIAEoCRIOCgZjdXJzb3IYAiABKAkSDQoFbGltaXQYAyABKA0SEQoJa2V5c19vbmx5GAQgASgIIksKDFNjYW5SZXNwb25zZRImCgdlbnRyaWVzGAEgAygLMhUucmlwcGxlY2FjaGUudjEuRW50cnkSEwoLbmV4dF9jdXJzb3IYAiABKAkiSAoLTG9hZFJlcXVlc3QSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgMEg4KBnR0bF9tcxgDIAEoAxINCgVmbGFncxgEIAEoDSIsCgxMb2FkUmVzcG9uc2USDQoFY291bnQYASABKAMSDQoFYnl0ZXMYAiABKAMiDgoMRmx1c2hSZXF1ZXN0IiEKDUZsdXNoUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMiDQoLSW5mb1JlcXVlc3Qi5QEKDEluZm9SZXNwb25zZRIiCgRyb2xlGAEgASgOMhQucmlwcGxlY2FjaGUudjEuUm9sZRIPCgd2ZXJzaW9uGAIgASgJEhAKCHJldmlzaW9uGAMgASgDEgwKBGtleXMYBCABKAMSEgoKYnl0ZXNfdXNlZBgFIAEoAxITCgtieXRlc19saW1pdBgGIAEoAxIMCgRoaXRzGAcgASgDEg4KBm1pc3NlcxgIIAEoAxIRCglldmljdGlvbnMYCSABKAMSEwoLZXhwaXJhdGlvbnMYCiABKAMSEQoJdXB0aW1lX21zGAsgASgDIoQBCgxXYXRjaFJlcXVlc3QSDQoDa2V5GAEgASgJSAASEAoGcHJlZml4GAIgASgJSAASFgoOc3RhcnRfcmV2aXNpb24YAyABKAMSEwoLd2l0aF92YWx1ZXMYBCABKAgSHAoUcHJvZ3Jlc3NfaW50ZXJ2YWxfbXMYBSABKA1CCAoGdGFyZ2V0Is4BCg1XYXRjaFJlc3BvbnNlEi8KB2NyZWF0ZWQYASABKAsyHC5yaXBwbGVjYWNoZS52MS5XYXRjaENyZWF0ZWRIABIsCgZldmVudHMYAiABKAsyGi5yaXBwbGVjYWNoZS52MS5FdmVudEJhdGNoSAASLAoIcHJvZ3Jlc3MYAyABKAsyGC5yaXBwbGVjYWNoZS52MS5Qcm9ncmVzc0gAEigKBnJlc3luYxgEIAEoCzIWLnJpcHBsZWNhY2hlLnYxLlJlc3luY0gAQgYKBGtpbmQiIAoMV2F0Y2hDcmVhdGVkEhAKCHJldmlzaW9uGAEgASgDIjMKCkV2ZW50QmF0Y2gSJQoGZXZlbnRzGAEgAygLMhUucmlwcGxlY2FjaGUudjEuRXZlbnQihAEKBUV2ZW50EicKBHR5cGUYASABKA4yGS5yaXBwbGVjYWNoZS52MS5FdmVudFR5cGUSCwoDa2V5GAIgASgJEhAKCHJldmlzaW9uGAMgASgDEg0KBXZhbHVlGAQgASgMEg0KBWZsYWdzGAUgASgNEhUKDWV4cGlyZXNfYXRfbXMYBiABKAMiHAoIUHJvZ3Jlc3MSEAoIcmV2aXNpb24YASABKAMiSAoGUmVzeW5jEiwKBnJlYXNvbhgBIAEoDjIcLnJpcHBsZWNhY2hlLnYxLlJlc3luY1JlYXNvbhIQCghyZXZpc2lvbhgCIAEoAyKWAQoMVHJhY2tSZXF1ZXN0EioKBXRyYWNrGAEgASgLMhkucmlwcGxlY2FjaGUudjEuVHJhY2tLZXlzSAASLAoHdW50cmFjaxgCIAEoCzIZLnJpcHBsZWNhY2hlLnYxLlRyYWNrS2V5c0gAEiQKBHBpbmcYAyABKAsyFC5yaXBwbGVjYWNoZS52MS5QaW5nSABCBgoEa2luZCIxCglUcmFja0tleXMSDAoEa2V5cxgBIAMoCRIWCg5zaW5jZV9yZXZpc2lvbhgCIAEoAyISCgRQaW5nEgoKAmlkGAEgASgEIssBCg1UcmFja1Jlc3BvbnNlEioKB3RyYWNrZWQYASABKAsyFy5yaXBwbGVjYWNoZS52MS5UcmFja2VkSAASNgoNaW52YWxpZGF0aW9ucxgCIAEoCzIdLnJpcHBsZWNhY2hlLnYxLkludmFsaWRhdGlvbnNIABIkCgRwb25nGAMgASgLMhQucmlwcGxlY2FjaGUudjEuUG9uZ0gAEigKBnJlc3luYxgEIAEoCzIWLnJpcHBsZWNhY2hlLnYxLlJlc3luY0gAQgYKBGtpbmQiMQoHVHJhY2tlZBIQCghyZXZpc2lvbhgBIAEoAxIUCgx0cmFja2VkX2tleXMYAiABKA0iWAoMSW52YWxpZGF0aW9uEgsKA2tleRgBIAEoCRIQCghyZXZpc2lvbhgCIAEoAxIpCgZyZWFzb24YAyABKA4yGS5yaXBwbGVjYWNoZS52MS5FdmVudFR5cGUiRAoNSW52YWxpZGF0aW9ucxIzCg1pbnZhbGlkYXRpb25zGAEgAygLMhwucmlwcGxlY2FjaGUudjEuSW52YWxpZGF0aW9uIiQKBFBvbmcSCgoCaWQYASABKAQSEAoIcmV2aXNpb24YAiABKAMqQAoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASEAoMUk9MRV9QUklNQVJZEAESEAoMUk9MRV9SRVBMSUNBEAIqfwoJRXZlbnRUeXBlEhoKFkVWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABISCg5FVkVOVF9UWVBFX1BVVBABEhUKEUVWRU5UX1RZUEVfREVMRVRFEAISFQoRRVZFTlRfVFlQRV9FWFBJUkUQAxIUChBFVkVOVF9UWVBFX0VWSUNUEAQqfwoMUmVzeW5jUmVhc29uEh0KGVJFU1lOQ19SRUFTT05fVU5TUEVDSUZJRUQQABIbChdSRVNZTkNfUkVBU09OX0NPTVBBQ1RFRBABEhoKFlJFU1lOQ19SRUFTT05fT1ZFUkZMT1cQAhIXChNSRVNZTkNfUkVBU09OX0ZMVVNIEAMyvgcKDENhY2hlU2VydmljZRJDCgNHZXQSGi5yaXBwbGVjYWNoZS52MS5HZXRSZXF1ZXN0GhsucmlwcGxlY2FjaGUudjEuR2V0UmVzcG9uc2UiA5ACARJPCgdHZXRNYW55Eh4ucmlwcGxlY2FjaGUudjEuR2V0TWFueVJlcXVlc3QaHy5yaXBwbGVjYWNoZS52MS5HZXRNYW55UmVzcG9uc2UiA5ACARI+CgNTZXQSGi5yaXBwbGVjYWNoZS52MS5TZXRSZXF1ZXN0GhsucmlwcGxlY2FjaGUudjEuU2V0UmVzcG9uc2USSgoHU2V0TWFueRIeLnJpcHBsZWNhY2hlLnYxLlNldE1hbnlSZXF1ZXN0Gh8ucmlwcGxlY2FjaGUudjEuU2V0TWFueVJlc3BvbnNlEkcKBkRlbGV0ZRIdLnJpcHBsZWNhY2hlLnYxLkRlbGV0ZVJlcXVlc3QaHi5yaXBwbGVjYWNoZS52MS5EZWxldGVSZXNwb25zZRJQCglJbmNyZW1lbnQSIC5yaXBwbGVjYWNoZS52MS5JbmNyZW1lbnRSZXF1ZXN0GiEucmlwcGxlY2FjaGUudjEuSW5jcmVtZW50UmVzcG9uc2USRAoFVG91Y2gSHC5yaXBwbGVjYWNoZS52MS5Ub3VjaFJlcXVlc3QaHS5yaXBwbGVjYWNoZS52MS5Ub3VjaFJlc3BvbnNlEkYKBFNjYW4SGy5yaXBwbGVjYWNoZS52MS5TY2FuUmVxdWVzdBocLnJpcHBsZWNhY2hlLnYxLlNjYW5SZXNwb25zZSIDkAIBEkMKBExvYWQSGy5yaXBwbGVjYWNoZS52MS5Mb2FkUmVxdWVzdBocLnJpcHBsZWNhY2hlLnYxLkxvYWRSZXNwb25zZSgBEkQKBUZsdXNoEhwucmlwcGxlY2FjaGUudjEuRmx1c2hSZXF1ZXN0Gh0ucmlwcGxlY2FjaGUudjEuRmx1c2hSZXNwb25zZRJGCgRJbmZvEhsucmlwcGxlY2FjaGUudjEuSW5mb1JlcXVlc3QaHC5yaXBwbGVjYWNoZS52MS5JbmZvUmVzcG9uc2UiA5ACARJGCgVXYXRjaBIcLnJpcHBsZWNhY2hlLnYxLldhdGNoUmVxdWVzdBodLnJpcHBsZWNhY2hlLnYxLldhdGNoUmVzcG9uc2UwARJICgVUcmFjaxIcLnJpcHBsZWNhY2hlLnYxLlRyYWNrUmVxdWVzdBodLnJpcHBsZWNhY2hlLnYxLlRyYWNrUmVzcG9uc2UoATABYgZwcm90bzM");
+  fileDesc("ChpyaXBwbGVjYWNoZS92MS9jYWNoZS5wcm90bxIOcmlwcGxlY2FjaGUudjEiLwoKR2V0UmVxdWVzdBILCgNrZXkYASABKAkSFAoMbWluX3JldmlzaW9uGAIgASgDIlwKC0dldFJlc3BvbnNlEg0KBWZvdW5kGAEgASgIEg0KBXZhbHVlGAIgASgMEhAKCHJldmlzaW9uGAMgASgDEg4KBnR0bF9tcxgEIAEoAxINCgVmbGFncxgFIAEoDSI0Cg5HZXRNYW55UmVxdWVzdBIMCgRrZXlzGAEgAygJEhQKDG1pbl9yZXZpc2lvbhgCIAEoAyI5Cg9HZXRNYW55UmVzcG9uc2USJgoHZW50cmllcxgBIAMoCzIVLnJpcHBsZWNhY2hlLnYxLkVudHJ5ImMKBUVudHJ5EgsKA2tleRgBIAEoCRINCgVmb3VuZBgCIAEoCBINCgV2YWx1ZRgDIAEoDBIQCghyZXZpc2lvbhgEIAEoAxIOCgZ0dGxfbXMYBSABKAMSDQoFZmxhZ3MYBiABKA0iyAEKClNldFJlcXVlc3QSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgMEg4KBnR0bF9tcxgDIAEoAxINCgVmbGFncxgEIAEoDRITCglpZl9hYnNlbnQYBSABKAhIABIUCgppZl9wcmVzZW50GAYgASgISAASFQoLaWZfcmV2aXNpb24YByABKANIABIUCgxtaW5fcmVwbGljYXMYCCABKA0SGgoScmVwbGljYV90aW1lb3V0X21zGAkgASgNQgsKCWNvbmRpdGlvbiJICgtTZXRSZXNwb25zZRIPCgdhcHBsaWVkGAEgASgIEhAKCHJldmlzaW9uGAIgASgDEhYKDnJlcGxpY2FzX2Fja2VkGAMgASgNIj0KDlNldE1hbnlSZXF1ZXN0EisKB2VudHJpZXMYASADKAsyGi5yaXBwbGVjYWNoZS52MS5TZXRSZXF1ZXN0Ij8KD1NldE1hbnlSZXNwb25zZRIsCgdyZXN1bHRzGAEgAygLMhsucmlwcGxlY2FjaGUudjEuU2V0UmVzcG9uc2UieAoNRGVsZXRlUmVxdWVzdBILCgNrZXkYASABKAkSGAoLaWZfcmV2aXNpb24YAiABKANIAIgBARIUCgxtaW5fcmVwbGljYXMYAyABKA0SGgoScmVwbGljYV90aW1lb3V0X21zGAQgASgNQg4KDF9pZl9yZXZpc2lvbiJLCg5EZWxldGVSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIEhAKCHJldmlzaW9uGAIgASgDEhYKDnJlcGxpY2FzX2Fja2VkGAMgASgNIj4KEEluY3JlbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEg0KBWRlbHRhGAIgASgDEg4KBnR0bF9tcxgDIAEoAyI0ChFJbmNyZW1lbnRSZXNwb25zZRINCgV2YWx1ZRgBIAEoAxIQCghyZXZpc2lvbhgCIAEoAyIrCgxUb3VjaFJlcXVlc3QSCwoDa2V5GAEgASgJEg4KBnR0bF9tcxgCIAEoAyIwCg1Ub3VjaFJlc3BvbnNlEg0KBWZvdW5kGAEgASgIEhAKCHJldmlzaW9uGAIgASgDImUKC1NjYW5SZXF1ZXN0Eg4KBnByZWZpeBgBIAEoCRIOCgZjdXJzb3IYAiABKAkSDQoFbGltaXQYAyABKA0SEQoJa2V5c19vbmx5GAQgASgIEhQKDG1pbl9yZXZpc2lvbhgFIAEoAyJLCgxTY2FuUmVzcG9uc2USJgoHZW50cmllcxgBIAMoCzIVLnJpcHBsZWNhY2hlLnYxLkVudHJ5EhMKC25leHRfY3Vyc29yGAIgASgJIkgKC0xvYWRSZXF1ZXN0EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDBIOCgZ0dGxfbXMYAyABKAMSDQoFZmxhZ3MYBCABKA0iLAoMTG9hZFJlc3BvbnNlEg0KBWNvdW50GAEgASgDEg0KBWJ5dGVzGAIgASgDIg4KDEZsdXNoUmVxdWVzdCIhCg1GbHVzaFJlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgDIg0KC0luZm9SZXF1ZXN0IoMDCgxJbmZvUmVzcG9uc2USIgoEcm9sZRgBIAEoDjIULnJpcHBsZWNhY2hlLnYxLlJvbGUSDwoHdmVyc2lvbhgCIAEoCRIQCghyZXZpc2lvbhgDIAEoAxIMCgRrZXlzGAQgASgDEhIKCmJ5dGVzX3VzZWQYBSABKAMSEwoLYnl0ZXNfbGltaXQYBiABKAMSDAoEaGl0cxgHIAEoAxIOCgZtaXNzZXMYCCABKAMSEQoJZXZpY3Rpb25zGAkgASgDEhMKC2V4cGlyYXRpb25zGAogASgDEhEKCXVwdGltZV9tcxgLIAEoAxIWCg5yZXBsaWNhdGlvbl9pZBgMIAEoCRIXCg9wcmltYXJ5X2FkZHJlc3MYDSABKAkSEgoKbGlua19zdGF0ZRgOIAEoCRItCghyZXBsaWNhcxgPIAMoCzIbLnJpcHBsZWNhY2hlLnYxLlJlcGxpY2FJbmZvEg8KB3N0cmVhbXMYECABKAMSFwoPb2xkZXN0X3JldmlzaW9uGBEgASgDIoIBCgtSZXBsaWNhSW5mbxIPCgdhZGRyZXNzGAEgASgJEhYKDmFja2VkX3JldmlzaW9uGAIgASgDEhUKDWxhZ19yZXZpc2lvbnMYAyABKAMSDgoGbGFnX21zGAQgASgDEg0KBXN0YXRlGAUgASgJEhQKDGZ1bGxfcmVzeW5jcxgGIAEoAyKEAQoMV2F0Y2hSZXF1ZXN0Eg0KA2tleRgBIAEoCUgAEhAKBnByZWZpeBgCIAEoCUgAEhYKDnN0YXJ0X3JldmlzaW9uGAMgASgDEhMKC3dpdGhfdmFsdWVzGAQgASgIEhwKFHByb2dyZXNzX2ludGVydmFsX21zGAUgASgNQggKBnRhcmdldCLOAQoNV2F0Y2hSZXNwb25zZRIvCgdjcmVhdGVkGAEgASgLMhwucmlwcGxlY2FjaGUudjEuV2F0Y2hDcmVhdGVkSAASLAoGZXZlbnRzGAIgASgLMhoucmlwcGxlY2FjaGUudjEuRXZlbnRCYXRjaEgAEiwKCHByb2dyZXNzGAMgASgLMhgucmlwcGxlY2FjaGUudjEuUHJvZ3Jlc3NIABIoCgZyZXN5bmMYBCABKAsyFi5yaXBwbGVjYWNoZS52MS5SZXN5bmNIAEIGCgRraW5kIiAKDFdhdGNoQ3JlYXRlZBIQCghyZXZpc2lvbhgBIAEoAyIzCgpFdmVudEJhdGNoEiUKBmV2ZW50cxgBIAMoCzIVLnJpcHBsZWNhY2hlLnYxLkV2ZW50IoQBCgVFdmVudBInCgR0eXBlGAEgASgOMhkucmlwcGxlY2FjaGUudjEuRXZlbnRUeXBlEgsKA2tleRgCIAEoCRIQCghyZXZpc2lvbhgDIAEoAxINCgV2YWx1ZRgEIAEoDBINCgVmbGFncxgFIAEoDRIVCg1leHBpcmVzX2F0X21zGAYgASgDIhwKCFByb2dyZXNzEhAKCHJldmlzaW9uGAEgASgDIkgKBlJlc3luYxIsCgZyZWFzb24YASABKA4yHC5yaXBwbGVjYWNoZS52MS5SZXN5bmNSZWFzb24SEAoIcmV2aXNpb24YAiABKAMilgEKDFRyYWNrUmVxdWVzdBIqCgV0cmFjaxgBIAEoCzIZLnJpcHBsZWNhY2hlLnYxLlRyYWNrS2V5c0gAEiwKB3VudHJhY2sYAiABKAsyGS5yaXBwbGVjYWNoZS52MS5UcmFja0tleXNIABIkCgRwaW5nGAMgASgLMhQucmlwcGxlY2FjaGUudjEuUGluZ0gAQgYKBGtpbmQiMQoJVHJhY2tLZXlzEgwKBGtleXMYASADKAkSFgoOc2luY2VfcmV2aXNpb24YAiABKAMiEgoEUGluZxIKCgJpZBgBIAEoBCLLAQoNVHJhY2tSZXNwb25zZRIqCgd0cmFja2VkGAEgASgLMhcucmlwcGxlY2FjaGUudjEuVHJhY2tlZEgAEjYKDWludmFsaWRhdGlvbnMYAiABKAsyHS5yaXBwbGVjYWNoZS52MS5JbnZhbGlkYXRpb25zSAASJAoEcG9uZxgDIAEoCzIULnJpcHBsZWNhY2hlLnYxLlBvbmdIABIoCgZyZXN5bmMYBCABKAsyFi5yaXBwbGVjYWNoZS52MS5SZXN5bmNIAEIGCgRraW5kIjEKB1RyYWNrZWQSEAoIcmV2aXNpb24YASABKAMSFAoMdHJhY2tlZF9rZXlzGAIgASgNIlgKDEludmFsaWRhdGlvbhILCgNrZXkYASABKAkSEAoIcmV2aXNpb24YAiABKAMSKQoGcmVhc29uGAMgASgOMhkucmlwcGxlY2FjaGUudjEuRXZlbnRUeXBlIkQKDUludmFsaWRhdGlvbnMSMwoNaW52YWxpZGF0aW9ucxgBIAMoCzIcLnJpcHBsZWNhY2hlLnYxLkludmFsaWRhdGlvbiIkCgRQb25nEgoKAmlkGAEgASgEEhAKCHJldmlzaW9uGAIgASgDKkAKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhAKDFJPTEVfUFJJTUFSWRABEhAKDFJPTEVfUkVQTElDQRACKn8KCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASEgoORVZFTlRfVFlQRV9QVVQQARIVChFFVkVOVF9UWVBFX0RFTEVURRACEhUKEUVWRU5UX1RZUEVfRVhQSVJFEAMSFAoQRVZFTlRfVFlQRV9FVklDVBAEKn8KDFJlc3luY1JlYXNvbhIdChlSRVNZTkNfUkVBU09OX1VOU1BFQ0lGSUVEEAASGwoXUkVTWU5DX1JFQVNPTl9DT01QQUNURUQQARIaChZSRVNZTkNfUkVBU09OX09WRVJGTE9XEAISFwoTUkVTWU5DX1JFQVNPTl9GTFVTSBADMr4HCgxDYWNoZVNlcnZpY2USQwoDR2V0EhoucmlwcGxlY2FjaGUudjEuR2V0UmVxdWVzdBobLnJpcHBsZWNhY2hlLnYxLkdldFJlc3BvbnNlIgOQAgESTwoHR2V0TWFueRIeLnJpcHBsZWNhY2hlLnYxLkdldE1hbnlSZXF1ZXN0Gh8ucmlwcGxlY2FjaGUudjEuR2V0TWFueVJlc3BvbnNlIgOQAgESPgoDU2V0EhoucmlwcGxlY2FjaGUudjEuU2V0UmVxdWVzdBobLnJpcHBsZWNhY2hlLnYxLlNldFJlc3BvbnNlEkoKB1NldE1hbnkSHi5yaXBwbGVjYWNoZS52MS5TZXRNYW55UmVxdWVzdBofLnJpcHBsZWNhY2hlLnYxLlNldE1hbnlSZXNwb25zZRJHCgZEZWxldGUSHS5yaXBwbGVjYWNoZS52MS5EZWxldGVSZXF1ZXN0Gh4ucmlwcGxlY2FjaGUudjEuRGVsZXRlUmVzcG9uc2USUAoJSW5jcmVtZW50EiAucmlwcGxlY2FjaGUudjEuSW5jcmVtZW50UmVxdWVzdBohLnJpcHBsZWNhY2hlLnYxLkluY3JlbWVudFJlc3BvbnNlEkQKBVRvdWNoEhwucmlwcGxlY2FjaGUudjEuVG91Y2hSZXF1ZXN0Gh0ucmlwcGxlY2FjaGUudjEuVG91Y2hSZXNwb25zZRJGCgRTY2FuEhsucmlwcGxlY2FjaGUudjEuU2NhblJlcXVlc3QaHC5yaXBwbGVjYWNoZS52MS5TY2FuUmVzcG9uc2UiA5ACARJDCgRMb2FkEhsucmlwcGxlY2FjaGUudjEuTG9hZFJlcXVlc3QaHC5yaXBwbGVjYWNoZS52MS5Mb2FkUmVzcG9uc2UoARJECgVGbHVzaBIcLnJpcHBsZWNhY2hlLnYxLkZsdXNoUmVxdWVzdBodLnJpcHBsZWNhY2hlLnYxLkZsdXNoUmVzcG9uc2USRgoESW5mbxIbLnJpcHBsZWNhY2hlLnYxLkluZm9SZXF1ZXN0GhwucmlwcGxlY2FjaGUudjEuSW5mb1Jlc3BvbnNlIgOQAgESRgoFV2F0Y2gSHC5yaXBwbGVjYWNoZS52MS5XYXRjaFJlcXVlc3QaHS5yaXBwbGVjYWNoZS52MS5XYXRjaFJlc3BvbnNlMAESSAoFVHJhY2sSHC5yaXBwbGVjYWNoZS52MS5UcmFja1JlcXVlc3QaHS5yaXBwbGVjYWNoZS52MS5UcmFja1Jlc3BvbnNlKAEwAWIGcHJvdG8z");
 
 /**
  * GetRequest names the key to read.
@@ -31,6 +31,14 @@ export type GetRequest = Message<"ripplecache.v1.GetRequest"> & {
    * @generated from field: string key = 1;
    */
   key: string;
+
+  /**
+   * Read-your-writes across nodes: answer only once this node has applied
+   * this revision (wait within the call's deadline, else UNAVAILABLE). 0 = now.
+   *
+   * @generated from field: int64 min_revision = 2;
+   */
+  minRevision: bigint;
 };
 
 /**
@@ -97,6 +105,13 @@ export type GetManyRequest = Message<"ripplecache.v1.GetManyRequest"> & {
    * @generated from field: repeated string keys = 1;
    */
   keys: string[];
+
+  /**
+   * As in GetRequest.
+   *
+   * @generated from field: int64 min_revision = 2;
+   */
+  minRevision: bigint;
 };
 
 /**
@@ -231,6 +246,21 @@ export type SetRequest = Message<"ripplecache.v1.SetRequest"> & {
     value: bigint;
     case: "ifRevision";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * Durability: after applying, wait until this many replicas acknowledged
+   * the write (as Redis WAIT), at most replica_timeout_ms. 0 = do not wait.
+   *
+   * @generated from field: uint32 min_replicas = 8;
+   */
+  minReplicas: number;
+
+  /**
+   * How long to wait for min_replicas; 0 means 1000 ms.
+   *
+   * @generated from field: uint32 replica_timeout_ms = 9;
+   */
+  replicaTimeoutMs: number;
 };
 
 /**
@@ -259,6 +289,13 @@ export type SetResponse = Message<"ripplecache.v1.SetResponse"> & {
    * @generated from field: int64 revision = 2;
    */
   revision: bigint;
+
+  /**
+   * Replicas that acknowledged the write, when min_replicas was set.
+   *
+   * @generated from field: uint32 replicas_acked = 3;
+   */
+  replicasAcked: number;
 };
 
 /**
@@ -323,6 +360,18 @@ export type DeleteRequest = Message<"ripplecache.v1.DeleteRequest"> & {
    * @generated from field: optional int64 if_revision = 2;
    */
   ifRevision?: bigint | undefined;
+
+  /**
+   * As in SetRequest.
+   *
+   * @generated from field: uint32 min_replicas = 3;
+   */
+  minReplicas: number;
+
+  /**
+   * @generated from field: uint32 replica_timeout_ms = 4;
+   */
+  replicaTimeoutMs: number;
 };
 
 /**
@@ -349,6 +398,13 @@ export type DeleteResponse = Message<"ripplecache.v1.DeleteResponse"> & {
    * @generated from field: int64 revision = 2;
    */
   revision: bigint;
+
+  /**
+   * Replicas that acknowledged the delete, when min_replicas was set.
+   *
+   * @generated from field: uint32 replicas_acked = 3;
+   */
+  replicasAcked: number;
 };
 
 /**
@@ -501,6 +557,13 @@ export type ScanRequest = Message<"ripplecache.v1.ScanRequest"> & {
    * @generated from field: bool keys_only = 4;
    */
   keysOnly: boolean;
+
+  /**
+   * As in GetRequest.
+   *
+   * @generated from field: int64 min_revision = 5;
+   */
+  minRevision: bigint;
 };
 
 /**
@@ -712,6 +775,48 @@ export type InfoResponse = Message<"ripplecache.v1.InfoResponse"> & {
    * @generated from field: int64 uptime_ms = 11;
    */
   uptimeMs: bigint;
+
+  /**
+   * Names the history this node's revisions belong to (as Redis's replid).
+   *
+   * @generated from field: string replication_id = 12;
+   */
+  replicationId: string;
+
+  /**
+   * For a replica: the primary it follows (host:port).
+   *
+   * @generated from field: string primary_address = 13;
+   */
+  primaryAddress: string;
+
+  /**
+   * For a replica: the state of its link to the primary.
+   *
+   * @generated from field: string link_state = 14;
+   */
+  linkState: string;
+
+  /**
+   * For a primary: its connected replicas.
+   *
+   * @generated from field: repeated ripplecache.v1.ReplicaInfo replicas = 15;
+   */
+  replicas: ReplicaInfo[];
+
+  /**
+   * Open watch and track streams.
+   *
+   * @generated from field: int64 streams = 16;
+   */
+  streams: bigint;
+
+  /**
+   * Oldest revision the change log can replay from.
+   *
+   * @generated from field: int64 oldest_revision = 17;
+   */
+  oldestRevision: bigint;
 };
 
 /**
@@ -720,6 +825,62 @@ export type InfoResponse = Message<"ripplecache.v1.InfoResponse"> & {
  */
 export const InfoResponseSchema: GenMessage<InfoResponse> = /*@__PURE__*/
   messageDesc(file_ripplecache_v1_cache, 22);
+
+/**
+ * ReplicaInfo describes one replica, as its primary sees it.
+ *
+ * @generated from message ripplecache.v1.ReplicaInfo
+ */
+export type ReplicaInfo = Message<"ripplecache.v1.ReplicaInfo"> & {
+  /**
+   * The replica's address as it reported it (host:port), or its peer address.
+   *
+   * @generated from field: string address = 1;
+   */
+  address: string;
+
+  /**
+   * The last revision the replica acknowledged.
+   *
+   * @generated from field: int64 acked_revision = 2;
+   */
+  ackedRevision: bigint;
+
+  /**
+   * Revisions the replica is behind the primary.
+   *
+   * @generated from field: int64 lag_revisions = 3;
+   */
+  lagRevisions: bigint;
+
+  /**
+   * Age of the oldest change sent and not yet acknowledged, in ms; 0 when caught up.
+   *
+   * @generated from field: int64 lag_ms = 4;
+   */
+  lagMs: bigint;
+
+  /**
+   * "full-resync", "partial-resync" or "streaming".
+   *
+   * @generated from field: string state = 5;
+   */
+  state: string;
+
+  /**
+   * Full resyncs this replica has needed since it first connected.
+   *
+   * @generated from field: int64 full_resyncs = 6;
+   */
+  fullResyncs: bigint;
+};
+
+/**
+ * Describes the message ripplecache.v1.ReplicaInfo.
+ * Use `create(ReplicaInfoSchema)` to create a new message.
+ */
+export const ReplicaInfoSchema: GenMessage<ReplicaInfo> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_cache, 23);
 
 /**
  * WatchRequest opens a watch on one key or on a prefix.
@@ -780,7 +941,7 @@ export type WatchRequest = Message<"ripplecache.v1.WatchRequest"> & {
  * Use `create(WatchRequestSchema)` to create a new message.
  */
 export const WatchRequestSchema: GenMessage<WatchRequest> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 23);
+  messageDesc(file_ripplecache_v1_cache, 24);
 
 /**
  * WatchResponse is one message of a watch stream.
@@ -832,7 +993,7 @@ export type WatchResponse = Message<"ripplecache.v1.WatchResponse"> & {
  * Use `create(WatchResponseSchema)` to create a new message.
  */
 export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 24);
+  messageDesc(file_ripplecache_v1_cache, 25);
 
 /**
  * WatchCreated says the watch is established.
@@ -854,7 +1015,7 @@ export type WatchCreated = Message<"ripplecache.v1.WatchCreated"> & {
  * Use `create(WatchCreatedSchema)` to create a new message.
  */
 export const WatchCreatedSchema: GenMessage<WatchCreated> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 25);
+  messageDesc(file_ripplecache_v1_cache, 26);
 
 /**
  * EventBatch is a run of events in revision order.
@@ -873,7 +1034,7 @@ export type EventBatch = Message<"ripplecache.v1.EventBatch"> & {
  * Use `create(EventBatchSchema)` to create a new message.
  */
 export const EventBatchSchema: GenMessage<EventBatch> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 26);
+  messageDesc(file_ripplecache_v1_cache, 27);
 
 /**
  * Event is one change to one key.
@@ -923,7 +1084,7 @@ export type Event = Message<"ripplecache.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 27);
+  messageDesc(file_ripplecache_v1_cache, 28);
 
 /**
  * Progress is a heartbeat.
@@ -944,7 +1105,7 @@ export type Progress = Message<"ripplecache.v1.Progress"> & {
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 28);
+  messageDesc(file_ripplecache_v1_cache, 29);
 
 /**
  * Resync tells a subscriber to drop what it cached for its range.
@@ -970,7 +1131,7 @@ export type Resync = Message<"ripplecache.v1.Resync"> & {
  * Use `create(ResyncSchema)` to create a new message.
  */
 export const ResyncSchema: GenMessage<Resync> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 29);
+  messageDesc(file_ripplecache_v1_cache, 30);
 
 /**
  * TrackRequest is one message from a tracking client.
@@ -1013,7 +1174,7 @@ export type TrackRequest = Message<"ripplecache.v1.TrackRequest"> & {
  * Use `create(TrackRequestSchema)` to create a new message.
  */
 export const TrackRequestSchema: GenMessage<TrackRequest> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 30);
+  messageDesc(file_ripplecache_v1_cache, 31);
 
 /**
  * TrackKeys names keys to track or untrack.
@@ -1041,7 +1202,7 @@ export type TrackKeys = Message<"ripplecache.v1.TrackKeys"> & {
  * Use `create(TrackKeysSchema)` to create a new message.
  */
 export const TrackKeysSchema: GenMessage<TrackKeys> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 31);
+  messageDesc(file_ripplecache_v1_cache, 32);
 
 /**
  * Ping asks for a Pong.
@@ -1060,7 +1221,7 @@ export type Ping = Message<"ripplecache.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 32);
+  messageDesc(file_ripplecache_v1_cache, 33);
 
 /**
  * TrackResponse is one message to a tracking client.
@@ -1112,7 +1273,7 @@ export type TrackResponse = Message<"ripplecache.v1.TrackResponse"> & {
  * Use `create(TrackResponseSchema)` to create a new message.
  */
 export const TrackResponseSchema: GenMessage<TrackResponse> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 33);
+  messageDesc(file_ripplecache_v1_cache, 34);
 
 /**
  * Tracked acknowledges a track or untrack request.
@@ -1140,7 +1301,7 @@ export type Tracked = Message<"ripplecache.v1.Tracked"> & {
  * Use `create(TrackedSchema)` to create a new message.
  */
 export const TrackedSchema: GenMessage<Tracked> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 34);
+  messageDesc(file_ripplecache_v1_cache, 35);
 
 /**
  * Invalidation says a tracked key changed.
@@ -1171,7 +1332,7 @@ export type Invalidation = Message<"ripplecache.v1.Invalidation"> & {
  * Use `create(InvalidationSchema)` to create a new message.
  */
 export const InvalidationSchema: GenMessage<Invalidation> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 35);
+  messageDesc(file_ripplecache_v1_cache, 36);
 
 /**
  * Invalidations is a run of invalidations in revision order.
@@ -1190,7 +1351,7 @@ export type Invalidations = Message<"ripplecache.v1.Invalidations"> & {
  * Use `create(InvalidationsSchema)` to create a new message.
  */
 export const InvalidationsSchema: GenMessage<Invalidations> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 36);
+  messageDesc(file_ripplecache_v1_cache, 37);
 
 /**
  * Pong answers a Ping.
@@ -1216,7 +1377,7 @@ export type Pong = Message<"ripplecache.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_cache, 37);
+  messageDesc(file_ripplecache_v1_cache, 38);
 
 /**
  * Role is a node's part in replication.

@@ -1,0 +1,192 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { createClient, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { baseUrl } from "../client/client.js";
+import { PushQueue } from "../client/push-queue.js";
+import {
+  ChangeType as WireChangeType,
+  ReplicationService,
+  type ReplicatedChange,
+  type SyncRequestSchema,
+} from "../gen/ripplecache/v1/replication_pb.js";
+import type { Change, ChangeType } from "../store/change.js";
+import type { CacheStore } from "../store/store.js";
+import type { NodeRole } from "./node-role.js";
+
+type SyncRequestInit = MessageInitShape<typeof SyncRequestSchema>;
+
+export interface FollowerOptions {
+  readonly primaryAddress: string;
+  /** Sent as the bearer token of the Sync stream. */
+  readonly token?: string;
+  /** This node's client address, reported to the primary for its Info. */
+  readonly ownAddress: string;
+  /** The link is considered dead after this long without a message (the primary heartbeats more often). */
+  readonly silenceTimeoutMs: number;
+  readonly initialBackoffMs: number;
+  readonly maxBackoffMs: number;
+  readonly log?: (msg: string, fields: Record<string, unknown>) => void;
+}
+
+const CHANGE_TYPES: Record<WireChangeType, ChangeType | undefined> = {
+  [WireChangeType.UNSPECIFIED]: undefined,
+  [WireChangeType.PUT]: "put",
+  [WireChangeType.DELETE]: "delete",
+  [WireChangeType.EXPIRE]: "expire",
+  [WireChangeType.EVICT]: "evict",
+  [WireChangeType.FLUSH]: "flush",
+};
+
+class ProtocolError extends Error {}
+
+/**
+ * The replica's side of replication: keeps one Sync stream to the primary
+ * open, applies what it sends with the primary's revisions, and acknowledges.
+ *
+ * States (NodeRole.linkState): "connecting" until the primary answers;
+ * "full-sync" while a snapshot loads (reads answer UNAVAILABLE: the dataset
+ * is partial); "streaming" once the replica holds a complete history;
+ * "disconnected" between attempts, which back off exponentially with full
+ * jitter. Any break in the stream of revisions is a protocol error: the
+ * replica forgets its history id, so the next attempt is a full resync.
+ */
+export class ReplicaFollower {
+  private stopped = false;
+  private current: AbortController | undefined;
+  private readonly sessions: Http2SessionManager;
+  private readonly client;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly store: CacheStore,
+    private readonly role: NodeRole,
+    private readonly options: FollowerOptions,
+  ) {
+    const url = baseUrl(options.primaryAddress);
+    this.sessions = new Http2SessionManager(url, { pingIntervalMs: Math.max(1000, options.silenceTimeoutMs / 2), pingTimeoutMs: options.silenceTimeoutMs });
+    const interceptors: Interceptor[] = [];
+    if (options.token !== undefined) {
+      const header = `Bearer ${options.token}`;
+      interceptors.push((next) => (req) => {
+        req.header.set("authorization", header);
+        return next(req);
+      });
+    }
+    this.client = createClient(ReplicationService, createGrpcTransport({ baseUrl: url, sessionManager: this.sessions, interceptors }));
+  }
+
+  start(): void {
+    this.running ??= this.loop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.current?.abort();
+    await this.running;
+    this.sessions.abort();
+  }
+
+  private async loop(): Promise<void> {
+    let failures = 0;
+    while (!this.stopped) {
+      const ok = await this.follow();
+      if (this.stopped) break;
+      this.role.linkState = "disconnected";
+      if (this.role.linkDownSince === 0) this.role.linkDownSince = Date.now();
+      this.role.changed();
+      failures = ok ? 0 : failures + 1;
+      const delay = Math.random() * Math.min(this.options.maxBackoffMs, this.options.initialBackoffMs * 2 ** failures);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
+  /** One Sync stream, from hello to its end. Returns true if it got as far as streaming. */
+  private async follow(): Promise<boolean> {
+    const abort = new AbortController();
+    this.current = abort;
+    const requests = new PushQueue<SyncRequestInit>();
+    const store = this.store;
+    const role = this.role;
+    const knownId = role.loadingSnapshot ? "" : role.replicationId;
+    requests.push({ kind: { case: "hello", value: { replicationId: knownId, appliedRevision: BigInt(store.currentRevision), address: this.options.ownAddress } } });
+    role.linkState = "connecting";
+    role.changed();
+    let silence = setTimeout(() => abort.abort(), this.options.silenceTimeoutMs);
+    let reachedStreaming = false;
+    let snapshotId = "";
+    const ack = (revision: number) => requests.push({ kind: { case: "ack", value: { appliedRevision: BigInt(revision) } } });
+    const streaming = () => {
+      reachedStreaming = true;
+      role.linkState = "streaming";
+      role.synced = true;
+      role.loadingSnapshot = false;
+      role.linkDownSince = 0;
+      role.changed();
+    };
+    try {
+      for await (const res of this.client.sync(requests, { signal: abort.signal, timeoutMs: 0 })) {
+        clearTimeout(silence);
+        silence = setTimeout(() => abort.abort(), this.options.silenceTimeoutMs);
+        const k = res.kind;
+        switch (k.case) {
+          case "partial":
+            if (Number(k.value.fromRevision) !== store.currentRevision + 1) throw new ProtocolError("partial resync does not start after the applied revision");
+            role.replicationId = k.value.replicationId;
+            this.options.log?.("partial resync", { primary: this.options.primaryAddress, from: Number(k.value.fromRevision) });
+            streaming();
+            break;
+          case "full":
+            // Until DONE the dataset is partial: forget the history id so a
+            // broken snapshot leads to another full resync, never to a mix.
+            snapshotId = k.value.replicationId;
+            role.replicationId = "";
+            role.loadingSnapshot = true;
+            role.linkState = "full-sync";
+            role.changed();
+            this.options.log?.("full resync", { primary: this.options.primaryAddress, revision: Number(k.value.revision) });
+            store.beginSnapshot(Number(k.value.revision));
+            break;
+          case "chunk":
+            if (!role.loadingSnapshot) throw new ProtocolError("snapshot chunk outside a full resync");
+            for (const e of k.value.entries) {
+              store.loadSnapshotEntry({ key: e.key, value: e.value, revision: Number(e.revision), expiresAt: Number(e.expiresAtMs), flags: e.flags });
+            }
+            break;
+          case "done":
+            if (!role.loadingSnapshot) throw new ProtocolError("snapshot done outside a full resync");
+            role.replicationId = snapshotId;
+            streaming();
+            ack(store.currentRevision);
+            break;
+          case "changes":
+            if (role.loadingSnapshot) throw new ProtocolError("changes before the snapshot was done");
+            for (const c of k.value.changes) store.applyChange(toChange(c, store.currentRevision));
+            ack(store.currentRevision);
+            break;
+          case "heartbeat":
+            break;
+        }
+      }
+    } catch (err) {
+      if (err instanceof ProtocolError) {
+        role.replicationId = "";
+        this.options.log?.("replication protocol error", { error: err.message });
+      } else if (!this.stopped) {
+        this.options.log?.("replication link down", { primary: this.options.primaryAddress, error: err instanceof Error ? err.message : String(err) });
+      }
+    } finally {
+      clearTimeout(silence);
+      requests.close();
+      abort.abort();
+    }
+    return reachedStreaming;
+  }
+}
+
+function toChange(c: ReplicatedChange, applied: number): Change {
+  const type = CHANGE_TYPES[c.type];
+  const revision = Number(c.revision);
+  if (type === undefined) throw new ProtocolError(`unknown change type ${c.type}`);
+  if (revision !== applied + 1) throw new ProtocolError(`change ${revision} does not follow applied revision ${applied}`);
+  return { type, revision, key: c.key, value: type === "put" ? c.value : undefined, flags: c.flags, expiresAt: Number(c.expiresAtMs) };
+}

@@ -1,0 +1,68 @@
+import { randomBytes } from "node:crypto";
+
+/** A fresh replication id: 40 hex characters, as Redis's replid. */
+export function newReplicationId(): string {
+  return randomBytes(20).toString("hex");
+}
+
+/**
+ * What this node is in replication, and the history its revisions belong to.
+ *
+ * A replication id names a history. A primary starts a new one when it starts
+ * (its memory is empty, so its revisions restart) and when it is promoted. A
+ * promoted replica remembers the id it followed and the revision it had
+ * reached (`previous`): replicas of the same old primary that have not gone
+ * past that revision share its history and may continue partially.
+ */
+export class NodeRole {
+  role: "primary" | "replica" = "primary";
+  /** The history this node's dataset belongs to; "" for a replica that holds no complete history. */
+  replicationId = newReplicationId();
+  previous: { readonly id: string; readonly upTo: number } | undefined;
+  /** For a replica: the primary's address (host:port). */
+  primaryAddress = "";
+  /** For a replica: "connecting", "full-sync", "streaming" or "disconnected". */
+  linkState = "";
+  /** For a replica: its first sync has completed since it became a replica. */
+  synced = false;
+  /** For a replica: a full resync is loading, so the dataset is partial. */
+  loadingSnapshot = false;
+  /** For a replica: when the link last went down (ms since epoch); 0 while up. */
+  linkDownSince = 0;
+  private readonly listeners = new Set<() => void>();
+
+  get isReplica(): boolean {
+    return this.role === "replica";
+  }
+
+  /** Calls `fn` after every change of role or sync state. */
+  subscribe(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  changed(): void {
+    for (const fn of this.listeners) fn();
+  }
+
+  becomeReplica(primaryAddress: string): void {
+    this.role = "replica";
+    this.primaryAddress = primaryAddress;
+    this.linkState = "connecting";
+    this.synced = false;
+    this.linkDownSince = Date.now();
+    this.changed();
+  }
+
+  /** Starts a new history that continues the current one up to `revision`. */
+  becomePrimary(revision: number): void {
+    if (this.replicationId !== "") this.previous = { id: this.replicationId, upTo: revision };
+    this.replicationId = newReplicationId();
+    this.role = "primary";
+    this.primaryAddress = "";
+    this.linkState = "";
+    this.loadingSnapshot = false;
+    this.linkDownSince = 0;
+    this.changed();
+  }
+}

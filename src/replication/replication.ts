@@ -1,0 +1,88 @@
+import type { CacheStore } from "../store/store.js";
+import type { ChangeLog } from "../store/change-log.js";
+import type { WatchHub } from "../watch/hub.js";
+import { ReplicaFollower, type FollowerOptions } from "./follower.js";
+import { NodeRole } from "./node-role.js";
+import { ReplicationSource } from "./source.js";
+
+export interface ReplicationOptions {
+  /** Start as a replica of this primary (host:port). */
+  readonly replicaOf?: string;
+  readonly token?: string;
+  readonly bufferBytes: number;
+  readonly heartbeatMs: number;
+  readonly log?: FollowerOptions["log"];
+}
+
+/**
+ * This node's part in replication: its role, the source that serves its
+ * replicas, and the follower that tracks its primary when it is a replica.
+ * Role changes (promote, replica-of) happen here and nowhere else.
+ */
+export class Replication {
+  readonly role = new NodeRole();
+  readonly source: ReplicationSource;
+  private follower: ReplicaFollower | undefined;
+  private ownAddress = "";
+
+  constructor(
+    private readonly store: CacheStore,
+    log: ChangeLog,
+    hub: WatchHub,
+    private readonly options: ReplicationOptions,
+  ) {
+    this.source = new ReplicationSource(store, log, hub, this.role, { bufferBytes: options.bufferBytes, heartbeatMs: options.heartbeatMs });
+    if (options.replicaOf !== undefined) {
+      // A new node holds no history: its first sync is a full resync.
+      this.role.replicationId = "";
+      this.store.setFollower(true);
+      this.role.becomeReplica(options.replicaOf);
+    }
+  }
+
+  /** Starts following the primary given at construction, once this node knows its own address. */
+  start(ownAddress: string): void {
+    this.ownAddress = ownAddress;
+    if (this.options.replicaOf !== undefined && this.follower === undefined) this.follow(this.options.replicaOf);
+  }
+
+  /** Makes this node a primary with a new history that continues the one it held. */
+  async promote(): Promise<{ replicationId: string; revision: number }> {
+    await this.follower?.stop();
+    this.follower = undefined;
+    if (this.role.loadingSnapshot) {
+      // A half-loaded snapshot is no history to continue.
+      this.role.replicationId = "";
+      this.role.loadingSnapshot = false;
+    }
+    this.store.setFollower(false);
+    this.role.becomePrimary(this.store.currentRevision);
+    return { replicationId: this.role.replicationId, revision: this.store.currentRevision };
+  }
+
+  /** Makes this node a replica of `primaryAddress`. */
+  async replicaOf(primaryAddress: string): Promise<void> {
+    await this.follower?.stop();
+    this.follower = undefined;
+    this.follow(primaryAddress);
+  }
+
+  async close(): Promise<void> {
+    await this.follower?.stop();
+  }
+
+  private follow(primaryAddress: string): void {
+    this.store.setFollower(true);
+    this.role.becomeReplica(primaryAddress);
+    this.follower = new ReplicaFollower(this.store, this.role, {
+      primaryAddress,
+      token: this.options.token,
+      ownAddress: this.ownAddress,
+      silenceTimeoutMs: Math.max(3 * this.options.heartbeatMs, 1000),
+      initialBackoffMs: 100,
+      maxBackoffMs: 5000,
+      log: this.options.log,
+    });
+    this.follower.start();
+  }
+}

@@ -1,0 +1,268 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  ChangeType as WireChangeType,
+  type ReplicatedChange,
+  type SyncRequest,
+  type SyncResponseSchema,
+} from "../gen/ripplecache/v1/replication_pb.js";
+import type { Change, ChangeType } from "../store/change.js";
+import type { ChangeLog } from "../store/change-log.js";
+import type { CacheStore } from "../store/store.js";
+import { ChangeQueue } from "../watch/change-queue.js";
+import type { WatchHub } from "../watch/hub.js";
+import type { NodeRole } from "./node-role.js";
+
+type SyncResponseInit = MessageInitShape<typeof SyncResponseSchema>;
+
+export interface ReplicationSourceOptions {
+  /** Bytes of changes a replica may be behind on its stream before the primary drops it (it then resyncs). */
+  readonly bufferBytes: number;
+  /** Heartbeat after this long without changes. */
+  readonly heartbeatMs: number;
+}
+
+/** Entries per snapshot chunk, and the soft byte bound of one chunk. */
+const CHUNK_ENTRIES = 1000;
+const CHUNK_BYTES = 1024 * 1024;
+/** Changes per ChangeBatch. */
+const BATCH_CHANGES = 1000;
+
+const WIRE_TYPES: Record<ChangeType, WireChangeType> = {
+  put: WireChangeType.PUT,
+  delete: WireChangeType.DELETE,
+  expire: WireChangeType.EXPIRE,
+  evict: WireChangeType.EVICT,
+  flush: WireChangeType.FLUSH,
+};
+
+/** A replica connected to this primary. */
+interface ReplicaLink {
+  readonly address: string;
+  ackedRevision: number;
+  state: "full-resync" | "partial-resync" | "streaming";
+  fullResyncs: number;
+  /** (last revision, time sent) of batches not yet acknowledged, oldest first: the lag in time. */
+  readonly unacked: { revision: number; at: number }[];
+}
+
+export interface ReplicaStatus {
+  readonly address: string;
+  readonly ackedRevision: number;
+  readonly lagRevisions: number;
+  readonly lagMs: number;
+  readonly state: string;
+  readonly fullResyncs: number;
+}
+
+/**
+ * The primary's side of replication. Each Sync stream follows this protocol,
+ * top to bottom:
+ *
+ * 1. HELLO. The replica says which history it holds (replication id) and the
+ *    last revision it applied.
+ * 2. DECIDE. The stream registers for every change first and notes the
+ *    latest revision R; from here on every change after R is queued.
+ *    - PARTIAL when the replica's history is ours (or the one we continued
+ *      after a promotion, up to where we left it) and the change log still
+ *      holds every revision after its applied one: send those up to R.
+ *    - FULL otherwise: send the dataset in bounded chunks, then DONE at R.
+ *      Entries are read lazily while writes go on; any entry changed after R
+ *      is also in the queue, and replaying it later makes the replica exact.
+ * 3. STREAM. Queued changes in batches; a heartbeat when idle. The replica
+ *    acknowledges applied revisions, which measure its lag and satisfy
+ *    `min_replicas` waits. A replica that falls more than the buffer behind
+ *    is dropped; it reconnects and resyncs.
+ */
+export class ReplicationSource {
+  private readonly links = new Set<ReplicaLink>();
+  private readonly ackWaiters = new Set<() => void>();
+  /** Full resyncs per replica address, kept across reconnects. */
+  private readonly fullResyncCounts = new Map<string, number>();
+
+  constructor(
+    private readonly store: CacheStore,
+    private readonly log: ChangeLog,
+    private readonly hub: WatchHub,
+    private readonly role: NodeRole,
+    private readonly options: ReplicationSourceOptions,
+  ) {}
+
+  get replicaCount(): number {
+    return this.links.size;
+  }
+
+  status(): ReplicaStatus[] {
+    const latest = this.log.latestRevision;
+    const now = Date.now();
+    return [...this.links].map((l) => ({
+      address: l.address,
+      ackedRevision: l.ackedRevision,
+      lagRevisions: Math.max(0, latest - l.ackedRevision),
+      lagMs: l.unacked.length > 0 ? now - l.unacked[0].at : 0,
+      state: l.state,
+      fullResyncs: l.fullResyncs,
+    }));
+  }
+
+  /** Waits until `count` replicas acknowledged `revision` or `timeoutMs` passes; returns how many did. */
+  async waitForAcks(revision: number, count: number, timeoutMs: number, signal: AbortSignal): Promise<number> {
+    const acked = () => [...this.links].filter((l) => l.ackedRevision >= revision).length;
+    const deadline = Date.now() + timeoutMs;
+    while (acked() < count && !signal.aborted) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          signal.removeEventListener("abort", done);
+          this.ackWaiters.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, left);
+        signal.addEventListener("abort", done, { once: true });
+        this.ackWaiters.add(done);
+      });
+    }
+    return acked();
+  }
+
+  async *sync(requests: AsyncIterable<SyncRequest>, signal: AbortSignal, peer: string): AsyncGenerator<SyncResponseInit> {
+    if (this.role.isReplica) {
+      throw new ConnectError(`this node is a replica of ${this.role.primaryAddress}: replicate from the primary`, Code.FailedPrecondition);
+    }
+    const it = requests[Symbol.asyncIterator]();
+    const first = await it.next();
+    if (first.done || first.value.kind.case !== "hello") {
+      throw new ConnectError("the first Sync message must be a hello", Code.InvalidArgument);
+    }
+    const hello = first.value.kind.value;
+    const applied = Number(hello.appliedRevision);
+    const address = hello.address !== "" ? hello.address : peer;
+
+    const queue = new ChangeQueue(this.options.bufferBytes);
+    this.hub.addSubscriber(queue);
+    this.hub.addPrefix("", queue);
+    const link: ReplicaLink = { address, ackedRevision: applied, state: "partial-resync", fullResyncs: this.fullResyncCounts.get(address) ?? 0, unacked: [] };
+    this.links.add(link);
+    const reader = this.readAcks(it, link, queue);
+    try {
+      const from = applied + 1;
+      const registeredAt = this.log.latestRevision;
+      const id = this.role.replicationId;
+      if (this.continuesOurHistory(hello.replicationId, applied)) {
+        yield { kind: { case: "partial", value: { replicationId: id, fromRevision: BigInt(from) } } };
+        for (let r = from; r <= registeredAt; ) {
+          const chunk = this.log.readFrom(r, BATCH_CHANGES);
+          if (chunk === "compacted") throw new ConnectError("the change log moved past this replica during its resync; reconnect", Code.Aborted);
+          const upTo = chunk.filter((c) => c.revision <= registeredAt);
+          if (upTo.length === 0) break;
+          r += upTo.length;
+          yield this.batch(link, upTo);
+        }
+      } else {
+        link.state = "full-resync";
+        link.fullResyncs++;
+        this.fullResyncCounts.set(address, link.fullResyncs);
+        yield { kind: { case: "full", value: { replicationId: id, revision: BigInt(registeredAt) } } };
+        for (let cursor = 0; cursor >= 0; ) {
+          const page = this.store.snapshotPage(cursor, CHUNK_ENTRIES);
+          cursor = page.next;
+          let bytes = 0;
+          let entries: typeof page.entries = [];
+          for (const e of page.entries) {
+            entries.push(e);
+            bytes += e.key.length + e.value.byteLength;
+            if (bytes >= CHUNK_BYTES) {
+              yield this.chunk(entries);
+              entries = [];
+              bytes = 0;
+            }
+          }
+          if (entries.length > 0) yield this.chunk(entries);
+          if (signal.aborted) return;
+        }
+        yield { kind: { case: "done", value: { revision: BigInt(registeredAt) } } };
+        link.unacked.push({ revision: registeredAt, at: Date.now() });
+      }
+      link.state = "streaming";
+
+      while (!signal.aborted) {
+        if (queue.takeOverflow()) {
+          throw new ConnectError(`replica ${address} fell more than ${this.options.bufferBytes} bytes behind; it must resync`, Code.ResourceExhausted);
+        }
+        const changes = queue.take(BATCH_CHANGES);
+        if (changes.length > 0) {
+          yield this.batch(link, changes);
+          continue;
+        }
+        if ((await queue.wait(this.options.heartbeatMs, signal)) === "timeout") {
+          yield { kind: { case: "heartbeat", value: { revision: BigInt(this.log.latestRevision), timeMs: BigInt(Date.now()) } } };
+        }
+      }
+    } finally {
+      this.hub.removePrefix("", queue);
+      this.hub.removeSubscriber(queue);
+      this.links.delete(link);
+      this.notifyAcks();
+      void reader;
+    }
+  }
+
+  /** Whether a replica at `applied` of history `id` can continue from our change log. */
+  private continuesOurHistory(id: string, applied: number): boolean {
+    const logHolds = applied + 1 >= this.log.oldestRevision && applied <= this.log.latestRevision;
+    if (!logHolds || id === "") return false;
+    if (id === this.role.replicationId) return true;
+    const previous = this.role.previous;
+    return previous !== undefined && id === previous.id && applied <= previous.upTo;
+  }
+
+  private batch(link: ReplicaLink, changes: readonly Change[]): SyncResponseInit {
+    link.unacked.push({ revision: changes[changes.length - 1].revision, at: Date.now() });
+    const wire: Omit<ReplicatedChange, "$typeName">[] = changes.map((c) => ({
+      type: WIRE_TYPES[c.type],
+      revision: BigInt(c.revision),
+      key: c.key,
+      value: c.value ?? EMPTY,
+      flags: c.flags,
+      expiresAtMs: BigInt(c.expiresAt),
+    }));
+    return { kind: { case: "changes", value: { changes: wire } } };
+  }
+
+  private chunk(entries: readonly { key: string; value: Uint8Array; revision: number; expiresAt: number; flags: number }[]): SyncResponseInit {
+    return {
+      kind: {
+        case: "chunk",
+        value: { entries: entries.map((e) => ({ key: e.key, value: e.value, revision: BigInt(e.revision), expiresAtMs: BigInt(e.expiresAt), flags: e.flags })) },
+      },
+    };
+  }
+
+  private async readAcks(it: AsyncIterator<SyncRequest>, link: ReplicaLink, queue: ChangeQueue): Promise<void> {
+    try {
+      for (let next = await it.next(); !next.done; next = await it.next()) {
+        const k = next.value.kind;
+        if (k.case !== "ack") continue;
+        const revision = Number(k.value.appliedRevision);
+        if (revision <= link.ackedRevision) continue;
+        link.ackedRevision = revision;
+        while (link.unacked.length > 0 && link.unacked[0].revision <= revision) link.unacked.shift();
+        this.notifyAcks();
+      }
+    } catch {
+      // The stream ended; the generator's finally cleans up.
+    } finally {
+      queue.wake();
+    }
+  }
+
+  private notifyAcks(): void {
+    const waiters = [...this.ackWaiters];
+    this.ackWaiters.clear();
+    for (const w of waiters) w();
+  }
+}
+
+const EMPTY = new Uint8Array(0);
