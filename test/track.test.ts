@@ -320,6 +320,82 @@ describe("Track", () => {
       session.destroy();
     }
   });
+
+  test("invalidations come in revision order per key, also when a since_revision replay meets queued live ones", async () => {
+    const session = await connectH2(server.url);
+    try {
+      const call = new RawGrpcCall(session, TRACK_PATH, TrackRequestSchema, TrackResponseSchema);
+      const live = `ord/${"k".repeat(1000)}`;
+      const since = (await writer.set("ord/x", "0")).revision;
+      const old = await writer.set("ord/old", "1"); // changed after `since`: replayed by the second track
+      call.send({ kind: { case: "track", value: { keys: [live] } } });
+      await call.until((ms) => ms.length >= 1, 5000, "Tracked");
+      call.pause();
+      // Live invalidations back up behind HTTP/2 flow control.
+      for (let i = 0; i < 10; i++) await writer.rpc.setMany({ entries: Array.from({ length: 20 }, () => ({ key: live, value: new Uint8Array(1) })) });
+      call.send({ kind: { case: "track", value: { keys: ["ord/old"], sinceRevision: BigInt(since) } } });
+      const last = (await writer.set("ord/old", "2")).revision;
+      await sleep(200); // the server reads the track request while its writes are blocked
+      call.resume();
+      await call.until(
+        (ms) => ms.some((m) => m.kind.case === "invalidations" && m.kind.value.invalidations.some((i) => Number(i.revision) === last)),
+        10_000,
+        "the last invalidation",
+      );
+      const revisions = call.messages.flatMap((m) => (m.kind.case === "invalidations" ? m.kind.value.invalidations.map((i) => Number(i.revision)) : []));
+      assert.ok(revisions.includes(old.revision), "the replayed change is reported");
+      // Per key the order holds; a replayed change may come after newer
+      // invalidations of other keys that had already left the server.
+      const perKey = new Map<string, number[]>();
+      for (const m of call.messages) {
+        if (m.kind.case !== "invalidations") continue;
+        const batch = m.kind.value.invalidations.map((i) => Number(i.revision));
+        assert.deepEqual(batch, [...batch].sort((a, b) => a - b), "each batch is in revision order");
+        for (const i of m.kind.value.invalidations) perKey.set(i.key, [...(perKey.get(i.key) ?? []), Number(i.revision)]);
+      }
+      for (const [key, revs] of perKey) {
+        assert.deepEqual(revs, [...revs].sort((a, b) => a - b), `invalidations of ${key.slice(0, 10)} in revision order`);
+      }
+      assert.deepEqual(perKey.get("ord/old"), [old.revision, last]);
+      call.end();
+      await call.ended(5000);
+    } finally {
+      session.destroy();
+    }
+  });
+});
+
+describe("Track and shutdown", () => {
+  test("server shutdown ends an open Track stream with UNAVAILABLE, well before the grace period", async () => {
+    // server.ts: streams "end with UNAVAILABLE, so clients reconnect elsewhere instead of
+    // waiting for the grace period". The client has not half-closed: it is still tracking.
+    const server = await startServer(["--shutdown-timeout", "4000"]);
+    const clients = [new CacheClient({ addr: server.addr, protocol: "grpc" }), new CacheClient({ addr: server.addr, protocol: "connect" })];
+    try {
+      const trackers = clients.map((c) => new Tracker(c));
+      for (const t of trackers) await t.trackAck(["k"]);
+      const t0 = Date.now();
+      const exit = server.stop();
+      const outcomes = await Promise.all(
+        trackers.map((t) =>
+          t.next(6000).then(
+            (m) => `message ${m.kind.case}`,
+            (err: unknown) => (err instanceof ConnectError ? Code[err.code] : String(err)),
+          ),
+        ),
+      );
+      assert.equal(await exit, 0);
+      const took = Date.now() - t0;
+      assert.deepEqual(
+        { outcomes, stoppedWithin3s: took < 3000 },
+        { outcomes: ["Unavailable", "Unavailable"], stoppedWithin3s: true },
+        `gRPC and Connect trackers: ${JSON.stringify(outcomes)}; the server took ${took} ms to stop (--shutdown-timeout 4000)`,
+      );
+    } finally {
+      for (const c of clients) c.close();
+      await server.stop("SIGKILL");
+    }
+  });
 });
 
 describe("Track limits", () => {

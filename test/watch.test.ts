@@ -164,6 +164,16 @@ async function openWatch(client: CacheClient, req: WatchInit): Promise<Watch> {
   return w;
 }
 
+/** Like openWatch, but resolves with undefined when the server has no free stream slot. */
+async function tryOpen(client: CacheClient, req: WatchInit): Promise<Watch | undefined> {
+  try {
+    return await openWatch(client, req);
+  } catch (err) {
+    if (err instanceof ConnectError && err.code === Code.ResourceExhausted) return undefined;
+    throw err;
+  }
+}
+
 const PROTOCOLS: readonly { readonly name: string; readonly options: Omit<ClientOptions, "addr"> }[] = [
   { name: "gRPC", options: { protocol: "grpc" } },
   { name: "Connect HTTP/2", options: { protocol: "connect", httpVersion: "2" } },
@@ -286,6 +296,43 @@ describe("Watch", () => {
     }
   });
 
+  test("replay hands over to live events without a gap or a duplicate while writes go on", async () => {
+    const client = new CacheClient({ addr: server.addr, protocol: "connect" });
+    const watches: { w: Watch; start: number; created: number }[] = [];
+    try {
+      const revs: number[] = [];
+      const value = new Uint8Array(100);
+      const writing = (async () => {
+        for (let b = 0; b < 40; b++) {
+          const r = await writer.rpc.setMany({ entries: Array.from({ length: 50 }, (_, i) => ({ key: `g/${(b * 50 + i) % 300}`, value })) });
+          revs.push(...r.results.map((x) => Number(x.revision)));
+        }
+      })();
+      for (let k = 0; k < 6; k++) {
+        // Each watch opens while writes are under way; the replays span more than one 512-event batch.
+        await eventually(async () => revs.length >= 250 * (k + 1), 10_000, "the writer to make progress", 2);
+        const start = k % 2 === 0 ? 0 : revs[revs.length - 700] ?? revs[0];
+        const w = new Watch(client, { target: { case: "prefix", value: "g/" }, startRevision: BigInt(start) });
+        watches.push({ w, start, created: await w.created() });
+      }
+      await writing;
+      const last = revs.at(-1)!;
+      for (const { w, start, created } of watches) {
+        const expected = revs.filter((r) => (start === 0 ? r > created : r >= start));
+        const got = await w.until(last, 10_000);
+        assert.ok(got.every((m) => m.kind.case === "events"));
+        assert.deepEqual(
+          events(got).map((e) => e[2]),
+          expected,
+          `a watch from ${start === 0 ? `now (Created @${created})` : `@${start} (Created @${created})`} gets every change once, in order`,
+        );
+      }
+    } finally {
+      for (const { w } of watches) w.cancel();
+      client.close();
+    }
+  });
+
   test("EXPIRE and DELETE events; a key watch ignores keys that merely share its prefix", async () => {
     const client = new CacheClient({ addr: server.addr, protocol: "connect" });
     try {
@@ -353,7 +400,7 @@ describe("Watch", () => {
       // 0 means the default of 10 s: no heartbeat within a second.
       const quiet = new Watch(client, { target: { case: "key", value: "hb/quiet" } });
       await quiet.created();
-      await assert.rejects(quiet.next(1000), /timed out/);
+      await assert.rejects(quiet.next(600), /timed out/);
       quiet.cancel();
     } finally {
       client.close();
@@ -619,51 +666,47 @@ describe("Watch with a slow consumer", () => {
     const watches: Watch[] = [];
     try {
       // One reading watcher holds one of the two slots throughout.
-      const reading = await openWatch(client, { target: { case: "key", value: "nobody" } });
-      watches.push(reading);
+      watches.push(await openWatch(client, { target: { case: "key", value: "nobody" } }));
       for (const [i, session] of sessions.entries()) {
-        const call = new RawGrpcCall(session, WATCH_PATH, WatchRequestSchema, WatchResponseSchema);
-        call.send({ target: { case: "prefix", value: `blk${i}/` }, withValues: true });
-        call.end();
-        await call.until((ms) => ms.length >= 1, 5000, "Created");
-        assert.equal(call.messages[0].kind.case, "created");
-        call.pause();
+        // The previous round's watcher may still be giving its slot back.
+        let call: RawGrpcCall<typeof WatchRequestSchema, typeof WatchResponseSchema> | undefined;
+        await eventually(
+          async () => {
+            call = new RawGrpcCall(session, WATCH_PATH, WatchRequestSchema, WatchResponseSchema);
+            call.send({ target: { case: "prefix", value: `blk${i}/` }, withValues: true });
+            call.end();
+            try {
+              await call.until((ms) => ms.length >= 1, 5000, "Created");
+              return true;
+            } catch (err) {
+              if (call.status?.code === Code.ResourceExhausted) return false;
+              throw err;
+            }
+          },
+          5000,
+          "a free slot for the raw watcher",
+        );
+        const blocked = call!;
+        assert.equal(blocked.messages[0].kind.case, "created");
+        blocked.pause();
         await writeMany(`blk${i}/`, 100, 16 * 1024);
         // Both slots are taken.
         await expectCode(openWatch(client, {}), Code.ResourceExhausted, /max-streams/);
-        if (i === 0) call.cancel();
+        if (i === 0) blocked.cancel();
         else session.destroy();
-        // The blocked stream's slot comes back.
+        // The blocked stream's slot comes back...
         await eventually(
           async () => {
-            try {
-              watches.push(await openWatch(client, { target: { case: "key", value: "nobody" } }));
-              return true;
-            } catch (err) {
-              if (err instanceof ConnectError && err.code === Code.ResourceExhausted) return false;
-              throw err;
-            }
+            const w = await tryOpen(client, { target: { case: "key", value: "nobody" } });
+            if (w !== undefined) watches.push(w);
+            return w !== undefined;
           },
           5000,
           "the blocked watcher's slot to be freed",
         );
+        // ...and only that one: the reading watcher and the new one take both.
         await expectCode(openWatch(client, {}), Code.ResourceExhausted, /max-streams/);
         watches.pop()!.cancel();
-        await eventually(
-          async () => {
-            try {
-              const w = await openWatch(client, {});
-              w.cancel();
-              return true;
-            } catch (err) {
-              if (err instanceof ConnectError && err.code === Code.ResourceExhausted) return false;
-              throw err;
-            }
-          },
-          5000,
-          "the cancelled watcher's slot to be freed",
-        );
-        await sleep(0);
       }
     } finally {
       for (const w of watches) w.cancel();
@@ -724,6 +767,41 @@ describe("Watch stream limits", () => {
     }
   });
 
+  test("server shutdown ends open watch streams with UNAVAILABLE, well before the grace period", async () => {
+    // server.ts: "Streams see their context signal abort and end with UNAVAILABLE, so clients
+    // reconnect elsewhere instead of waiting for the grace period." A clean end would tell a
+    // watcher nothing went wrong.
+    const server = await startServer(["--shutdown-timeout", "4000"]);
+    const clients = [
+      new CacheClient({ addr: server.addr, protocol: "grpc" }),
+      new CacheClient({ addr: server.addr, protocol: "connect", httpVersion: "2" }),
+      new CacheClient({ addr: server.addr, protocol: "connect", httpVersion: "1.1" }),
+    ];
+    try {
+      const watches = await Promise.all(clients.map((c) => openWatch(c, {})));
+      const t0 = Date.now();
+      const exit = server.stop();
+      const outcomes = await Promise.all(
+        watches.map((w) =>
+          w.next(5000).then(
+            (m) => `message ${m.kind.case}`,
+            (err: unknown) => (err instanceof ConnectError ? Code[err.code] : String(err)),
+          ),
+        ),
+      );
+      assert.equal(await exit, 0);
+      const took = Date.now() - t0;
+      assert.deepEqual(
+        { outcomes, stoppedWithin3s: took < 3000 },
+        { outcomes: ["Unavailable", "Unavailable", "Unavailable"], stoppedWithin3s: true },
+        `gRPC, Connect HTTP/2 and HTTP/1.1 watchers: ${JSON.stringify(outcomes)}; the server took ${took} ms to stop (--shutdown-timeout 4000)`,
+      );
+    } finally {
+      for (const c of clients) c.close();
+      await server.stop("SIGKILL");
+    }
+  });
+
   test("dead peer: a SIGSTOPped watcher's stream is freed by HTTP/2 keepalive", async () => {
     const server = await startServer(["--max-streams", "1", "--keepalive-interval", "200", "--keepalive-timeout", "300"]);
     const clientModule = pathToFileURL(join(ROOT, "dist", "src", "client", "client.js")).href;
@@ -748,15 +826,7 @@ describe("Watch stream limits", () => {
       const stoppedAt = Date.now();
       let w: Watch | undefined;
       await eventually(
-        async () => {
-          try {
-            w = await openWatch(client, { target: { case: "key", value: "alive" } });
-            return true;
-          } catch (err) {
-            if (err instanceof ConnectError && err.code === Code.ResourceExhausted) return false;
-            throw err;
-          }
-        },
+        async () => (w = await tryOpen(client, { target: { case: "key", value: "alive" } })) !== undefined,
         5000,
         "the server to drop the stopped watcher",
         100,

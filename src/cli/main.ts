@@ -100,15 +100,23 @@ async function serve(args: string[]): Promise<number> {
   const flags: Record<string, string | undefined> = {};
   for (const s of SETTINGS) flags[s.flag] = values[s.flag] as string | undefined;
   const config = resolveConfig(flags);
+  // Signals are handled from the start: a SIGTERM during start-up still stops gracefully.
+  let signalled: string | undefined;
+  let onSignal: ((signal: string) => void) | undefined;
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    process.once(signal, () => {
+      signalled = signal;
+      onSignal?.(signal);
+    });
+  }
   const server = await startServer(config);
   logLine("info", "listening", { host: config.host, port: server.port, version: VERSION, maxMemoryBytes: config.maxMemoryBytes, auth: config.authToken !== undefined, tls: config.tlsCertFile !== undefined });
   await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
+    onSignal = (signal: string) => {
       logLine("info", "shutting down", { signal });
       void server.close().then(resolve);
     };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
+    if (signalled !== undefined) onSignal(signalled);
   });
   logLine("info", "stopped", {});
   return 0;

@@ -75,6 +75,14 @@ export async function listen(handler: NodeHandlerFn, options: ListenOptions): Pr
       });
     });
   }
+  // Open HTTP/2 streams: at shutdown, one whose response is complete but whose
+  // client never half-closed (a bidi stream) is reset with NO_ERROR, as gRPC
+  // servers do, instead of holding the connection for the whole grace period.
+  const streams = new Set<http2.ServerHttp2Stream>();
+  h2.on("stream", (stream: http2.ServerHttp2Stream) => {
+    streams.add(stream);
+    stream.once("close", () => streams.delete(stream));
+  });
   h2.on("session", (session: http2.Http2Session) => {
     sessions.add(session);
     // Node's HTTP/2 server answers pings but sends none: without this, a peer
@@ -124,6 +132,9 @@ export async function listen(handler: NodeHandlerFn, options: ListenOptions): Pr
       const deadline = Date.now() + graceMs;
       while (sockets.size > 0 && Date.now() < deadline) {
         h1?.closeIdleConnections();
+        for (const stream of streams) {
+          if (stream.writableEnded && !stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+        }
         await new Promise((r) => setTimeout(r, 20));
       }
       for (const socket of sockets) socket.destroy();

@@ -1,96 +1,219 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ResyncReason, type TrackRequest, type TrackResponseSchema } from "../gen/ripplecache/v1/cache_pb.js";
-import type { ChangeType } from "../store/change.js";
-import { ChangeQueue } from "./change-queue.js";
-import type { WatchHub } from "./hub.js";
-import { EVENT_TYPES, MAX_BATCH_EVENTS } from "./watch-stream.js";
+import type { Change, ChangeType } from "../store/change.js";
+import { changeBytes } from "../store/change-log.js";
+import type { Subscriber, WatchHub } from "./hub.js";
+import { endOfStream, EVENT_TYPES, MAX_BATCH_EVENTS } from "./watch-stream.js";
 
 type TrackResponseInit = MessageInitShape<typeof TrackResponseSchema>;
 
-/** Control answers (Tracked, Pong) waiting to be sent before the server stops reading requests. */
+/** Control answers (Tracked, Pong, Resync) waiting to be sent before the server stops reading requests. */
 const MAX_PENDING_REPLIES = 64;
 
 /**
+ * Everything a Track stream owes its client, in the order it must arrive:
+ * invalidations (changes to tracked keys) and replies (Tracked, Pong,
+ * Resync) in one FIFO. Order is the contract: a Pong with revision R comes
+ * after every invalidation up to R, and a Resync after every reply before it.
+ * Invalidations are bounded in bytes; past the bound they are all dropped and
+ * replaced by one Resync (OVERFLOW), and the stream forgets its keys.
+ */
+class TrackOutbox implements Subscriber {
+  private items: (Change | TrackResponseInit)[] = [];
+  private changeBytes = 0;
+  private replies = 0;
+  private waiter: (() => void) | undefined;
+
+  constructor(
+    private readonly maxBytes: number,
+    private readonly onResync: () => void,
+    private readonly latest: () => number,
+  ) {}
+
+  get pendingReplies(): number {
+    return this.replies;
+  }
+
+  get empty(): boolean {
+    return this.items.length === 0;
+  }
+
+  deliver(change: Change): void {
+    if (change.type === "flush") {
+      this.resync(ResyncReason.FLUSH, change.revision);
+      return;
+    }
+    const size = changeBytes(change);
+    if (this.changeBytes + size > this.maxBytes) {
+      this.resync(ResyncReason.OVERFLOW, this.latest());
+      return;
+    }
+    this.items.push(change);
+    this.changeBytes += size;
+    this.wake();
+  }
+
+  /** Inserts replayed changes (older, in revision order) among the queued ones, keeping revision order. */
+  insertReplayed(changes: readonly Change[]): void {
+    if (changes.length === 0) return;
+    const merged: (Change | TrackResponseInit)[] = [];
+    let i = 0;
+    for (const item of this.items) {
+      if (isChange(item)) {
+        while (i < changes.length && changes[i].revision < item.revision) merged.push(changes[i++]);
+      }
+      merged.push(item);
+    }
+    while (i < changes.length) merged.push(changes[i++]);
+    for (const c of changes) this.changeBytes += changeBytes(c);
+    this.items = merged;
+    if (this.changeBytes > this.maxBytes) this.resync(ResyncReason.OVERFLOW, this.latest());
+    this.wake();
+  }
+
+  reply(reply: TrackResponseInit): void {
+    this.items.push(reply);
+    this.replies++;
+    this.wake();
+  }
+
+  /** Drops every queued invalidation, tells the stream to forget its keys, and queues the Resync. */
+  resync(reason: ResyncReason, revision: number): void {
+    this.items = this.items.filter((item) => !isChange(item));
+    this.changeBytes = 0;
+    this.onResync();
+    this.reply({ kind: { case: "resync", value: { reason, revision: BigInt(revision) } } });
+  }
+
+  /** The next message: a reply, or a batch of consecutive invalidations. */
+  next(): TrackResponseInit | undefined {
+    const first = this.items[0];
+    if (first === undefined) return undefined;
+    if (!isChange(first)) {
+      this.items.shift();
+      this.replies--;
+      return first;
+    }
+    let n = 0;
+    while (n < this.items.length && n < MAX_BATCH_EVENTS && isChange(this.items[n])) n++;
+    const changes = this.items.splice(0, n) as Change[];
+    const invalidations = changes.map((c) => {
+      this.changeBytes -= changeBytes(c);
+      return { key: c.key, revision: BigInt(c.revision), reason: EVENT_TYPES[c.type as Exclude<ChangeType, "flush">] };
+    });
+    return { kind: { case: "invalidations", value: { invalidations } } };
+  }
+
+  wake(): void {
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.();
+  }
+
+  wait(signal: AbortSignal): Promise<void> {
+    if (this.items.length > 0 || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        signal.removeEventListener("abort", done);
+        this.waiter = undefined;
+        resolve();
+      };
+      this.waiter = done;
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+}
+
+function isChange(item: Change | TrackResponseInit): item is Change {
+  return "revision" in item && typeof (item as Change).revision === "number";
+}
+
+/**
  * One Track stream. A reader task applies the client's track, untrack and
- * ping messages as they arrive; this generator writes invalidations for
- * tracked keys, acknowledgements and pongs. Both run on one thread, so a
- * track request registers its keys and takes its acknowledgement revision in
- * one synchronous step: every change after that revision reaches the queue.
+ * ping messages as they arrive, each in one synchronous step: a track
+ * registers its keys with the hub and takes the acknowledgement revision at
+ * once, so every later change to them reaches the outbox. The generator sends
+ * the outbox in order.
  *
- * On Resync (overflow, compaction of a since_revision, or flush) the server
- * forgets every tracked key of the stream: the client has dropped its copies
+ * On Resync (overflow, flush, or a since_revision the log no longer holds)
+ * the server forgets every tracked key: the client has dropped its copies
  * and tracks again what it fetches again.
+ *
+ * Invalidations come in revision order, except that a since_revision replay
+ * for newly tracked keys may report changes older than invalidations already
+ * sent for other keys; per key, the order always holds.
  */
 export async function* trackStream(hub: WatchHub, requests: AsyncIterable<TrackRequest>, signal: AbortSignal): AsyncGenerator<TrackResponseInit> {
   const release = hub.admit();
-  const queue = new ChangeQueue(hub.limits.streamBufferBytes);
   const tracked = new Set<string>();
-  const replies: TrackResponseInit[] = [];
+  const forgetAll = () => {
+    for (const key of tracked) hub.removeKey(key, outbox);
+    tracked.clear();
+  };
+  const outbox = new TrackOutbox(hub.limits.streamBufferBytes, forgetAll, () => hub.log.latestRevision);
   let replyRoom: (() => void) | undefined;
   let readerDone = false;
   let readerError: unknown;
-  let pendingResync: { reason: ResyncReason; revision: number } | undefined;
 
-  const forgetAll = () => {
-    for (const key of tracked) hub.removeKey(key, queue);
-    tracked.clear();
-  };
+  const trackedReply = (): TrackResponseInit => ({
+    kind: { case: "tracked", value: { revision: BigInt(hub.log.latestRevision), trackedKeys: tracked.size } },
+  });
 
   const apply = (req: TrackRequest) => {
     const k = req.kind;
     switch (k.case) {
       case "track": {
-        for (const key of k.value.keys) {
-          if (key === "") throw new ConnectError("track: a key is empty", Code.InvalidArgument);
-          if (!tracked.has(key)) {
-            if (tracked.size >= hub.limits.maxTrackKeys) {
-              throw new ConnectError(`track: the stream would track more than ${hub.limits.maxTrackKeys} keys (--max-track-keys); untrack some first`, Code.ResourceExhausted);
-            }
-            tracked.add(key);
-            hub.addKey(key, queue);
-          }
-        }
+        const keys = k.value.keys;
+        for (const key of keys) if (key === "") throw new ConnectError("track: a key is empty", Code.InvalidArgument);
         const since = Number(k.value.sinceRevision);
-        if (since > 0) replay(since, new Set(k.value.keys));
-        replies.push({ kind: { case: "tracked", value: { revision: BigInt(hub.log.latestRevision), trackedKeys: tracked.size } } });
+        const added = new Set<string>();
+        for (const key of keys) {
+          if (tracked.has(key)) continue;
+          if (tracked.size >= hub.limits.maxTrackKeys) {
+            throw new ConnectError(`track: the stream would track more than ${hub.limits.maxTrackKeys} keys (--max-track-keys); untrack some first`, Code.ResourceExhausted);
+          }
+          tracked.add(key);
+          added.add(key);
+          hub.addKey(key, outbox);
+        }
+        if (since > 0 && since + 1 < hub.log.oldestRevision) {
+          // The changes the client asks about are gone from the log: after the
+          // acknowledgement, a Resync makes it drop everything and, as after
+          // any Resync, track again from zero.
+          outbox.reply(trackedReply());
+          outbox.resync(ResyncReason.COMPACTED, hub.log.latestRevision);
+          break;
+        }
+        if (since > 0) outbox.insertReplayed(replay(since, added));
+        outbox.reply(trackedReply());
         break;
       }
       case "untrack":
         for (const key of k.value.keys) {
-          if (tracked.delete(key)) hub.removeKey(key, queue);
+          if (tracked.delete(key)) hub.removeKey(key, outbox);
         }
-        replies.push({ kind: { case: "tracked", value: { revision: BigInt(hub.log.latestRevision), trackedKeys: tracked.size } } });
+        outbox.reply(trackedReply());
         break;
       case "ping":
-        replies.push({ kind: { case: "pong", value: { id: k.value.id, revision: BigInt(hub.log.latestRevision) } } });
+        outbox.reply({ kind: { case: "pong", value: { id: k.value.id, revision: BigInt(hub.log.latestRevision) } } });
         break;
       default:
         throw new ConnectError("a TrackRequest must set track, untrack or ping", Code.InvalidArgument);
     }
-    queue.wake();
   };
 
-  /** Changes to `keys` after `since`, from the log, ahead of the live ones. */
-  const replay = (since: number, keys: ReadonlySet<string>) => {
-    const latest = hub.log.latestRevision;
-    for (let from = since + 1; from <= latest; ) {
+  /** Changes to `keys` after `since`, from the log (which holds them: checked by the caller). */
+  const replay = (since: number, keys: ReadonlySet<string>): Change[] => {
+    const out: Change[] = [];
+    if (keys.size === 0) return out;
+    for (let from = since + 1; from <= hub.log.latestRevision; ) {
       const chunk = hub.log.readFrom(from, 4096);
-      if (chunk === "compacted") {
-        pendingResync = { reason: ResyncReason.COMPACTED, revision: latest };
-        return;
-      }
-      if (chunk.length === 0) return;
+      if (chunk === "compacted" || chunk.length === 0) break;
       from += chunk.length;
-      for (const c of chunk) {
-        if (c.revision > latest) return;
-        if (c.type === "flush") {
-          pendingResync = { reason: ResyncReason.FLUSH, revision: c.revision };
-          return;
-        }
-        if (keys.has(c.key)) queue.deliver(c);
-      }
+      for (const c of chunk) if (c.type !== "flush" && keys.has(c.key)) out.push(c);
     }
+    return out;
   };
 
   const reader = (async () => {
@@ -98,7 +221,7 @@ export async function* trackStream(hub: WatchHub, requests: AsyncIterable<TrackR
       for await (const req of requests) {
         apply(req);
         // Backpressure: a client that sends pings without reading pongs is not read further.
-        while (replies.length >= MAX_PENDING_REPLIES && !signal.aborted) {
+        while (outbox.pendingReplies >= MAX_PENDING_REPLIES && !signal.aborted) {
           await new Promise<void>((resolve) => (replyRoom = resolve));
         }
       }
@@ -106,48 +229,29 @@ export async function* trackStream(hub: WatchHub, requests: AsyncIterable<TrackR
       readerError = err;
     } finally {
       readerDone = true;
-      queue.wake();
+      outbox.wake();
     }
   })();
 
-  hub.addSubscriber(queue);
+  hub.addSubscriber(outbox);
   try {
     while (!signal.aborted) {
       if (readerError !== undefined) throw readerError;
-      if (replies.length > 0) {
-        yield replies.shift()!;
+      const message = outbox.next();
+      if (message !== undefined) {
+        yield message;
         replyRoom?.();
         replyRoom = undefined;
         continue;
       }
-      if (queue.takeOverflow()) pendingResync ??= { reason: ResyncReason.OVERFLOW, revision: hub.log.latestRevision };
-      if (pendingResync !== undefined) {
-        const r = pendingResync;
-        pendingResync = undefined;
-        forgetAll();
-        queue.take(Number.MAX_SAFE_INTEGER);
-        yield { kind: { case: "resync", value: { reason: r.reason, revision: BigInt(r.revision) } } };
-        continue;
-      }
-      const changes = queue.take(MAX_BATCH_EVENTS);
-      const flush = changes.find((c) => c.type === "flush");
-      if (flush !== undefined) {
-        pendingResync = { reason: ResyncReason.FLUSH, revision: flush.revision };
-        // Invalidations before the flush are moot: the Resync drops everything.
-        continue;
-      }
-      if (changes.length > 0) {
-        const invalidations = changes.map((c) => ({ key: c.key, revision: BigInt(c.revision), reason: EVENT_TYPES[c.type as Exclude<ChangeType, "flush">] }));
-        yield { kind: { case: "invalidations", value: { invalidations } } };
-        continue;
-      }
-      // The client half-closed: everything it asked for has been answered.
+      // The client half-closed and everything it asked for has been answered.
       if (readerDone) return;
-      await queue.wait(60_000, signal);
+      await outbox.wait(signal);
     }
+    endOfStream(signal);
   } finally {
     forgetAll();
-    hub.removeSubscriber(queue);
+    hub.removeSubscriber(outbox);
     release();
     // Lets a reader parked on backpressure finish; it ends with the request stream.
     replyRoom?.();

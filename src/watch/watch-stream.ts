@@ -89,6 +89,7 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
         yield { kind: { case: "progress", value: { revision: BigInt(log.latestRevision) } } };
       }
     }
+    endOfStream(signal);
   } finally {
     if (target.case === "key") hub.removeKey(target.value, queue);
     else hub.removePrefix(target.value ?? "", queue);
@@ -110,6 +111,16 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
     }
     if (events.length > 0) yield { kind: { case: "events", value: { events } } };
   }
+}
+
+/**
+ * Ends a stream whose signal aborted with the reason's error: UNAVAILABLE on
+ * server shutdown (clients reconnect elsewhere), DEADLINE_EXCEEDED at the
+ * deadline. Returning instead would end it with OK, as if it were complete.
+ */
+export function endOfStream(signal: AbortSignal): never {
+  const reason: unknown = signal.reason;
+  throw reason instanceof ConnectError ? reason : new ConnectError("the stream was canceled", Code.Canceled);
 }
 
 function resync(reason: ResyncReason, revision: number): WatchResponseInit {

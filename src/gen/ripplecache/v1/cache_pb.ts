@@ -1335,7 +1335,9 @@ export const InvalidationSchema: GenMessage<Invalidation> = /*@__PURE__*/
   messageDesc(file_ripplecache_v1_cache, 36);
 
 /**
- * Invalidations is a run of invalidations in revision order.
+ * Invalidations is a run of invalidations in revision order. Across
+ * messages the order holds per key; a since_revision replay may report
+ * changes older than invalidations already sent for other keys.
  *
  * @generated from message ripplecache.v1.Invalidations
  */
