@@ -1,4 +1,4 @@
-import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import {
   createConnectTransport,
   createGrpcTransport,
@@ -7,6 +7,9 @@ import {
 } from "@connectrpc/connect-node";
 import { CacheService, type InfoResponse } from "../gen/ripplecache/v1/cache_pb.js";
 import { AdminService } from "../gen/ripplecache/v1/replication_pb.js";
+import { PRIMARY_HEADER } from "../headers.js";
+
+export { PRIMARY_HEADER };
 
 export type Protocol = "connect" | "grpc" | "grpc-web";
 
@@ -23,6 +26,11 @@ export interface ClientOptions {
   readonly timeoutMs?: number;
   /** Binary protobuf (default) or JSON, for Connect and gRPC-Web. */
   readonly useJson?: boolean;
+  /**
+   * When a replica refuses a write (FAILED_PRECONDITION with the
+   * `ripplecache-primary` header), send it to the primary it names. Default true.
+   */
+  readonly followPrimary?: boolean;
 }
 
 export interface ValueResult {
@@ -56,6 +64,7 @@ export function baseUrl(addr: string): string {
  */
 export class CacheClient {
   readonly rpc: Client<typeof CacheService>;
+  private readonly transport: Transport;
   /** Admin RPCs (promote, replica-of, digest); they need the admin token when one is configured. */
   readonly admin: Client<typeof AdminService>;
   private readonly sessions: Http2SessionManager | undefined;
@@ -74,6 +83,7 @@ export class CacheClient {
         return next(req);
       });
     }
+    if (options.followPrimary !== false) interceptors.push(this.redirectWritesToPrimary(options));
     const common = {
       baseUrl: url,
       interceptors,
@@ -90,8 +100,35 @@ export class CacheClient {
       const factory = protocol === "connect" ? createConnectTransport : createGrpcWebTransport;
       transport = factory({ ...common, httpVersion: "1.1" });
     }
+    this.transport = transport;
     this.rpc = createClient(CacheService, transport);
     this.admin = createClient(AdminService, transport);
+  }
+
+  private primary: CacheClient | undefined;
+  private primaryAddress = "";
+
+  /**
+   * An interceptor that retries a unary call refused by a replica on the
+   * primary it names. Only refusals are retried: the replica applied nothing.
+   */
+  private redirectWritesToPrimary(options: ClientOptions): Interceptor {
+    return (next) => async (req) => {
+      try {
+        return await next(req);
+      } catch (err) {
+        const primary = err instanceof ConnectError && err.code === Code.FailedPrecondition ? err.metadata.get(PRIMARY_HEADER) : null;
+        if (primary === null || primary === "" || req.stream) throw err;
+        if (this.primary === undefined || this.primaryAddress !== primary) {
+          this.primary?.close();
+          this.primary = new CacheClient({ ...options, addr: primary, followPrimary: false });
+          this.primaryAddress = primary;
+        }
+        const method = req.method;
+        const transport = this.primary.transport;
+        return transport.unary(method, req.signal, undefined, req.header, req.message, req.contextValues);
+      }
+    };
   }
 
   /** The value of `key`, or undefined on a miss. */
@@ -148,5 +185,6 @@ export class CacheClient {
   /** Closes the HTTP/2 connection, if one is open. */
   close(): void {
     this.sessions?.abort();
+    this.primary?.close();
   }
 }

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { CacheService } from "../gen/ripplecache/v1/cache_pb.js";
 import type { NodeRole } from "../replication/node-role.js";
+import { PRIMARY_HEADER } from "../headers.js";
 import { StoreError, type StoreErrorKind } from "../store/errors.js";
 
 const CODES: Record<StoreErrorKind, Code> = {
@@ -47,8 +48,6 @@ export function bearerAuth(tokenFor: (service: string) => string | undefined): I
   };
 }
 
-/** Header that names the primary on a write refused by a replica. */
-export const PRIMARY_HEADER = "ripplecache-primary";
 
 const WRITES = new Set(["Set", "SetMany", "Delete", "Increment", "Touch", "Load", "Flush"]);
 const NEEDS_DATA = new Set(["Get", "GetMany", "Scan", "Watch", "Track"]);
