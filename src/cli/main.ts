@@ -110,7 +110,7 @@ async function serve(args: string[]): Promise<number> {
     });
   }
   const server = await startServer(config);
-  logLine("info", "listening", { host: config.host, port: server.port, version: VERSION, maxMemoryBytes: config.maxMemoryBytes, auth: config.authToken !== undefined, tls: config.tlsCertFile !== undefined });
+  logLine("info", "listening", { host: config.host, port: server.port, adminPort: server.adminPort, version: VERSION, maxMemoryBytes: config.maxMemoryBytes, auth: config.authToken !== undefined, tls: config.tlsCertFile !== undefined });
   await new Promise<void>((resolve) => {
     onSignal = (signal: string) => {
       logLine("info", "shutting down", { signal });

@@ -32,6 +32,9 @@ export interface ServerConfig {
   readonly replicationBufferBytes: number;
   readonly replicationHeartbeatMs: number;
   readonly replicaUnreadyAfterMs: number;
+  readonly adminPort: number | undefined;
+  readonly drainPeriodMs: number;
+  readonly wedgedAfterMs: number;
 }
 
 type Kind = "string" | "int" | "bytes" | "file";
@@ -54,7 +57,10 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "auth-token-file", kind: "file", defaultValue: "", help: "File holding the bearer token clients must send; unset = no auth. RIPPLECACHE_AUTH_TOKEN gives the token itself." },
   { flag: "tls-cert", kind: "string", defaultValue: "", help: "PEM certificate file; with --tls-key, serves TLS (ALPN h2 and http/1.1)." },
   { flag: "tls-key", kind: "string", defaultValue: "", help: "PEM private key file for --tls-cert." },
-  { flag: "shutdown-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds to finish in-flight calls after SIGTERM before closing connections." },
+  { flag: "shutdown-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds to finish in-flight calls after the drain period before closing connections." },
+  { flag: "drain-period", kind: "int", defaultValue: "0", help: "Milliseconds to keep serving after SIGTERM while reporting not ready (let load balancers move traffic away); 5000 in the Kubernetes manifests." },
+  { flag: "admin-port", kind: "string", defaultValue: "9090", help: "Port of the admin HTTP server: /livez, /readyz, /metrics (0 = any free port, \"off\" = none)." },
+  { flag: "wedged-after", kind: "int", defaultValue: "5000", help: "Liveness (/livez) fails when the event loop was blocked longer than this many ms." },
   { flag: "change-log-events", kind: "int", defaultValue: "100000", help: "Most changes the change log keeps for watch replay (and replication backlog)." },
   { flag: "change-log-bytes", kind: "bytes", defaultValue: "64MiB", help: "Most bytes of keys and values the change log keeps." },
   { flag: "max-streams", kind: "int", defaultValue: "16384", help: "Most Watch and Track streams open at once; more get RESOURCE_EXHAUSTED." },
@@ -152,6 +158,9 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
     replicationBufferBytes: Math.max(1024 * 1024, bytes("replication-buffer-bytes")),
     replicationHeartbeatMs: Math.max(50, int("replication-heartbeat")),
     replicaUnreadyAfterMs: int("replica-unready-after"),
+    adminPort: raw("admin-port") === "off" ? undefined : int("admin-port"),
+    drainPeriodMs: int("drain-period"),
+    wedgedAfterMs: Math.max(100, int("wedged-after")),
   };
 }
 

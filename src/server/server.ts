@@ -17,12 +17,16 @@ import { ServerReflection as ServerReflectionAlpha } from "../gen/grpc/reflectio
 import { Replication } from "../replication/replication.js";
 import { RevisionWaiter } from "../replication/revision-waiter.js";
 import { logLine } from "../log.js";
+import { prometheusText } from "../telemetry/prometheus-text.js";
+import { startAdminHttp } from "./admin-http.js";
 import { listen } from "./listener.js";
 import { HealthState, registerHealth, ServingStatus } from "./health.js";
 import { registerReflection } from "./reflection.js";
 
 export interface RunningServer {
   readonly port: number;
+  /** The admin HTTP port (/livez, /readyz, /metrics), unless turned off. */
+  readonly adminPort: number | undefined;
   readonly store: CacheStore;
   readonly hub: WatchHub;
   readonly health: HealthState;
@@ -62,13 +66,19 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   let draining = false;
   // Readiness tells the truth: not while draining, not before a replica's
   // first sync, not while a replica's link has been down too long.
-  const updateHealth = () => {
+  const notReadyReason = (): string | undefined => {
     const role = replication.role;
-    const linkDownTooLong =
-      role.isReplica && config.replicaUnreadyAfterMs > 0 && role.linkDownSince !== 0 && Date.now() - role.linkDownSince > config.replicaUnreadyAfterMs;
-    const ready = !draining && (!role.isReplica || (role.synced && !role.loadingSnapshot && !linkDownTooLong));
-    health.set(ready ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+    if (draining) return "draining: the server is shutting down";
+    if (!role.isReplica) return undefined;
+    if (!role.synced) return `replica has not completed its first sync with ${role.primaryAddress}`;
+    if (role.loadingSnapshot) return `replica is loading a full resync from ${role.primaryAddress}`;
+    const downFor = role.linkDownSince === 0 ? 0 : Date.now() - role.linkDownSince;
+    if (config.replicaUnreadyAfterMs > 0 && downFor > config.replicaUnreadyAfterMs) {
+      return `replica has lost its primary ${role.primaryAddress} for ${downFor} ms`;
+    }
+    return undefined;
   };
+  const updateHealth = () => health.set(notReadyReason() === undefined ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
   replication.role.subscribe(updateHealth);
   updateHealth();
   const healthTimer = setInterval(updateHealth, 250);
@@ -101,19 +111,41 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const listener = await listen(handler, config);
   ownAddress = config.advertiseAddress ?? `${config.host}:${listener.port}`;
   replication.start(ownAddress);
+  const admin =
+    config.adminPort === undefined
+      ? undefined
+      : await startAdminHttp({
+          host: config.host,
+          port: config.adminPort,
+          notReadyReason,
+          wedgedAfterMs: config.wedgedAfterMs,
+          metrics: () =>
+            prometheusText({
+              stats: store.stats(),
+              role: replication.role.role,
+              streams: hub.streams,
+              oldestRevision: log.oldestRevision,
+              replicas: replication.source.status(),
+              linkUp: replication.role.linkState === "streaming",
+            }),
+        });
 
   let closing: Promise<void> | undefined;
   return {
     port: listener.port,
+    adminPort: admin?.port,
     store,
     hub,
     health,
     replication,
     close() {
       closing ??= (async () => {
+        // Drain: report not ready at once and keep serving, so that load
+        // balancers and Kubernetes Services move traffic away before we stop.
         draining = true;
         updateHealth();
         clearInterval(healthTimer);
+        if (config.drainPeriodMs > 0) await new Promise((r) => setTimeout(r, config.drainPeriodMs));
         await replication.close();
         listener.stopAccepting();
         // Streams see their context signal abort and end with UNAVAILABLE, so
@@ -121,6 +153,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
         shutdown.abort(new ConnectError("server is shutting down", Code.Unavailable));
         await listener.close(config.shutdownTimeoutMs);
         sweeper.stop();
+        await admin?.close();
       })();
       return closing;
     },

@@ -10,6 +10,8 @@ export const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 
 export interface ServerProcess {
   readonly port: number;
+  /** The admin HTTP port (/livez, /readyz, /metrics). */
+  readonly adminPort: number;
   /** host:port */
   readonly addr: string;
   /** http://host:port */
@@ -26,21 +28,24 @@ export interface ServerProcess {
  * and resolves once it is listening.
  */
 export async function startServer(args: readonly string[] = [], env: Record<string, string> = {}): Promise<ServerProcess> {
-  const proc = spawn(process.execPath, [CLI, "serve", "--host", "127.0.0.1", "--port", "0", ...args], {
+  const adminArgs = args.includes("--admin-port") ? [] : ["--admin-port", "0"];
+  const proc = spawn(process.execPath, [CLI, "serve", "--host", "127.0.0.1", "--port", "0", ...adminArgs, ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const output: string[] = [];
   createInterface({ input: proc.stderr! }).on("line", (line) => output.push(line));
   const lines = createInterface({ input: proc.stdout! });
+  let adminPort = 0;
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start within 10 s:\n${output.join("\n")}`)), 10_000);
     lines.on("line", (line) => {
       output.push(line);
       try {
-        const record = JSON.parse(line) as { msg?: string; port?: number };
+        const record = JSON.parse(line) as { msg?: string; port?: number; adminPort?: number };
         if (record.msg === "listening" && typeof record.port === "number") {
           clearTimeout(timer);
+          adminPort = record.adminPort ?? 0;
           resolve(record.port);
         }
       } catch {
@@ -56,6 +61,7 @@ export async function startServer(args: readonly string[] = [], env: Record<stri
   const exitCode = () => (exited ??= proc.exitCode !== null ? Promise.resolve(proc.exitCode) : once(proc, "exit").then(([code]) => code as number | null));
   return {
     port,
+    adminPort,
     addr: `127.0.0.1:${port}`,
     url: `http://127.0.0.1:${port}`,
     proc,
