@@ -75,13 +75,18 @@ export async function listen(handler: NodeHandlerFn, options: ListenOptions): Pr
       });
     });
   }
-  // Open HTTP/2 streams: at shutdown, one whose response is complete but whose
-  // client never half-closed (a bidi stream) is reset with NO_ERROR, as gRPC
-  // servers do, instead of holding the connection for the whole grace period.
+  // A stream whose response is complete while its client is still sending
+  // (a request body over the size limit, a bidi stream the client has not
+  // half-closed) discards the rest of the request: otherwise the client stays
+  // blocked on flow control and the stream never closes. At shutdown such
+  // streams are reset with NO_ERROR so they cannot hold the connection open.
   const streams = new Set<http2.ServerHttp2Stream>();
   h2.on("stream", (stream: http2.ServerHttp2Stream) => {
     streams.add(stream);
     stream.once("close", () => streams.delete(stream));
+    stream.once("finish", () => {
+      if (!stream.readableEnded) stream.resume();
+    });
   });
   h2.on("session", (session: http2.Http2Session) => {
     sessions.add(session);
@@ -133,7 +138,7 @@ export async function listen(handler: NodeHandlerFn, options: ListenOptions): Pr
       while (sockets.size > 0 && Date.now() < deadline) {
         h1?.closeIdleConnections();
         for (const stream of streams) {
-          if (stream.writableEnded && !stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+          if (stream.writableFinished && !stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
         }
         await new Promise((r) => setTimeout(r, 20));
       }
