@@ -53,6 +53,15 @@ export interface ScanEntry extends ValueResult {
   readonly key: string;
 }
 
+/** Sends `authorization: Bearer <token>` with every call. */
+export function sendBearerToken(token: string): Interceptor {
+  const header = `Bearer ${token}`;
+  return (next) => (req) => {
+    req.header.set("authorization", header);
+    return next(req);
+  };
+}
+
 /** The base URL for an address given as host:port or as a URL. */
 export function baseUrl(addr: string): string {
   return /^https?:\/\//.test(addr) ? addr.replace(/\/+$/, "") : `http://${addr}`;
@@ -75,14 +84,7 @@ export class CacheClient {
     const httpVersion = protocol === "grpc" ? "2" : (options.httpVersion ?? "2");
     // PINGs detect a dead server on idle connections (a Track or Watch stream can be idle for hours).
     this.sessions = httpVersion === "2" ? new Http2SessionManager(url, { pingIntervalMs: 15_000, pingTimeoutMs: 5_000 }) : undefined;
-    const interceptors: Interceptor[] = [];
-    if (options.token !== undefined) {
-      const header = `Bearer ${options.token}`;
-      interceptors.push((next) => (req) => {
-        req.header.set("authorization", header);
-        return next(req);
-      });
-    }
+    const interceptors: Interceptor[] = options.token === undefined ? [] : [sendBearerToken(options.token)];
     if (options.followPrimary !== false) interceptors.push(this.redirectWritesToPrimary(options));
     const common = {
       baseUrl: url,

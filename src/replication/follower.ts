@@ -1,7 +1,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import { baseUrl } from "../client/client.js";
+import { baseUrl, sendBearerToken } from "../client/client.js";
 import { PushQueue } from "../client/push-queue.js";
 import {
   ChangeType as WireChangeType,
@@ -64,14 +64,7 @@ export class ReplicaFollower {
   ) {
     const url = baseUrl(options.primaryAddress);
     this.sessions = new Http2SessionManager(url, { pingIntervalMs: Math.max(1000, options.silenceTimeoutMs / 2), pingTimeoutMs: options.silenceTimeoutMs });
-    const interceptors: Interceptor[] = [];
-    if (options.token !== undefined) {
-      const header = `Bearer ${options.token}`;
-      interceptors.push((next) => (req) => {
-        req.header.set("authorization", header);
-        return next(req);
-      });
-    }
+    const interceptors: Interceptor[] = options.token === undefined ? [] : [sendBearerToken(options.token)];
     this.client = createClient(ReplicationService, createGrpcTransport({ baseUrl: url, sessionManager: this.sessions, interceptors }));
   }
 
