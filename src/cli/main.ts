@@ -6,7 +6,7 @@ import { EventType, ResyncReason, Role } from "../gen/ripplecache/v1/cache_pb.js
 import { ConfigError, envName, resolveConfig, SETTINGS } from "../server/config.js";
 import { startServer } from "../server/server.js";
 import { VERSION } from "../version.js";
-import { logLine } from "../log.js";
+import { announce, configureLogging, logLine } from "../log.js";
 
 const USAGE = `ripplecache ${VERSION}: a cache server with Connect, gRPC and gRPC-Web on one port.
 
@@ -100,6 +100,7 @@ async function serve(args: string[]): Promise<number> {
   const flags: Record<string, string | undefined> = {};
   for (const s of SETTINGS) flags[s.flag] = values[s.flag] as string | undefined;
   const config = resolveConfig(flags);
+  configureLogging(config.logLevel);
   // Signals are handled from the start: a SIGTERM during start-up still stops gracefully.
   let signalled: string | undefined;
   let onSignal: ((signal: string) => void) | undefined;
@@ -110,7 +111,7 @@ async function serve(args: string[]): Promise<number> {
     });
   }
   const server = await startServer(config);
-  logLine("info", "listening", { host: config.host, port: server.port, adminPort: server.adminPort, version: VERSION, maxMemoryBytes: config.maxMemoryBytes, auth: config.authToken !== undefined, tls: config.tlsCertFile !== undefined });
+  announce("listening", { host: config.host, port: server.port, adminPort: server.adminPort, version: VERSION, maxMemoryBytes: config.maxMemoryBytes, auth: config.authToken !== undefined, tls: config.tlsCertFile !== undefined });
   await new Promise<void>((resolve) => {
     onSignal = (signal: string) => {
       logLine("info", "shutting down", { signal });

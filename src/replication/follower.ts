@@ -12,6 +12,7 @@ import {
 import type { Change, ChangeType } from "../store/change.js";
 import type { CacheStore } from "../store/store.js";
 import type { NodeRole } from "./node-role.js";
+import { startActivity, type Activity } from "../telemetry/spans.js";
 
 type SyncRequestInit = MessageInitShape<typeof SyncRequestSchema>;
 
@@ -107,6 +108,8 @@ export class ReplicaFollower {
     let silence = setTimeout(() => abort.abort(), this.options.silenceTimeoutMs);
     let reachedStreaming = false;
     let snapshotId = "";
+    let fullResync: Activity | undefined;
+    let loadedEntries = 0;
     const ack = (revision: number) => requests.push({ kind: { case: "ack", value: { appliedRevision: BigInt(revision) } } });
     const streaming = () => {
       reachedStreaming = true;
@@ -137,6 +140,13 @@ export class ReplicaFollower {
             role.linkState = "full-sync";
             role.changed();
             this.options.log?.("full resync", { primary: this.options.primaryAddress, revision: Number(k.value.revision) });
+            fullResync?.fail("a new full resync began");
+            fullResync = startActivity("ripplecache.replication.full_resync", {
+              "ripplecache.replication.role": "replica",
+              "ripplecache.replication.primary": this.options.primaryAddress,
+              "ripplecache.replication.revision": Number(k.value.revision),
+            }, true);
+            loadedEntries = 0;
             store.beginSnapshot(Number(k.value.revision));
             break;
           case "chunk":
@@ -144,10 +154,12 @@ export class ReplicaFollower {
             for (const e of k.value.entries) {
               store.loadSnapshotEntry({ key: e.key, value: e.value, revision: Number(e.revision), expiresAt: Number(e.expiresAtMs), flags: e.flags });
             }
+            loadedEntries += k.value.entries.length;
             break;
           case "done":
             if (!role.loadingSnapshot) throw new ProtocolError("snapshot done outside a full resync");
             role.replicationId = snapshotId;
+            fullResync?.end({ "ripplecache.replication.entries": loadedEntries });
             streaming();
             ack(store.currentRevision);
             break;
@@ -161,6 +173,7 @@ export class ReplicaFollower {
         }
       }
     } catch (err) {
+      fullResync?.fail(err);
       if (err instanceof ProtocolError) {
         role.replicationId = "";
         this.options.log?.("replication protocol error", { error: err.message });
@@ -168,6 +181,7 @@ export class ReplicaFollower {
         this.options.log?.("replication link down", { primary: this.options.primaryAddress, error: err instanceof Error ? err.message : String(err) });
       }
     } finally {
+      fullResync?.fail("the Sync stream ended before the snapshot was done");
       clearTimeout(silence);
       requests.close();
       abort.abort();

@@ -4,6 +4,7 @@ import type { WatchHub } from "../watch/hub.js";
 import { ReplicaFollower, type FollowerOptions } from "./follower.js";
 import { NodeRole } from "./node-role.js";
 import { ReplicationSource } from "./source.js";
+import { withActivity } from "../telemetry/spans.js";
 
 export interface ReplicationOptions {
   /** Start as a replica of this primary (host:port). */
@@ -48,6 +49,16 @@ export class Replication {
 
   /** Makes this node a primary with a new history that continues the one it held. */
   async promote(): Promise<{ replicationId: string; revision: number }> {
+    const previousId = this.role.replicationId;
+    return withActivity("ripplecache.replication.promote", { "ripplecache.replication.previous_id": previousId }, async (span) => {
+      const r = await this.promoteNow();
+      span.setAttributes({ "ripplecache.replication.id": r.replicationId, "ripplecache.replication.revision": r.revision });
+      this.options.log?.("promoted", { replicationId: r.replicationId, revision: r.revision });
+      return r;
+    });
+  }
+
+  private async promoteNow(): Promise<{ replicationId: string; revision: number }> {
     await this.follower?.stop();
     this.follower = undefined;
     if (this.role.loadingSnapshot) {

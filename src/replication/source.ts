@@ -7,11 +7,12 @@ import {
   type SyncResponseSchema,
 } from "../gen/ripplecache/v1/replication_pb.js";
 import type { Change, ChangeType } from "../store/change.js";
-import type { ChangeLog } from "../store/change-log.js";
+import { changeBytes, type ChangeLog } from "../store/change-log.js";
 import type { CacheStore } from "../store/store.js";
 import { ChangeQueue } from "../watch/change-queue.js";
 import type { WatchHub } from "../watch/hub.js";
 import type { NodeRole } from "./node-role.js";
+import { startActivity, type Activity } from "../telemetry/spans.js";
 
 type SyncResponseInit = MessageInitShape<typeof SyncResponseSchema>;
 
@@ -44,6 +45,15 @@ interface ReplicaLink {
   fullResyncs: number;
   /** (last revision, time sent) of batches not yet acknowledged, oldest first: the lag in time. */
   readonly unacked: { revision: number; at: number }[];
+}
+
+/** Totals per replica address that ever connected, kept across reconnects (for metrics). */
+export interface ReplicaTotals {
+  readonly address: string;
+  readonly connected: boolean;
+  readonly fullResyncs: number;
+  /** Bytes of keys and values sent (snapshot entries and changes, including a fixed overhead per change). */
+  readonly bytesSent: number;
 }
 
 export interface ReplicaStatus {
@@ -79,6 +89,8 @@ export class ReplicationSource {
   private readonly ackWaiters = new Set<() => void>();
   /** Full resyncs per replica address, kept across reconnects. */
   private readonly fullResyncCounts = new Map<string, number>();
+  /** Bytes sent per replica address, kept across reconnects. */
+  private readonly sentBytes = new Map<string, number>();
 
   constructor(
     private readonly store: CacheStore,
@@ -103,6 +115,20 @@ export class ReplicationSource {
       state: l.state,
       fullResyncs: l.fullResyncs,
     }));
+  }
+
+  totals(): ReplicaTotals[] {
+    const connected = new Set([...this.links].map((l) => l.address));
+    return [...this.sentBytes.keys()].map((address) => ({
+      address,
+      connected: connected.has(address),
+      fullResyncs: this.fullResyncCounts.get(address) ?? 0,
+      bytesSent: this.sentBytes.get(address) ?? 0,
+    }));
+  }
+
+  private countSent(address: string, bytes: number): void {
+    this.sentBytes.set(address, (this.sentBytes.get(address) ?? 0) + bytes);
   }
 
   /** Waits until `count` replicas acknowledged `revision` or `timeoutMs` passes; returns how many did. */
@@ -145,7 +171,9 @@ export class ReplicationSource {
     this.hub.addPrefix("", queue);
     const link: ReplicaLink = { address, ackedRevision: applied, state: "partial-resync", fullResyncs: this.fullResyncCounts.get(address) ?? 0, unacked: [] };
     this.links.add(link);
+    this.countSent(address, 0);
     const reader = this.readAcks(it, link, queue);
+    let fullResync: Activity | undefined;
     try {
       const from = applied + 1;
       const registeredAt = this.log.latestRevision;
@@ -164,6 +192,13 @@ export class ReplicationSource {
         link.state = "full-resync";
         link.fullResyncs++;
         this.fullResyncCounts.set(address, link.fullResyncs);
+        fullResync = startActivity("ripplecache.replication.full_resync", {
+          "ripplecache.replication.role": "primary",
+          "ripplecache.replica.address": address,
+          "ripplecache.replication.revision": registeredAt,
+        });
+        let sentEntries = 0;
+        let sentBytes = 0;
         yield { kind: { case: "full", value: { replicationId: id, revision: BigInt(registeredAt) } } };
         for (let cursor = 0; cursor >= 0; ) {
           const page = this.store.snapshotPage(cursor, CHUNK_ENTRIES);
@@ -174,15 +209,24 @@ export class ReplicationSource {
             entries.push(e);
             bytes += e.key.length + e.value.byteLength;
             if (bytes >= CHUNK_BYTES) {
+              sentEntries += entries.length;
+              sentBytes += bytes;
+              this.countSent(address, bytes);
               yield this.chunk(entries);
               entries = [];
               bytes = 0;
             }
           }
-          if (entries.length > 0) yield this.chunk(entries);
+          if (entries.length > 0) {
+            sentEntries += entries.length;
+            sentBytes += bytes;
+            this.countSent(address, bytes);
+            yield this.chunk(entries);
+          }
           if (signal.aborted) return;
         }
         yield { kind: { case: "done", value: { revision: BigInt(registeredAt) } } };
+        fullResync.end({ "ripplecache.replication.entries": sentEntries, "ripplecache.replication.bytes": sentBytes });
         link.unacked.push({ revision: registeredAt, at: Date.now() });
       }
       link.state = "streaming";
@@ -201,6 +245,7 @@ export class ReplicationSource {
         }
       }
     } finally {
+      fullResync?.fail("the Sync stream ended before the snapshot was done");
       this.hub.removePrefix("", queue);
       this.hub.removeSubscriber(queue);
       this.links.delete(link);
@@ -220,6 +265,9 @@ export class ReplicationSource {
 
   private batch(link: ReplicaLink, changes: readonly Change[]): SyncResponseInit {
     link.unacked.push({ revision: changes[changes.length - 1].revision, at: Date.now() });
+    let bytes = 0;
+    for (const c of changes) bytes += changeBytes(c);
+    this.countSent(link.address, bytes);
     const wire: Omit<ReplicatedChange, "$typeName">[] = changes.map((c) => ({
       type: WIRE_TYPES[c.type],
       revision: BigInt(c.revision),

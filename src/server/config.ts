@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { LOG_LEVELS, type LogLevel } from "../log.js";
 
 /**
  * Server settings. Each comes from a flag (`--max-memory 512MiB`), else from
@@ -35,6 +36,7 @@ export interface ServerConfig {
   readonly adminPort: number | undefined;
   readonly drainPeriodMs: number;
   readonly wedgedAfterMs: number;
+  readonly logLevel: LogLevel;
 }
 
 type Kind = "string" | "int" | "bytes" | "file";
@@ -61,6 +63,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "drain-period", kind: "int", defaultValue: "0", help: "Milliseconds to keep serving after SIGTERM while reporting not ready (let load balancers move traffic away); 5000 in the Kubernetes manifests." },
   { flag: "admin-port", kind: "string", defaultValue: "9090", help: "Port of the admin HTTP server: /livez, /readyz, /metrics (0 = any free port, \"off\" = none)." },
   { flag: "wedged-after", kind: "int", defaultValue: "5000", help: "Liveness (/livez) fails when the event loop was blocked longer than this many ms." },
+  { flag: "log-level", kind: "string", defaultValue: "info", help: "Least severe log lines written (JSON on stdout): trace, debug, info, warn, error, fatal or silent." },
   { flag: "change-log-events", kind: "int", defaultValue: "100000", help: "Most changes the change log keeps for watch replay (and replication backlog)." },
   { flag: "change-log-bytes", kind: "bytes", defaultValue: "64MiB", help: "Most bytes of keys and values the change log keeps." },
   { flag: "max-streams", kind: "int", defaultValue: "16384", help: "Most Watch and Track streams open at once; more get RESOURCE_EXHAUSTED." },
@@ -161,7 +164,14 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
     adminPort: raw("admin-port") === "off" ? undefined : int("admin-port"),
     drainPeriodMs: int("drain-period"),
     wedgedAfterMs: Math.max(100, int("wedged-after")),
+    logLevel: logLevel(raw("log-level"), what("log-level")),
   };
+}
+
+function logLevel(text: string, what: string): LogLevel {
+  const level = text.trim().toLowerCase() as LogLevel;
+  if (!LOG_LEVELS.includes(level)) throw new ConfigError(`${what}: "${text}" is not one of ${LOG_LEVELS.join(", ")}`);
+  return level;
 }
 
 function readToken(flag: string, file: string | undefined, fromEnv: string | undefined): string | undefined {

@@ -13,7 +13,11 @@ export class HealthState {
   private readonly watchers = new Set<(s: Status) => void>();
   static readonly SERVICES: ReadonlySet<string> = new Set(["", CacheService.typeName]);
 
+  /** `evaluate` computes the status afresh on every Check, so probes never see a stale one. */
+  constructor(private readonly evaluate?: () => Status) {}
+
   get current(): Status {
+    if (this.evaluate !== undefined) this.set(this.evaluate());
     return this.status;
   }
 

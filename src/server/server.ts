@@ -17,7 +17,7 @@ import { ServerReflection as ServerReflectionAlpha } from "../gen/grpc/reflectio
 import { Replication } from "../replication/replication.js";
 import { RevisionWaiter } from "../replication/revision-waiter.js";
 import { logLine } from "../log.js";
-import { prometheusText } from "../telemetry/prometheus-text.js";
+import { startTelemetry } from "../telemetry/telemetry.js";
 import { startAdminHttp } from "./admin-http.js";
 import { listen } from "./listener.js";
 import { HealthState, registerHealth, ServingStatus } from "./health.js";
@@ -62,7 +62,6 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   });
 
   let ownAddress = "";
-  const health = new HealthState();
   let draining = false;
   // Readiness tells the truth: not while draining, not before a replica's
   // first sync, not while a replica's link has been down too long.
@@ -78,7 +77,10 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     }
     return undefined;
   };
-  const updateHealth = () => health.set(notReadyReason() === undefined ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+  const servingStatus = () => (notReadyReason() === undefined ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+  const health = new HealthState(servingStatus);
+  // Watch streams hear of changes from this timer; Check evaluates afresh.
+  const updateHealth = () => health.set(servingStatus());
   replication.role.subscribe(updateHealth);
   updateHealth();
   const healthTimer = setInterval(updateHealth, 250);
@@ -93,7 +95,9 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     [ReplicationService.typeName]: config.replicationToken ?? config.authToken,
     [AdminService.typeName]: config.adminToken ?? config.authToken,
   };
-  const interceptors: Interceptor[] = [bearerAuth((service) => tokens[service]), replicaGuard(replication.role), storeErrors];
+  // Telemetry (src/telemetry): metrics always, tracing when OTEL_* configures it; its interceptor goes first.
+  const telemetry = await startTelemetry({ sources: { store, log, hub, replication }, shuttingDown: () => shutdown.signal.aborted });
+  const interceptors: Interceptor[] = [telemetry.interceptor, bearerAuth((service) => tokens[service]), replicaGuard(replication.role), storeErrors];
 
   const routes = (router: ConnectRouter) => {
     router.service(CacheService, cacheServiceImpl({ store, hub, replication, revisions, maxBatch: config.maxBatch, version: VERSION, startedAt: Date.now() }));
@@ -105,6 +109,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const handler = connectNodeAdapter({
     routes,
     interceptors,
+    ...(telemetry.contextValues !== undefined ? { contextValues: telemetry.contextValues } : {}),
     readMaxBytes: config.maxRequestBytes,
     shutdownSignal: shutdown.signal,
   });
@@ -119,15 +124,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
           port: config.adminPort,
           notReadyReason,
           wedgedAfterMs: config.wedgedAfterMs,
-          metrics: () =>
-            prometheusText({
-              stats: store.stats(),
-              role: replication.role.role,
-              streams: hub.streams,
-              oldestRevision: log.oldestRevision,
-              replicas: replication.source.status(),
-              linkUp: replication.role.linkState === "streaming",
-            }),
+          metrics: () => telemetry.prometheus(),
         });
 
   let closing: Promise<void> | undefined;
@@ -154,6 +151,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
         await listener.close(config.shutdownTimeoutMs);
         sweeper.stop();
         await admin?.close();
+        await telemetry.shutdown();
       })();
       return closing;
     },

@@ -1,78 +1,128 @@
-import type { ReplicaStatus } from "../replication/source.js";
-import type { StoreStats } from "../store/store.js";
-
-export interface MetricsSnapshot {
-  readonly stats: StoreStats;
-  readonly role: "primary" | "replica";
-  readonly streams: number;
-  readonly oldestRevision: number;
-  readonly replicas: readonly ReplicaStatus[];
-  /** For a replica: 1 while its link to the primary is streaming. */
-  readonly linkUp: boolean;
-}
-
-interface Family {
-  readonly name: string;
-  readonly type: "counter" | "gauge";
-  readonly help: string;
-  readonly samples: readonly { readonly labels?: Readonly<Record<string, string>>; readonly value: number }[];
-}
+import type { Attributes } from "@opentelemetry/api";
+import { DataPointType, type MetricData, type ResourceMetrics } from "@opentelemetry/sdk-metrics";
 
 /**
- * The node's state in the Prometheus text format (version 0.0.4), for the
- * admin port's /metrics. Names follow OpenTelemetry's Prometheus mapping of
- * our `ripplecache.*` instruments (dots become underscores, counters end in _total).
+ * OpenTelemetry metrics in the Prometheus text exposition format (0.0.4),
+ * for the admin port's /metrics, following the OpenTelemetry specification's
+ * Prometheus compatibility rules:
+ * - the name's characters outside [a-zA-Z0-9_:] become "_" (so dots do);
+ * - the unit becomes a suffix ("s" -> "_seconds", "By" -> "_bytes";
+ *   annotations in braces such as "{hit}" are dropped; "1" on a gauge -> "_ratio");
+ * - monotonic sums are counters and end in "_total";
+ * - histograms give _bucket{le=...} (cumulative), _sum and _count.
+ * So `ripplecache.cache.hits` (a counter of unit {hit}) becomes
+ * `ripplecache_cache_hits_total` and `rpc.server.call.duration` (seconds)
+ * `rpc_server_call_duration_seconds`.
  */
-export function prometheusText(m: MetricsSnapshot): string {
-  const s = m.stats;
-  const families: Family[] = [
-    { name: "ripplecache_cache_hits_total", type: "counter", help: "Reads that found their key.", samples: [{ value: s.hits }] },
-    { name: "ripplecache_cache_misses_total", type: "counter", help: "Reads that did not find their key.", samples: [{ value: s.misses }] },
-    { name: "ripplecache_cache_keys", type: "gauge", help: "Keys held.", samples: [{ value: s.keys }] },
-    { name: "ripplecache_cache_memory_used_bytes", type: "gauge", help: "Bytes counted against the memory bound.", samples: [{ value: s.bytesUsed }] },
-    { name: "ripplecache_cache_memory_limit_bytes", type: "gauge", help: "The memory bound (--max-memory).", samples: [{ value: s.bytesLimit }] },
-    { name: "ripplecache_cache_evictions_total", type: "counter", help: "Keys evicted to stay within the memory bound.", samples: [{ value: s.evictions }] },
-    { name: "ripplecache_cache_expirations_total", type: "counter", help: "Keys removed because their TTL ran out.", samples: [{ value: s.expirations }] },
-    { name: "ripplecache_revision", type: "gauge", help: "The current revision.", samples: [{ value: s.revision }] },
-    { name: "ripplecache_changelog_oldest_revision", type: "gauge", help: "Oldest revision the change log can replay from.", samples: [{ value: m.oldestRevision }] },
-    { name: "ripplecache_streams_active", type: "gauge", help: "Open Watch and Track streams.", samples: [{ value: m.streams }] },
-    { name: "ripplecache_replication_is_replica", type: "gauge", help: "1 on a replica, 0 on a primary.", samples: [{ value: m.role === "replica" ? 1 : 0 }] },
-    {
-      name: "ripplecache_replication_link_up",
-      type: "gauge",
-      help: "On a replica: 1 while its link to the primary is streaming.",
-      samples: m.role === "replica" ? [{ value: m.linkUp ? 1 : 0 }] : [],
-    },
-    {
-      name: "ripplecache_replication_replica_lag_revisions",
-      type: "gauge",
-      help: "Revisions a connected replica is behind this primary.",
-      samples: m.replicas.map((r) => ({ labels: { replica: r.address }, value: r.lagRevisions })),
-    },
-    {
-      name: "ripplecache_replication_replica_lag_seconds",
-      type: "gauge",
-      help: "Age of the oldest change sent to a replica and not yet acknowledged.",
-      samples: m.replicas.map((r) => ({ labels: { replica: r.address }, value: r.lagMs / 1000 })),
-    },
-    {
-      name: "ripplecache_replication_full_resyncs_total",
-      type: "counter",
-      help: "Full resyncs a replica has needed.",
-      samples: m.replicas.map((r) => ({ labels: { replica: r.address }, value: r.fullResyncs })),
-    },
-    { name: "ripplecache_replication_replicas_connected", type: "gauge", help: "Replicas connected to this primary.", samples: [{ value: m.replicas.length }] },
-  ];
+export function prometheusText(metrics: ResourceMetrics): string {
   let out = "";
-  for (const f of families) {
-    out += `# HELP ${f.name} ${f.help}\n# TYPE ${f.name} ${f.type}\n`;
-    for (const sample of f.samples) out += `${f.name}${labels(sample.labels)} ${sample.value}\n`;
+  for (const scope of metrics.scopeMetrics) {
+    for (const metric of scope.metrics) out += family(metric);
   }
   return out;
 }
 
-function labels(l: Readonly<Record<string, string>> | undefined): string {
-  if (l === undefined) return "";
-  const parts = Object.entries(l).map(([k, v]) => `${k}="${v.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n")}"`);
-  return `{${parts.join(",")}}`;
+function family(metric: MetricData): string {
+  const type = prometheusType(metric);
+  const name = prometheusName(metric.descriptor.name, metric.descriptor.unit, type);
+  let out = `# HELP ${name} ${escapeHelp(metric.descriptor.description || metric.descriptor.name)}\n# TYPE ${name} ${type}\n`;
+  if (metric.dataPointType === DataPointType.HISTOGRAM) {
+    for (const p of metric.dataPoints) {
+      const { buckets, sum, count } = p.value;
+      let cumulative = 0;
+      for (let i = 0; i < buckets.counts.length; i++) {
+        cumulative += buckets.counts[i];
+        const le = i < buckets.boundaries.length ? number(buckets.boundaries[i]) : "+Inf";
+        out += `${name}_bucket${labels(p.attributes, le)} ${cumulative}\n`;
+      }
+      out += `${name}_sum${labels(p.attributes)} ${number(sum ?? 0)}\n`;
+      out += `${name}_count${labels(p.attributes)} ${count}\n`;
+    }
+  } else if (metric.dataPointType === DataPointType.SUM || metric.dataPointType === DataPointType.GAUGE) {
+    for (const p of metric.dataPoints) out += `${name}${labels(p.attributes)} ${number(p.value)}\n`;
+  }
+  return out;
+}
+
+type PrometheusType = "counter" | "gauge" | "histogram" | "untyped";
+
+function prometheusType(metric: MetricData): PrometheusType {
+  switch (metric.dataPointType) {
+    case DataPointType.SUM:
+      return metric.isMonotonic ? "counter" : "gauge";
+    case DataPointType.GAUGE:
+      return "gauge";
+    case DataPointType.HISTOGRAM:
+      return "histogram";
+    default:
+      return "untyped";
+  }
+}
+
+const UNITS: Record<string, string> = {
+  d: "days",
+  h: "hours",
+  min: "minutes",
+  s: "seconds",
+  ms: "milliseconds",
+  us: "microseconds",
+  ns: "nanoseconds",
+  By: "bytes",
+  KiBy: "kibibytes",
+  MiBy: "mebibytes",
+  GiBy: "gibibytes",
+  KBy: "kilobytes",
+  MBy: "megabytes",
+  GBy: "gigabytes",
+  m: "meters",
+  Hz: "hertz",
+  "%": "percent",
+};
+
+const PER_UNITS: Record<string, string> = { s: "second", m: "minute", h: "hour", d: "day", w: "week", mo: "month", y: "year" };
+
+/** The Prometheus name of an OpenTelemetry instrument. */
+export function prometheusName(otelName: string, unit: string, type: PrometheusType): string {
+  let name = otelName.replace(/[^a-zA-Z0-9_:]/g, "_").replace(/_+/g, "_");
+  if (/^[0-9]/.test(name)) name = `_${name}`;
+  const suffix = unitSuffix(unit, type);
+  if (suffix !== "" && !name.endsWith(`_${suffix}`)) name += `_${suffix}`;
+  if (type === "counter" && !name.endsWith("_total")) name += "_total";
+  return name;
+}
+
+function unitSuffix(unit: string, type: PrometheusType): string {
+  const u = unit.replace(/\{[^}]*\}/g, "").trim();
+  if (u === "") return "";
+  if (u === "1") return type === "gauge" ? "ratio" : "";
+  const [num, per] = u.split("/", 2);
+  const main = UNITS[num] ?? num;
+  const text = per === undefined ? main : `${main}_per_${PER_UNITS[per] ?? per}`;
+  return text.replace(/[^a-zA-Z0-9_:]/g, "_").replace(/_+/g, "_").replace(/^_|_$/g, "");
+}
+
+function labels(attributes: Attributes, le?: string): string {
+  const parts: string[] = [];
+  for (const [key, value] of Object.entries(attributes)) {
+    if (value === undefined) continue;
+    let label = key.replace(/[^a-zA-Z0-9_]/g, "_");
+    if (/^[0-9]/.test(label)) label = `key_${label}`;
+    parts.push(`${label}="${escapeLabel(String(value))}"`);
+  }
+  if (le !== undefined) parts.push(`le="${le}"`);
+  return parts.length === 0 ? "" : `{${parts.join(",")}}`;
+}
+
+function number(v: number): string {
+  if (v === Infinity) return "+Inf";
+  if (v === -Infinity) return "-Inf";
+  return String(v);
+}
+
+function escapeHelp(text: string): string {
+  return text.replaceAll("\\", "\\\\").replaceAll("\n", "\\n");
+}
+
+function escapeLabel(text: string): string {
+  return text.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
 }

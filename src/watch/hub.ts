@@ -16,6 +16,24 @@ export interface StreamLimits {
   readonly maxTrackKeys: number;
 }
 
+export type StreamKind = "watch" | "track";
+
+/**
+ * Plain counters the streams bump as they deliver, read by the metrics
+ * (src/telemetry); the hub itself knows nothing of telemetry.
+ */
+export class StreamCounters {
+  /** Events sent on Watch streams ("watch") and invalidations sent on Track streams ("track"). */
+  readonly delivered: Record<StreamKind, number> = { watch: 0, track: 0 };
+  /** RESYNC messages sent, by stream kind and reason name (COMPACTED, OVERFLOW, FLUSH). */
+  readonly resyncs: Record<StreamKind, Map<string, number>> = { watch: new Map(), track: new Map() };
+
+  resync(kind: StreamKind, reason: string): void {
+    const m = this.resyncs[kind];
+    m.set(reason, (m.get(reason) ?? 0) + 1);
+  }
+}
+
 export const DEFAULT_STREAM_LIMITS: StreamLimits = {
   maxStreams: 16_384,
   streamBufferBytes: 1024 * 1024,
@@ -33,6 +51,8 @@ export class WatchHub {
   private readonly byPrefix = new Map<string, Set<Subscriber>>();
   private readonly everyone = new Set<Subscriber>();
   private openStreams = 0;
+  private readonly openByKind: Record<StreamKind, number> = { watch: 0, track: 0 };
+  readonly counters = new StreamCounters();
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -47,8 +67,13 @@ export class WatchHub {
     return this.openStreams;
   }
 
+  /** Open streams of one kind. */
+  streamsOf(kind: StreamKind): number {
+    return this.openByKind[kind];
+  }
+
   /** Takes a stream slot or throws RESOURCE_EXHAUSTED; call the result when the stream ends. */
-  admit(): () => void {
+  admit(kind: StreamKind): () => void {
     if (this.openStreams >= this.limits.maxStreams) {
       throw new ConnectError(
         `too many watch and track streams: the server allows ${this.limits.maxStreams} (--max-streams); retry later or on another node`,
@@ -56,9 +81,13 @@ export class WatchHub {
       );
     }
     this.openStreams++;
+    this.openByKind[kind]++;
     let released = false;
     return () => {
-      if (!released) this.openStreams--;
+      if (!released) {
+        this.openStreams--;
+        this.openByKind[kind]--;
+      }
       released = true;
     };
   }

@@ -3,7 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { ResyncReason, type TrackRequest, type TrackResponseSchema } from "../gen/ripplecache/v1/cache_pb.js";
 import type { Change, ChangeType } from "../store/change.js";
 import { changeBytes } from "../store/change-log.js";
-import type { Subscriber, WatchHub } from "./hub.js";
+import type { StreamCounters, Subscriber, WatchHub } from "./hub.js";
 import { endOfStream, EVENT_TYPES, MAX_BATCH_EVENTS } from "./watch-stream.js";
 
 type TrackResponseInit = MessageInitShape<typeof TrackResponseSchema>;
@@ -29,6 +29,7 @@ class TrackOutbox implements Subscriber {
     private readonly maxBytes: number,
     private readonly onResync: () => void,
     private readonly latest: () => number,
+    private readonly counters?: StreamCounters,
   ) {}
 
   get pendingReplies(): number {
@@ -80,6 +81,7 @@ class TrackOutbox implements Subscriber {
 
   /** Drops every queued invalidation, tells the stream to forget its keys, and queues the Resync. */
   resync(reason: ResyncReason, revision: number): void {
+    this.counters?.resync("track", ResyncReason[reason]);
     this.items = this.items.filter((item) => !isChange(item));
     this.changeBytes = 0;
     this.onResync();
@@ -102,6 +104,7 @@ class TrackOutbox implements Subscriber {
       this.changeBytes -= changeBytes(c);
       return { key: c.key, revision: BigInt(c.revision), reason: EVENT_TYPES[c.type as Exclude<ChangeType, "flush">] };
     });
+    if (this.counters !== undefined) this.counters.delivered.track += invalidations.length;
     return { kind: { case: "invalidations", value: { invalidations } } };
   }
 
@@ -145,13 +148,13 @@ function isChange(item: Change | TrackResponseInit): item is Change {
  * sent for other keys; per key, the order always holds.
  */
 export async function* trackStream(hub: WatchHub, requests: AsyncIterable<TrackRequest>, signal: AbortSignal): AsyncGenerator<TrackResponseInit> {
-  const release = hub.admit();
+  const release = hub.admit("track");
   const tracked = new Set<string>();
   const forgetAll = () => {
     for (const key of tracked) hub.removeKey(key, outbox);
     tracked.clear();
   };
-  const outbox = new TrackOutbox(hub.limits.streamBufferBytes, forgetAll, () => hub.log.latestRevision);
+  const outbox = new TrackOutbox(hub.limits.streamBufferBytes, forgetAll, () => hub.log.latestRevision, hub.counters);
   let replyRoom: (() => void) | undefined;
   let readerDone = false;
   let readerError: unknown;

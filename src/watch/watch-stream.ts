@@ -51,7 +51,7 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
   const withValues = req.withValues;
   const log = hub.log;
 
-  const release = hub.admit();
+  const release = hub.admit("watch");
   const queue = new ChangeQueue(hub.limits.streamBufferBytes, start);
   hub.addSubscriber(queue);
   if (target.case === "key") hub.addKey(target.value, queue);
@@ -65,6 +65,7 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
       while (from <= registeredAt) {
         const chunk = log.readFrom(from, MAX_BATCH_EVENTS);
         if (chunk === "compacted") {
+          hub.counters.resync("watch", "COMPACTED");
           yield resync(ResyncReason.COMPACTED, registeredAt);
           break;
         }
@@ -77,6 +78,7 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
 
     while (!signal.aborted) {
       if (queue.takeOverflow()) {
+        hub.counters.resync("watch", "OVERFLOW");
         yield resync(ResyncReason.OVERFLOW, log.latestRevision);
         continue;
       }
@@ -102,14 +104,21 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
     let events: EventInit[] = [];
     for (const c of changes) {
       if (c.type === "flush") {
-        if (events.length > 0) yield { kind: { case: "events", value: { events } } };
+        if (events.length > 0) yield sent(events);
         events = [];
+        hub.counters.resync("watch", "FLUSH");
         yield resync(ResyncReason.FLUSH, c.revision);
       } else if (matches(c.key)) {
         events.push(toEvent(c, withValues));
       }
     }
-    if (events.length > 0) yield { kind: { case: "events", value: { events } } };
+    if (events.length > 0) yield sent(events);
+  }
+
+  /** An events message, counted as delivered. */
+  function sent(events: EventInit[]): WatchResponseInit {
+    hub.counters.delivered.watch += events.length;
+    return { kind: { case: "events", value: { events } } };
   }
 }
 

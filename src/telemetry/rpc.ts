@@ -1,0 +1,279 @@
+import { performance } from "node:perf_hooks";
+import {
+  Code,
+  ConnectError,
+  createContextKey,
+  createContextValues,
+  type ContextValues,
+  type Interceptor,
+  type StreamRequest,
+  type UnaryRequest,
+} from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
+
+/** The Node.js request (http or http2) of a call. */
+type NodeServerRequest = Parameters<NonNullable<ConnectNodeAdapterOptions["contextValues"]>>[0];
+import {
+  context,
+  propagation,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Attributes,
+  type Context,
+  type Histogram,
+  type Span,
+  type TextMapGetter,
+  type Tracer,
+} from "@opentelemetry/api";
+
+/**
+ * Telemetry of every RPC, as a Connect interceptor (first in the list, so it
+ * sees the codes that auth and the store's errors produce):
+ *
+ * - always: rpc.server.call.duration, by rpc.system, rpc.service, rpc.method
+ *   and the status code attribute of the protocol;
+ * - with a tracer (tracing configured): a SERVER span per call that continues
+ *   the caller's W3C traceparent, with the attributes of the OpenTelemetry RPC
+ *   semantic conventions, made the active span while the handler runs (so log
+ *   lines and child spans carry its ids). A stream gets one span for its
+ *   whole life, with the count of messages each way and the reason it ended.
+ */
+export interface RpcTelemetryOptions {
+  readonly callDuration: Histogram;
+  readonly tracer?: Tracer;
+  /** True once the server is shutting down (streams then end "server_shutdown"). */
+  readonly shuttingDown?: () => boolean;
+}
+
+/** Semantic-convention attribute names (RPC conventions, https://opentelemetry.io/docs/specs/semconv/rpc/). */
+const RPC_SYSTEM = "rpc.system";
+const RPC_SERVICE = "rpc.service";
+const RPC_METHOD = "rpc.method";
+const GRPC_STATUS = "rpc.grpc.status_code";
+const CONNECT_ERROR = "rpc.connect_rpc.error_code";
+
+/** Our stream attributes. */
+export const ATTR_MESSAGES_SENT = "ripplecache.stream.messages_sent";
+export const ATTR_MESSAGES_RECEIVED = "ripplecache.stream.messages_received";
+export const ATTR_END_REASON = "ripplecache.stream.end_reason";
+
+/** Codes for which a server span's status is ERROR (the others are the caller's doing). */
+const SERVER_ERRORS = new Set([Code.Unknown, Code.DeadlineExceeded, Code.Unimplemented, Code.Internal, Code.Unavailable, Code.DataLoss]);
+
+const NODE_REQUEST = createContextKey<NodeServerRequest | undefined>(undefined, { description: "the Node.js request of the call" });
+
+/**
+ * For connectNodeAdapter's `contextValues`: keeps the Node request, where the
+ * tracing interceptor reads the HTTP version and addresses. Installed only
+ * when tracing is on.
+ */
+export function nodeRequestContextValues(req: NodeServerRequest): ContextValues {
+  return createContextValues().set(NODE_REQUEST, req);
+}
+
+const headerGetter: TextMapGetter<Headers> = {
+  get: (headers, key) => headers.get(key) ?? undefined,
+  keys: (headers) => [...headers.keys()],
+};
+
+type System = "grpc" | "connect_rpc";
+
+/** gRPC and gRPC-Web report gRPC status codes; everything else here is the Connect protocol. */
+function systemOf(req: UnaryRequest | StreamRequest): System {
+  const type = req.header.get("content-type");
+  return type !== null && type.startsWith("application/grpc") ? "grpc" : "connect_rpc";
+}
+
+/** The metric's attributes, cached per (system, service, method, code): the set is small and fixed. */
+const attributeCache = new Map<string, Attributes>();
+
+function metricAttributes(system: System, service: string, method: string, code: Code | undefined): Attributes {
+  const cacheKey = `${system}/${service}/${method}/${code ?? ""}`;
+  let a = attributeCache.get(cacheKey);
+  if (a === undefined) {
+    a = { [RPC_SYSTEM]: system, [RPC_SERVICE]: service, [RPC_METHOD]: method, ...codeAttribute(system, code) };
+    attributeCache.set(cacheKey, a);
+  }
+  return a;
+}
+
+/** rpc.grpc.status_code (always, 0 = OK) for gRPC; rpc.connect_rpc.error_code (on errors only) for Connect. */
+function codeAttribute(system: System, code: Code | undefined): Attributes {
+  if (system === "grpc") return { [GRPC_STATUS]: code ?? 0 };
+  return code === undefined ? {} : { [CONNECT_ERROR]: codeToString(code) };
+}
+
+type EndReason = "completed" | "cancelled" | "deadline_exceeded" | "server_shutdown" | "error";
+
+/** One call's telemetry, ended exactly once. */
+class Call {
+  private readonly started = performance.now();
+  private ended = false;
+  sent = 0;
+  received = 0;
+
+  constructor(
+    private readonly options: RpcTelemetryOptions,
+    private readonly system: System,
+    private readonly service: string,
+    private readonly method: string,
+    readonly span: Span | undefined,
+    private readonly stream: boolean,
+  ) {}
+
+  end(error: unknown, reason?: EndReason): void {
+    if (this.ended) return;
+    this.ended = true;
+    const code = error === undefined ? undefined : ConnectError.from(error).code;
+    this.options.callDuration.record((performance.now() - this.started) / 1000, metricAttributes(this.system, this.service, this.method, code));
+    const span = this.span;
+    if (span === undefined) return;
+    span.setAttributes(codeAttribute(this.system, code));
+    if (this.stream) {
+      span.setAttributes({
+        [ATTR_MESSAGES_SENT]: this.sent,
+        [ATTR_MESSAGES_RECEIVED]: this.received,
+        [ATTR_END_REASON]: reason ?? this.reasonOf(code),
+      });
+    }
+    if (code !== undefined) {
+      const message = ConnectError.from(error).rawMessage;
+      if (SERVER_ERRORS.has(code)) span.setStatus({ code: SpanStatusCode.ERROR, message });
+      span.setAttribute("error.type", codeToString(code));
+    }
+    span.end();
+  }
+
+  private reasonOf(code: Code | undefined): EndReason {
+    switch (code) {
+      case undefined:
+        return "completed";
+      case Code.Canceled:
+        return "cancelled";
+      case Code.DeadlineExceeded:
+        return "deadline_exceeded";
+      case Code.Unavailable:
+        return this.options.shuttingDown?.() ? "server_shutdown" : "error";
+      default:
+        return "error";
+    }
+  }
+}
+
+export function rpcTelemetry(options: RpcTelemetryOptions): Interceptor {
+  const tracer = options.tracer;
+  return (next) => async (req) => {
+    const system = systemOf(req);
+    const service = req.service.typeName;
+    const method = req.method.name;
+    const streaming = req.stream;
+    let span: Span | undefined;
+    let ctx: Context | undefined;
+    if (tracer !== undefined) {
+      const parent = propagation.extract(ROOT_CONTEXT, req.header, headerGetter);
+      span = tracer.startSpan(`${service}/${method}`, { kind: SpanKind.SERVER, attributes: spanAttributes(req, system, service, method) }, parent);
+      ctx = trace.setSpan(parent, span);
+    }
+    const call = new Call(options, system, service, method, span, streaming);
+    if (req.stream) req = { ...req, message: counted(req.message, () => call.received++) };
+    if (streaming) {
+      // A backstop: connect-node aborts the signal when the call is over, so a
+      // stream whose iterator was dropped without return() still ends.
+      req.signal.addEventListener("abort", () => setImmediate(() => call.end(req.signal.reason ?? new ConnectError("the call ended", Code.Canceled))), { once: true });
+    }
+    try {
+      const res = ctx === undefined ? await next(req) : await context.with(ctx, () => next(req));
+      if (!res.stream) {
+        if (!req.stream) call.received = 1;
+        call.sent = 1;
+        call.end(undefined);
+        return res;
+      }
+      return { ...res, message: outgoing(res.message, call, ctx) };
+    } catch (err) {
+      call.end(err);
+      throw err;
+    }
+  };
+}
+
+/** The attributes a server span starts with. */
+function spanAttributes(req: UnaryRequest | StreamRequest, system: System, service: string, method: string): Attributes {
+  const a: Attributes = { [RPC_SYSTEM]: system, [RPC_SERVICE]: service, [RPC_METHOD]: method, "network.protocol.name": "http", "network.transport": "tcp" };
+  const node = req.contextValues.get(NODE_REQUEST);
+  if (node !== undefined) {
+    a["network.protocol.version"] = node.httpVersion === "2.0" ? "2" : node.httpVersion;
+    const authority = (node.headers[":authority"] as string | undefined) ?? node.headers.host;
+    const server = authority === undefined ? undefined : parseAuthority(authority);
+    const socket = node.socket;
+    a["server.address"] = server?.host ?? socket?.localAddress;
+    a["server.port"] = server?.port ?? socket?.localPort;
+    if (socket?.remoteAddress !== undefined) {
+      a["client.address"] = socket.remoteAddress;
+      a["client.port"] = socket.remotePort;
+    }
+  }
+  return a;
+}
+
+/** host and port of an HTTP authority ("example:7420", "[::1]:7420", "example"). */
+export function parseAuthority(authority: string): { host: string; port: number | undefined } {
+  const m = /^(\[[^\]]*\]|[^:]*)(?::([0-9]+))?$/.exec(authority.trim());
+  if (m === null) return { host: authority, port: undefined };
+  const host = m[1].startsWith("[") ? m[1].slice(1, -1) : m[1];
+  return { host, port: m[2] === undefined ? undefined : Number(m[2]) };
+}
+
+function counted<T>(source: AsyncIterable<T>, onMessage: () => void): AsyncIterable<T> {
+  return {
+    [Symbol.asyncIterator]() {
+      const it = source[Symbol.asyncIterator]();
+      return {
+        async next() {
+          const r = await it.next();
+          if (!r.done) onMessage();
+          return r;
+        },
+        return: it.return === undefined ? undefined : (value?: unknown) => it.return!(value as never),
+      };
+    },
+  };
+}
+
+/**
+ * The response messages of a stream: counts them, runs the handler inside the
+ * call's context (an async generator's body runs within its caller's next()),
+ * and ends the call when the handler finishes, fails, or is stopped.
+ */
+function outgoing<T>(source: AsyncIterable<T>, call: Call, ctx: Context | undefined): AsyncIterable<T> {
+  return {
+    [Symbol.asyncIterator]() {
+      const it = source[Symbol.asyncIterator]();
+      return {
+        async next() {
+          try {
+            const r = ctx === undefined ? await it.next() : await context.with(ctx, () => it.next());
+            if (r.done) call.end(undefined, "completed");
+            else call.sent++;
+            return r;
+          } catch (err) {
+            call.end(err);
+            throw err;
+          }
+        },
+        async return(value?: unknown) {
+          call.end(new ConnectError("the stream was stopped", Code.Canceled), "cancelled");
+          return it.return === undefined ? { done: true as const, value: value as T } : it.return(value as never);
+        },
+        async throw(err?: unknown) {
+          call.end(err);
+          if (it.throw === undefined) throw err;
+          return it.throw(err);
+        },
+      };
+    },
+  };
+}
