@@ -4,6 +4,8 @@ import * as http2 from "node:http2";
 import * as net from "node:net";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 
+import { fixGrpcMessageEncoding } from "./grpc-message.js";
+
 type NodeHandlerFn = ReturnType<typeof connectNodeAdapter>;
 
 export interface ListenOptions {
@@ -30,7 +32,11 @@ export interface Listener {
 /** Every HTTP/2 connection starts with this preface; no HTTP/1.1 request starts with "PRI ". */
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
-export async function listen(handler: NodeHandlerFn, options: ListenOptions): Promise<Listener> {
+export async function listen(connectHandler: NodeHandlerFn, options: ListenOptions): Promise<Listener> {
+  const handler: NodeHandlerFn = (req, res) => {
+    fixGrpcMessageEncoding(res as unknown as Parameters<typeof fixGrpcMessageEncoding>[0]);
+    return connectHandler(req, res);
+  };
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.Http2Session>();
   const track = (socket: net.Socket) => {
@@ -85,7 +91,12 @@ export async function listen(handler: NodeHandlerFn, options: ListenOptions): Pr
     streams.add(stream);
     stream.once("close", () => streams.delete(stream));
     stream.once("finish", () => {
-      if (!stream.readableEnded) stream.resume();
+      if (stream.readableEnded) return;
+      // The compatibility layer's request was destroyed with the response and
+      // would pause the stream again: read the stream directly, to nowhere.
+      stream.removeAllListeners("data");
+      stream.on("data", () => {});
+      stream.resume();
     });
   });
   h2.on("session", (session: http2.Http2Session) => {
