@@ -56,6 +56,7 @@ describe("health and readiness", () => {
       assert.equal(pythonHealth(replica.addr), "NOT_SERVING");
       assert.equal(pythonHealth(replica.addr, "ripplecache.v1.CacheService"), "NOT_SERVING");
       assert.equal(pythonHealth(replica.addr, "no.such.Service"), "NOT_FOUND");
+      assert.equal(pythonHealth(replica.addr, "liveness"), "SERVING", "liveness never fails for a missing peer");
       const ready = await http(replica.adminPort, "/readyz");
       assert.equal(ready.status, 503);
       assert.match(ready.body, /has not completed its first sync/);

@@ -12,6 +12,13 @@ export class HealthState {
   private status: Status = Status.SERVING;
   private readonly watchers = new Set<(s: Status) => void>();
   static readonly SERVICES: ReadonlySet<string> = new Set(["", CacheService.typeName]);
+  /**
+   * For liveness probes: SERVING whenever the process answers. Readiness
+   * ("" and CacheService) goes NOT_SERVING while a replica syncs or has lost
+   * its primary, which must not get a pod restarted; a wedged process does
+   * not answer at all, and that is what fails a liveness probe.
+   */
+  static readonly LIVENESS = "liveness";
 
   /** `evaluate` computes the status afresh on every Check, so probes never see a stale one. */
   constructor(private readonly evaluate?: () => Status) {}
@@ -37,6 +44,7 @@ export class HealthState {
 export function registerHealth(router: ConnectRouter, health: HealthState): void {
   router.service(Health, {
     check(req) {
+      if (req.service === HealthState.LIVENESS) return { status: Status.SERVING };
       if (!HealthState.SERVICES.has(req.service)) {
         throw new ConnectError(`unknown service "${req.service}"`, Code.NotFound);
       }

@@ -1,0 +1,617 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { before, describe, test } from "node:test";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { parseAllDocuments } from "yaml";
+import { resolveConfig, SETTINGS, type ServerConfig } from "../src/server/config.js";
+import { checkManifest, MODELS_API_VERSION } from "./helpers/k8s-schema.js";
+import { ROOT } from "./helpers/server.js";
+
+/*
+ * The Kubernetes manifests in k8s/, as `kubectl apply -k k8s/` would send them:
+ * rendered with `kubectl kustomize` (offline), every object checked strictly
+ * against the API models of @kubernetes/client-node (test/helpers/k8s-schema.ts),
+ * then for consistency: selectors, ports, probes, references, grace period,
+ * security, and the server settings each pod would run with, resolved by the
+ * server's own config code (src/server/config.ts) from the pod's args and env.
+ */
+
+const K8S_DIR = join(ROOT, "k8s");
+const KUBECTL = process.env.KUBECTL ?? "kubectl";
+const NAMESPACE = "ns-under-test";
+
+/** The image the manifests run, and the user the Dockerfile and the pods agree on. */
+const IMAGE = "ripplecache:0.1.0";
+const RUN_AS_USER = 10001;
+/** Process baseline beyond the store and change log (Node, code, telemetry, buffers), and headroom. */
+const BASELINE_BYTES = 100 * 2 ** 20;
+const HEADROOM = 1.2;
+/** A startup probe must allow at least this long for a replica's first sync. */
+const MIN_STARTUP_SECONDS = 300;
+
+// Objects are plain parsed YAML; the strict schema check runs first, so field access below is on checked shapes.
+type Obj = Record<string, any>;
+
+function render(dir = K8S_DIR): string {
+  const r = spawnSync(KUBECTL, ["kustomize", dir], { encoding: "utf8", timeout: 60_000 });
+  if (r.error !== undefined) {
+    if ((r.error as NodeJS.ErrnoException).code === "ENOENT") {
+      throw new Error(
+        `"${KUBECTL}" is not on the PATH. test/k8s.test.ts renders k8s/ with \`kubectl kustomize\` and needs kubectl >= 1.22 ` +
+          "(kustomize v4+: `labels:`, configMapGenerator `envs:`). The project's machine image has it (the `kubectl` Debian " +
+          "package, v1.32, from the Google Cloud CLI apt repository). Debian bookworm's own `kubernetes-client` (v1.20, " +
+          "kustomize v2.0.3) is too old, and the npm registry has no maintained kubectl package. Install kubectl, or set " +
+          "KUBECTL=/path/to/kubectl.",
+      );
+    }
+    throw r.error;
+  }
+  if (r.status !== 0) throw new Error(`${KUBECTL} kustomize ${dir} failed (exit ${r.status}):\n${r.stderr}`);
+  return r.stdout;
+}
+
+function parse(text: string): Obj[] {
+  return parseAllDocuments(text).map((doc, i) => {
+    if (doc.errors.length > 0) throw new Error(`document ${i}: ${doc.errors.map((e) => e.message).join("; ")}`);
+    return doc.toJS() as Obj;
+  });
+}
+
+// Rendered once; a failure (kubectl missing, kustomize error) fails every test below with its message.
+const RENDERING: { objects?: Obj[]; error?: Error } = (() => {
+  try {
+    return { objects: parse(render()) };
+  } catch (err) {
+    return { error: err as Error };
+  }
+})();
+const OBJECTS: Obj[] = RENDERING.objects ?? [];
+const rendered = () => {
+  if (RENDERING.error !== undefined) throw RENDERING.error;
+};
+
+// ---------- helpers over the rendered objects ----------
+
+const WORKLOAD_KINDS = new Set(["StatefulSet", "Deployment", "DaemonSet", "ReplicaSet"]);
+
+function id(o: Obj): string {
+  return `${o.kind}/${o.metadata?.name}`;
+}
+
+function find(objects: Obj[], kind: string, name: string): Obj | undefined {
+  return objects.find((o) => o.kind === kind && o.metadata?.name === name);
+}
+
+function workloads(objects: Obj[]): Obj[] {
+  return objects.filter((o) => WORKLOAD_KINDS.has(o.kind));
+}
+
+function byKind(objects: Obj[], kind: string): Obj[] {
+  return objects.filter((o) => o.kind === kind);
+}
+
+/** Does a label selector ({matchLabels, matchExpressions} or a Service's plain map) select these labels? */
+function selects(selector: Obj | undefined, labels: Record<string, string> | undefined, plain = false): boolean {
+  if (selector === undefined || selector === null) return false;
+  const have = labels ?? {};
+  const matchLabels: Record<string, string> = plain ? selector : (selector.matchLabels ?? {});
+  const expressions: Obj[] = plain ? [] : (selector.matchExpressions ?? []);
+  if (Object.keys(matchLabels).length === 0 && expressions.length === 0) return false; // empty selects nothing useful here
+  for (const [k, v] of Object.entries(matchLabels)) if (have[k] !== v) return false;
+  for (const e of expressions) {
+    const value = have[e.key];
+    const ok =
+      e.operator === "In" ? value !== undefined && e.values.includes(value)
+      : e.operator === "NotIn" ? value === undefined || !e.values.includes(value)
+      : e.operator === "Exists" ? value !== undefined
+      : value === undefined;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+function podLabels(workload: Obj): Record<string, string> {
+  return workload.spec?.template?.metadata?.labels ?? {};
+}
+
+function containers(workload: Obj): Obj[] {
+  return workload.spec?.template?.spec?.containers ?? [];
+}
+
+/** Does some container of the workload declare this port (a name or a number)? */
+function resolvePort(workload: Obj, port: string | number): number | undefined {
+  for (const c of containers(workload)) {
+    for (const p of c.ports ?? []) {
+      if (typeof port === "string" ? p.name === port : p.containerPort === port) return p.containerPort;
+    }
+  }
+  return undefined;
+}
+
+/** resource.Quantity to a number (bytes for memory). */
+function quantity(q: string | number): number {
+  if (typeof q === "number") return q;
+  const m = /^([0-9.]+)([a-zA-Z]*)$/.exec(q);
+  if (m === null) throw new Error(`not a quantity: ${q}`);
+  const factor: Record<string, number> = {
+    "": 1, m: 1e-3, k: 1e3, M: 1e6, G: 1e9, T: 1e12, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40,
+  };
+  const f = factor[m[2]!];
+  if (f === undefined) throw new Error(`unsupported quantity suffix in ${q}`);
+  return Number(m[1]) * f;
+}
+
+/** Kubernetes' $(VAR) expansion; `$$(` escapes. Unknown references are reported, as Kubernetes would leave them as is. */
+function expand(text: string, env: ReadonlyMap<string, string>, where: string, errors: string[]): string {
+  return text.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (whole, name: string | undefined) => {
+    if (name === undefined) return "$";
+    const v = env.get(name);
+    if (v === undefined) {
+      errors.push(`${where}: $(${name}) is not defined before it is used (Kubernetes would pass "${whole}" literally)`);
+      return whole;
+    }
+    return v;
+  });
+}
+
+/** Sample values for the downward API, for a pod named `podName` in NAMESPACE. */
+function fieldRef(path: string, podName: string): string | undefined {
+  return { "metadata.name": podName, "metadata.namespace": NAMESPACE, "status.podIP": "10.1.2.3", "spec.nodeName": "node-a" }[path];
+}
+
+interface ContainerView {
+  /** The environment the process would see (unset optional references left out). */
+  readonly env: Map<string, string>;
+  /** args after $(VAR) expansion. */
+  readonly args: string[];
+  readonly command: string[] | undefined;
+}
+
+/** What a container would run with, as the kubelet computes it; problems are pushed to `errors`. */
+function containerView(objects: Obj[], workload: Obj, container: Obj, errors: string[]): ContainerView {
+  const where = `${id(workload)} container ${container.name}`;
+  const podName = `${workload.metadata.name}-0`;
+  const env = new Map<string, string>();
+  for (const from of container.envFrom ?? []) {
+    const ref = from.configMapRef ?? from.secretRef;
+    const kind = from.configMapRef !== undefined ? "ConfigMap" : "Secret";
+    const source = find(objects, kind, ref?.name);
+    if (source === undefined) {
+      if (ref?.optional !== true) errors.push(`${where}: envFrom ${kind} ${ref?.name} does not exist (and is not optional)`);
+      continue;
+    }
+    for (const [k, v] of Object.entries<string>(source.data ?? {})) {
+      env.set(`${from.prefix ?? ""}${k}`, kind === "Secret" ? Buffer.from(v, "base64").toString("utf8") : v);
+    }
+    for (const [k, v] of Object.entries<string>(source.stringData ?? {})) env.set(`${from.prefix ?? ""}${k}`, v);
+  }
+  for (const e of container.env ?? []) {
+    if (e.value !== undefined) {
+      env.set(e.name, expand(String(e.value), env, `${where} env ${e.name}`, errors));
+      continue;
+    }
+    const vf = e.valueFrom ?? {};
+    if (vf.fieldRef !== undefined) {
+      const v = fieldRef(vf.fieldRef.fieldPath, podName);
+      if (v === undefined) errors.push(`${where} env ${e.name}: fieldRef ${vf.fieldRef.fieldPath} is not one this test knows`);
+      else env.set(e.name, v);
+    } else if (vf.configMapKeyRef !== undefined || vf.secretKeyRef !== undefined) {
+      const ref = vf.configMapKeyRef ?? vf.secretKeyRef;
+      const kind = vf.configMapKeyRef !== undefined ? "ConfigMap" : "Secret";
+      const source = find(objects, kind, ref.name);
+      const value = source?.data?.[ref.key] ?? source?.stringData?.[ref.key];
+      if (value === undefined) {
+        if (ref.optional !== true) errors.push(`${where} env ${e.name}: ${kind} ${ref.name} key ${ref.key} does not exist (and is not optional)`);
+        continue;
+      }
+      env.set(e.name, kind === "Secret" && source?.data?.[ref.key] !== undefined ? Buffer.from(value, "base64").toString("utf8") : value);
+    } else if (vf.resourceFieldRef !== undefined) {
+      env.set(e.name, "1");
+    } else {
+      errors.push(`${where} env ${e.name}: neither value nor a known valueFrom`);
+    }
+  }
+  const args = (container.args ?? []).map((a: string, i: number) => expand(String(a), env, `${where} args[${i}]`, errors));
+  const command = container.command?.map((a: string, i: number) => expand(String(a), env, `${where} command[${i}]`, errors));
+  return { env, args, command };
+}
+
+/** The settings `ripplecache serve` would resolve in this container, through the server's own code. */
+function serverConfig(view: ContainerView, where: string, errors: string[]): ServerConfig | undefined {
+  if (view.command !== undefined) {
+    errors.push(`${where}: sets command; the image's entrypoint (node bin/ripplecache.js) is expected to stay`);
+    return undefined;
+  }
+  const [sub, ...rest] = view.args;
+  if (sub !== "serve") {
+    errors.push(`${where}: args must start with "serve" (they replace the image's CMD), got ${JSON.stringify(view.args)}`);
+    return undefined;
+  }
+  const options: ParseArgsConfig["options"] = {};
+  for (const s of SETTINGS) options[s.flag] = { type: "string" };
+  try {
+    const { values } = parseArgs({ args: rest, options, strict: true, allowPositionals: false });
+    return resolveConfig(values as Record<string, string | undefined>, Object.fromEntries(view.env));
+  } catch (err) {
+    errors.push(`${where}: ripplecache serve would refuse its flags or environment: ${(err as Error).message}`);
+    return undefined;
+  }
+}
+
+/** Seconds a preStop hook sleeps (exec sleep N, or the sleep action). */
+function preStopSeconds(container: Obj): number {
+  const preStop = container.lifecycle?.preStop;
+  if (preStop === undefined) return 0;
+  if (preStop.sleep !== undefined) return Number(preStop.sleep.seconds);
+  const cmd: string[] = preStop.exec?.command ?? [];
+  const m = /^(?:\/bin\/)?sleep$/.test(cmd[0] ?? "") ? Number(cmd[1]) : NaN;
+  return Number.isFinite(m) ? m : 0;
+}
+
+function hostPort(addr: string | undefined): { host: string; port: number } | undefined {
+  const m = /^(.+):([0-9]+)$/.exec(addr ?? "");
+  return m === null ? undefined : { host: m[1]!, port: Number(m[2]) };
+}
+
+/** DNS names that reach `pod` of a StatefulSet whose governing Service is `service`, from a pod in NAMESPACE. */
+function podDnsNames(pod: string, service: string): string[] {
+  return [`${pod}.${service}`, `${pod}.${service}.${NAMESPACE}.svc`, `${pod}.${service}.${NAMESPACE}.svc.cluster.local`];
+}
+
+// ---------- consistency ----------
+
+/** Every consistency problem in a set of rendered objects (empty = consistent). */
+function consistencyErrors(objects: Obj[]): string[] {
+  const errors: string[] = [];
+  const err = (m: string) => errors.push(m);
+
+  const seen = new Set<string>();
+  for (const o of objects) {
+    if (seen.has(id(o))) err(`${id(o)} appears twice`);
+    seen.add(id(o));
+  }
+
+  const sets = workloads(objects);
+  const primary = find(objects, "StatefulSet", "ripplecache-primary");
+  const replica = find(objects, "StatefulSet", "ripplecache-replica");
+  if (primary === undefined) err("no StatefulSet ripplecache-primary");
+  if (replica === undefined) err("no StatefulSet ripplecache-replica");
+  if (primary !== undefined && primary.spec?.replicas !== 1) err(`StatefulSet/ripplecache-primary: replicas must be 1, is ${primary.spec?.replicas}`);
+  if (replica !== undefined && (replica.spec?.replicas ?? 1) < 2) err(`StatefulSet/ripplecache-replica: replicas should be at least 2, is ${replica.spec?.replicas}`);
+
+  // Workload selectors select their own pods and no other workload's.
+  for (const w of sets) {
+    if (!selects(w.spec?.selector, podLabels(w))) err(`${id(w)}: spec.selector does not match its pod template labels`);
+    for (const other of sets) {
+      if (other !== w && selects(w.spec?.selector, podLabels(other))) err(`${id(w)}: spec.selector also selects the pods of ${id(other)}`);
+    }
+  }
+
+  // Services select some workload's pods, and their target ports exist there.
+  const services = byKind(objects, "Service");
+  const selected = new Map<string, Obj[]>();
+  for (const s of services) {
+    const targets = sets.filter((w) => selects(s.spec?.selector, podLabels(w), true));
+    selected.set(s.metadata.name, targets);
+    if (targets.length === 0) {
+      err(`${id(s)}: selector ${JSON.stringify(s.spec?.selector)} matches the pod template labels of no workload`);
+      continue;
+    }
+    for (const p of s.spec?.ports ?? []) {
+      const target = p.targetPort ?? p.port;
+      for (const w of targets) {
+        if (resolvePort(w, target) === undefined) err(`${id(s)}: port ${p.name ?? p.port} targets ${JSON.stringify(target)}, which ${id(w)} does not declare`);
+      }
+    }
+  }
+  const names = (ws: Obj[] | undefined) => (ws ?? []).map((w) => w.metadata.name).sort().join(",");
+  const both = "ripplecache-primary,ripplecache-replica";
+  if (names(selected.get("ripplecache-primary")) !== "ripplecache-primary") err(`Service/ripplecache-primary must select the primary's pods only, selects [${names(selected.get("ripplecache-primary"))}]`);
+  if (names(selected.get("ripplecache")) !== both) err(`Service/ripplecache must select every pod, selects [${names(selected.get("ripplecache"))}]`);
+  if (names(selected.get("ripplecache-peers")) !== both) err(`Service/ripplecache-peers must select every pod, selects [${names(selected.get("ripplecache-peers"))}]`);
+  const peers = find(objects, "Service", "ripplecache-peers");
+  if (peers?.spec?.clusterIP !== "None") err("Service/ripplecache-peers must be headless (clusterIP: None)");
+  if (peers?.spec?.publishNotReadyAddresses !== true) err("Service/ripplecache-peers must publish not-ready addresses (replicas reach a primary that is starting)");
+  for (const w of sets.filter((w) => w.kind === "StatefulSet")) {
+    const governing = find(objects, "Service", w.spec?.serviceName);
+    if (governing === undefined) err(`${id(w)}: serviceName ${w.spec?.serviceName} is no Service here`);
+    else if (governing.spec?.clusterIP !== "None" || !selects(governing.spec?.selector, podLabels(w), true)) {
+      err(`${id(w)}: serviceName ${w.spec?.serviceName} must be a headless Service that selects its pods (stable pod DNS names)`);
+    }
+  }
+
+  // One PodDisruptionBudget per pod, matching something.
+  const pdbs = byKind(objects, "PodDisruptionBudget");
+  if (pdbs.length === 0) err("no PodDisruptionBudget");
+  for (const b of pdbs) {
+    if (!sets.some((w) => selects(b.spec?.selector, podLabels(w)))) err(`${id(b)}: selector matches the pods of no workload`);
+  }
+  for (const w of sets) {
+    const covering = pdbs.filter((b) => selects(b.spec?.selector, podLabels(w)));
+    if (covering.length !== 1) err(`${id(w)}: its pods are covered by ${covering.length} PodDisruptionBudgets (want exactly 1: the eviction API refuses pods under several)`);
+  }
+
+  // Volumes that name ConfigMaps and Secrets.
+  for (const w of sets) {
+    for (const v of w.spec?.template?.spec?.volumes ?? []) {
+      for (const [kind, ref] of [["ConfigMap", v.configMap], ["Secret", v.secret && { name: v.secret.secretName, optional: v.secret.optional }]] as const) {
+        if (ref && find(objects, kind, ref.name) === undefined && ref.optional !== true) err(`${id(w)}: volume ${v.name} names ${kind} ${ref.name}, which does not exist (and is not optional)`);
+      }
+    }
+  }
+
+  // Per container: settings, ports, probes, grace period, security, resources, metrics.
+  const configs = new Map<string, ServerConfig>();
+  for (const w of sets) {
+    const pod = w.spec?.template?.spec ?? {};
+    const where = id(w);
+    if (pod.enableServiceLinks !== false) {
+      err(`${where}: enableServiceLinks must be false: the Service "ripplecache" would inject RIPPLECACHE_PORT=tcp://IP:7420, which the server reads as --port`);
+    }
+    const psc = pod.securityContext ?? {};
+    if (psc.runAsUser !== RUN_AS_USER) err(`${where}: pod securityContext.runAsUser must be ${RUN_AS_USER}`);
+    for (const c of containers(w)) {
+      const cwhere = `${where} container ${c.name}`;
+      const view = containerView(objects, w, c, errors);
+      const config = serverConfig(view, cwhere, errors);
+      if (c.image !== IMAGE) err(`${cwhere}: image is ${c.image}, expected ${IMAGE}`);
+
+      // Security: restricted.
+      const sc = c.securityContext ?? {};
+      if ((sc.runAsNonRoot ?? psc.runAsNonRoot) !== true) err(`${cwhere}: runAsNonRoot must be true`);
+      if ((sc.runAsUser ?? psc.runAsUser) !== RUN_AS_USER) err(`${cwhere}: runAsUser must be ${RUN_AS_USER}`);
+      if (sc.allowPrivilegeEscalation !== false) err(`${cwhere}: allowPrivilegeEscalation must be false`);
+      if (sc.readOnlyRootFilesystem !== true) err(`${cwhere}: readOnlyRootFilesystem must be true`);
+      if (!(sc.capabilities?.drop ?? []).includes("ALL")) err(`${cwhere}: capabilities must drop ALL`);
+      if ((sc.capabilities?.add ?? []).length > 0) err(`${cwhere}: capabilities must add nothing`);
+      if (sc.privileged === true) err(`${cwhere}: must not be privileged`);
+      if ((sc.seccompProfile ?? psc.seccompProfile)?.type !== "RuntimeDefault") err(`${cwhere}: seccompProfile must be RuntimeDefault`);
+
+      // Probes refer to declared ports.
+      for (const kind of ["livenessProbe", "readinessProbe", "startupProbe"] as const) {
+        const probe = c[kind];
+        if (probe === undefined) {
+          err(`${cwhere}: no ${kind}`);
+          continue;
+        }
+        const handlers = ["exec", "httpGet", "tcpSocket", "grpc"].filter((h) => probe[h] !== undefined);
+        if (handlers.length !== 1) err(`${cwhere}: ${kind} must have exactly one handler (exec, httpGet, tcpSocket or grpc), has ${handlers.length}`);
+        const port = probe.httpGet?.port ?? probe.tcpSocket?.port ?? probe.grpc?.port;
+        if (port !== undefined && resolvePort(w, port) === undefined) err(`${cwhere}: ${kind} uses port ${JSON.stringify(port)}, which the container does not declare`);
+      }
+      const startup = c.startupProbe;
+      if (startup !== undefined && (startup.periodSeconds ?? 10) * (startup.failureThreshold ?? 3) < MIN_STARTUP_SECONDS) {
+        err(`${cwhere}: startupProbe allows ${(startup.periodSeconds ?? 10) * (startup.failureThreshold ?? 3)} s; a replica's first sync may take ${MIN_STARTUP_SECONDS} s or more`);
+      }
+
+      if (config === undefined) continue;
+      configs.set(w.metadata.name, config);
+      if (config.host !== "0.0.0.0") err(`${cwhere}: --host must be 0.0.0.0 (the kubelet and Services connect to the pod IP), is ${config.host}`);
+      const grpcPort = resolvePort(w, "grpc");
+      const adminPort = resolvePort(w, "admin");
+      if (grpcPort !== config.port) err(`${cwhere}: the server listens on ${config.port} but the port named grpc is ${grpcPort}`);
+      if (config.adminPort === undefined || adminPort !== config.adminPort) err(`${cwhere}: the admin port is ${config.adminPort} but the port named admin is ${adminPort}`);
+
+      const live = c.livenessProbe;
+      if (live?.grpc === undefined || live.grpc.port !== config.port || live.grpc.service !== "liveness") {
+        err(`${cwhere}: livenessProbe must be the gRPC health check on the main port ${config.port}, service "liveness"`);
+      }
+      for (const kind of ["readinessProbe", "startupProbe"] as const) {
+        const get = c[kind]?.httpGet;
+        if (get === undefined || get.path !== "/readyz" || resolvePort(w, get.port) !== config.adminPort) {
+          err(`${cwhere}: ${kind} must be httpGet /readyz on the admin port ${config.adminPort}`);
+        }
+      }
+
+      // Grace period covers preStop + drain + shutdown.
+      const grace = pod.terminationGracePeriodSeconds ?? 30;
+      const needed = preStopSeconds(c) + (config.drainPeriodMs + config.shutdownTimeoutMs) / 1000;
+      if (config.drainPeriodMs <= 0) err(`${cwhere}: RIPPLECACHE_DRAIN_PERIOD should be set (> 0) so Services move traffic before the node stops`);
+      if (!(grace > needed)) err(`${where}: terminationGracePeriodSeconds ${grace} must exceed preStop ${preStopSeconds(c)} s + drain ${config.drainPeriodMs} ms + shutdown ${config.shutdownTimeoutMs} ms = ${needed} s`);
+
+      // Memory: the limit covers the store bound, the change log, the baseline and headroom.
+      const limit = c.resources?.limits?.memory;
+      if (limit === undefined) err(`${cwhere}: no memory limit`);
+      else {
+        const want = (config.maxMemoryBytes + config.changeLogBytes + BASELINE_BYTES) * HEADROOM;
+        if (quantity(limit) < want) err(`${cwhere}: memory limit ${limit} < (max-memory + change-log-bytes + 100 MiB) x ${HEADROOM} = ${Math.ceil(want / 2 ** 20)} MiB`);
+        const request = c.resources?.requests?.memory;
+        if (request !== undefined && quantity(request) > quantity(limit)) err(`${cwhere}: memory request ${request} exceeds the limit ${limit}`);
+        const heap = /--max-old-space-size=([0-9]+)/.exec(view.env.get("NODE_OPTIONS") ?? "");
+        if (heap !== null && Number(heap[1]) * 2 ** 20 >= quantity(limit)) err(`${cwhere}: --max-old-space-size ${heap[1]} MiB must stay below the memory limit ${limit}`);
+      }
+
+      // Metrics and telemetry.
+      const annotations = w.spec?.template?.metadata?.annotations ?? {};
+      if (annotations["prometheus.io/scrape"] !== "true") err(`${where}: pod annotation prometheus.io/scrape must be "true"`);
+      if (annotations["prometheus.io/port"] !== String(config.adminPort)) err(`${where}: pod annotation prometheus.io/port must be the admin port ${config.adminPort}, is ${annotations["prometheus.io/port"]}`);
+      if (annotations["prometheus.io/path"] !== "/metrics") err(`${where}: pod annotation prometheus.io/path must be /metrics`);
+      if ((view.env.get("OTEL_SERVICE_NAME") ?? "") === "") err(`${cwhere}: OTEL_SERVICE_NAME is not set`);
+      if ((view.env.get("OTEL_EXPORTER_OTLP_ENDPOINT") ?? "") !== "") err(`${cwhere}: OTEL_EXPORTER_OTLP_ENDPOINT must be left unset by default (no collector is assumed)`);
+
+      // The pod advertises its own stable DNS name.
+      const advertised = hostPort(config.advertiseAddress);
+      const podName = `${w.metadata.name}-0`;
+      if (advertised === undefined || !podDnsNames(podName, w.spec?.serviceName).includes(advertised.host) || advertised.port !== config.port) {
+        err(`${cwhere}: --advertise-address must be the pod's DNS name through ${w.spec?.serviceName} and port ${config.port} ($(POD_NAME).${w.spec?.serviceName}...), is ${config.advertiseAddress}`);
+      }
+    }
+
+    // Spread across nodes: a hostname topology spread or anti-affinity over this workload's pods.
+    const spread = (pod.topologySpreadConstraints ?? []).some((t: Obj) => t.topologyKey === "kubernetes.io/hostname" && selects(t.labelSelector, podLabels(w)));
+    const anti = pod.affinity?.podAntiAffinity;
+    const terms: Obj[] = [...(anti?.requiredDuringSchedulingIgnoredDuringExecution ?? []), ...(anti?.preferredDuringSchedulingIgnoredDuringExecution ?? []).map((p: Obj) => p.podAffinityTerm)];
+    const antiAffinity = terms.some((t) => t.topologyKey === "kubernetes.io/hostname" && selects(t.labelSelector, podLabels(w)));
+    if (!spread && !antiAffinity) err(`${where}: pods are not spread across nodes (topologySpreadConstraints or podAntiAffinity on kubernetes.io/hostname)`);
+  }
+
+  // Replication: replicas follow the primary's stable name; the primary follows nobody.
+  const primaryConfig = configs.get("ripplecache-primary");
+  const replicaConfig = configs.get("ripplecache-replica");
+  if (primary !== undefined && primaryConfig !== undefined) {
+    if (primaryConfig.replicaOf !== undefined) err(`StatefulSet/ripplecache-primary: must not set --replica-of (is ${primaryConfig.replicaOf})`);
+    if (replica !== undefined && replicaConfig !== undefined) {
+      const target = hostPort(replicaConfig.replicaOf);
+      const names = podDnsNames("ripplecache-primary-0", primary.spec?.serviceName);
+      if (target === undefined || !names.includes(target.host) || target.port !== primaryConfig.port) {
+        err(`StatefulSet/ripplecache-replica: --replica-of must be the primary's headless DNS name and port (one of ${names.map((n) => `${n}:${primaryConfig.port}`).join(", ")}), is ${replicaConfig.replicaOf}`);
+      }
+    }
+  }
+  return errors;
+}
+
+// ---------- tests ----------
+
+describe(`k8s/ (kubectl kustomize; checked against the Kubernetes ${MODELS_API_VERSION} API models)`, () => {
+  before(rendered);
+
+  test("renders the expected objects", () => {
+    const ids = OBJECTS.map((o) => `${o.apiVersion} ${o.kind}/${o.metadata.name.replace(/-[a-z0-9]{10}$/, "-<hash>")}`).sort();
+    assert.deepEqual(ids, [
+      "apps/v1 StatefulSet/ripplecache-primary",
+      "apps/v1 StatefulSet/ripplecache-replica",
+      "policy/v1 PodDisruptionBudget/ripplecache",
+      "v1 ConfigMap/ripplecache-config-<hash>",
+      "v1 Service/ripplecache",
+      "v1 Service/ripplecache-peers",
+      "v1 Service/ripplecache-primary",
+    ]);
+  });
+
+  test("every object passes the strict schema check (no unknown field, no wrong type)", () => {
+    const errors = OBJECTS.flatMap((o) => checkManifest(o));
+    assert.deepEqual(errors, []);
+  });
+
+  test("selectors, ports, probes, references, grace period, security and settings are consistent", () => {
+    assert.deepEqual(consistencyErrors(OBJECTS), []);
+  });
+
+  test("the ConfigMap holds only settings the server knows, and no secrets", () => {
+    const config = OBJECTS.find((o) => o.kind === "ConfigMap" && o.metadata.name.startsWith("ripplecache-config"))!;
+    const known = new Set(SETTINGS.map((s) => `RIPPLECACHE_${s.flag.toUpperCase().replaceAll("-", "_")}`));
+    for (const key of Object.keys(config.data)) {
+      if (key.startsWith("RIPPLECACHE_")) assert.ok(known.has(key), `ConfigMap key ${key} is no setting of ripplecache serve`);
+      else assert.ok(key.startsWith("OTEL_") || key === "NODE_OPTIONS", `unexpected ConfigMap key ${key}`);
+      assert.ok(!/TOKEN$/.test(key), `${key}: tokens belong in the Secret ripplecache-tokens`);
+    }
+    assert.equal(config.data.RIPPLECACHE_DRAIN_PERIOD, "5000");
+  });
+
+  test("tokens come from the optional Secret ripplecache-tokens and take effect when it exists", () => {
+    const secret = {
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { name: "ripplecache-tokens" },
+      type: "Opaque",
+      stringData: { "auth-token": "client-secret", "replication-token": "peer-secret", "admin-token": "admin-secret" },
+    };
+    assert.deepEqual(checkManifest(secret), []);
+    for (const w of workloads(OBJECTS)) {
+      const errors: string[] = [];
+      const c = containers(w)[0]!;
+      const without = serverConfig(containerView(OBJECTS, w, c, errors), id(w), errors);
+      assert.deepEqual(errors, []);
+      assert.equal(without?.authToken, undefined, `${id(w)}: no Secret, no auth`);
+      const withSecret = serverConfig(containerView([...OBJECTS, secret], w, c, errors), id(w), errors);
+      assert.deepEqual(errors, []);
+      assert.equal(withSecret?.authToken, "client-secret");
+      assert.equal(withSecret?.replicationToken, "peer-secret");
+      assert.equal(withSecret?.adminToken, "admin-secret");
+    }
+  });
+
+  test("the Dockerfile's entrypoint and user are the ones the manifests assume", () => {
+    const dockerfile = readFileSync(join(ROOT, "Dockerfile"), "utf8");
+    const lastStage = dockerfile.slice(dockerfile.lastIndexOf("\nFROM "));
+    assert.match(lastStage, /^ENTRYPOINT \["node", ?"bin\/ripplecache\.js"\]$/m);
+    assert.match(lastStage, /^CMD \["serve", ?"--host", ?"0\.0\.0\.0"\]$/m);
+    assert.match(lastStage, new RegExp(`^USER ${RUN_AS_USER}(:${RUN_AS_USER})?$`, "m"));
+    assert.match(lastStage, /npm ci --omit=dev/);
+  });
+});
+
+describe("the checks catch mistakes (mutated copies of the rendered objects)", () => {
+  before(rendered);
+  const statefulSet = () => structuredClone(find(OBJECTS, "StatefulSet", "ripplecache-replica")!);
+  const expectError = (errors: string[], pattern: RegExp) =>
+    assert.ok(errors.some((e) => pattern.test(e)), `expected an error matching ${pattern}, got:\n${errors.join("\n") || "(none)"}`);
+
+  test("an unknown field, nested or at the top, is an error", () => {
+    const s = statefulSet();
+    s.spec.template.spec.containers[0].livenessProbe.grpc.prot = 7420;
+    s.spec.template.spec.containers[0].securityContext.readOnlyRootFileSystem = true; // wrong capitalisation
+    s.spce = {};
+    const errors = checkManifest(s);
+    expectError(errors, /spec\.template\.spec\.containers\[0\]\.livenessProbe\.grpc\.prot: unknown field "prot" in V1GRPCAction/);
+    expectError(errors, /securityContext\.readOnlyRootFileSystem: unknown field/);
+    expectError(errors, /^StatefulSet\/ripplecache-replica: spce: unknown field "spce" in V1StatefulSet/);
+    assert.equal(errors.length, 3, errors.join("\n"));
+  });
+
+  test("a wrong type (scalar, integer, IntOrString, map, array, quantity) is an error", () => {
+    const s = statefulSet();
+    const c = s.spec.template.spec.containers[0];
+    s.spec.replicas = "2";
+    c.ports[0].containerPort = 7420.5;
+    c.readinessProbe.httpGet.port = true;
+    s.spec.template.metadata.labels["app.kubernetes.io/name"] = 1;
+    c.args = "serve";
+    c.resources.limits.memory = "512MB";
+    s.spec.template.spec.enableServiceLinks = "false";
+    const errors = checkManifest(s);
+    expectError(errors, /spec\.replicas: expected a number, got string "2"/);
+    expectError(errors, /containers\[0\]\.ports\[0\]\.containerPort: expected an integer \(int32\), got 7420\.5/);
+    expectError(errors, /readinessProbe\.httpGet\.port: expected an integer or a string, got boolean true/);
+    expectError(errors, /template\.metadata\.labels\.app\.kubernetes\.io\/name: expected a string, got number 1/);
+    expectError(errors, /containers\[0\]\.args: expected an array of string, got string "serve"/);
+    expectError(errors, /resources\.limits\.memory: "512MB" is not a quantity/);
+    expectError(errors, /enableServiceLinks: expected a boolean, got string "false"/);
+    assert.equal(errors.length, 7, errors.join("\n"));
+  });
+
+  test("a missing required field and a value outside an enum are errors", () => {
+    const s = statefulSet();
+    delete s.spec.template.spec.containers[0].name;
+    s.spec.template.spec.containers[0].imagePullPolicy = "Sometimes";
+    const errors = checkManifest(s);
+    expectError(errors, /containers\[0\]\.name: required field missing in V1Container/);
+    expectError(errors, /imagePullPolicy: "Sometimes" is not one of Always, IfNotPresent, Never/);
+  });
+
+  test("inconsistencies between objects are errors", () => {
+    const objects = structuredClone(OBJECTS);
+    const replica = find(objects, "StatefulSet", "ripplecache-replica")!;
+    const c = replica.spec.template.spec.containers[0];
+    find(objects, "Service", "ripplecache-primary")!.spec.ports[0].targetPort = "grcp";
+    c.readinessProbe.httpGet.port = "metrics";
+    c.startupProbe.grpc = { port: 7420 };
+    c.args[c.args.indexOf("--replica-of") + 1] = "ripplecache-primary-1.ripplecache-peers.$(POD_NAMESPACE).svc:7420";
+    replica.spec.template.spec.terminationGracePeriodSeconds = 15;
+    c.securityContext.allowPrivilegeEscalation = true;
+    c.envFrom[0].configMapRef.name = "ripplecache-settings";
+    find(objects, "PodDisruptionBudget", "ripplecache")!.spec.selector.matchLabels = { app: "ripplecache" };
+    const errors = consistencyErrors(objects);
+    expectError(errors, /Service\/ripplecache-primary: port grpc targets "grcp", which StatefulSet\/ripplecache-primary does not declare/);
+    expectError(errors, /readinessProbe uses port "metrics", which the container does not declare/);
+    expectError(errors, /startupProbe must have exactly one handler \(exec, httpGet, tcpSocket or grpc\), has 2/);
+    expectError(errors, /--replica-of must be the primary's headless DNS name and port .* is ripplecache-primary-1\.ripplecache-peers\.ns-under-test\.svc:7420/);
+    expectError(errors, /envFrom ConfigMap ripplecache-settings does not exist/);
+    expectError(errors, /allowPrivilegeEscalation must be false/);
+    expectError(errors, /PodDisruptionBudget\/ripplecache: selector matches the pods of no workload/);
+  });
+
+  test("a grace period shorter than preStop + drain + shutdown, and unknown server flags, are errors", () => {
+    const objects = structuredClone(OBJECTS);
+    const replica = find(objects, "StatefulSet", "ripplecache-replica")!;
+    replica.spec.template.spec.terminationGracePeriodSeconds = 15;
+    let errors = consistencyErrors(objects);
+    expectError(errors, /terminationGracePeriodSeconds 15 must exceed preStop 2 s \+ drain 5000 ms \+ shutdown 10000 ms = 17 s/);
+    replica.spec.template.spec.containers[0].args.push("--no-such-flag", "1");
+    errors = consistencyErrors(objects);
+    expectError(errors, /ripplecache serve would refuse its flags or environment: .*no-such-flag/);
+  });
+});
