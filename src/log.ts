@@ -46,12 +46,15 @@ let announcer = logger;
 /** Sets the level of every later line (--log-level). */
 export function configureLogging(level: LogLevel): void {
   logger = create(level);
+  debug = logger.isLevelEnabled("debug");
   announcer = LOG_LEVELS.indexOf(level) <= LOG_LEVELS.indexOf("info") ? logger : create("info");
 }
 
-/** Whether lines of `level` are written. */
-export function logEnabled(level: Exclude<LogLevel, "silent">): boolean {
-  return logger.isLevelEnabled(level);
+let debug = false;
+
+/** Whether debug lines are written (a plain flag: checked on every RPC). */
+export function debugEnabled(): boolean {
+  return debug;
 }
 
 /** One JSON log line on stdout. Never pass values or tokens. */

@@ -57,6 +57,8 @@ export class ReplicaFollower {
   private readonly sessions: Http2SessionManager;
   private readonly client;
   private running: Promise<void> | undefined;
+  /** Ends the wait between attempts early (stop, promote, re-point). */
+  private wakeFromBackoff: (() => void) | undefined;
 
   constructor(
     private readonly store: CacheStore,
@@ -76,6 +78,7 @@ export class ReplicaFollower {
   async stop(): Promise<void> {
     this.stopped = true;
     this.current?.abort();
+    this.wakeFromBackoff?.();
     await this.running;
     this.sessions.abort();
   }
@@ -90,7 +93,15 @@ export class ReplicaFollower {
       this.role.changed();
       failures = ok ? 0 : failures + 1;
       const delay = Math.random() * Math.min(this.options.maxBackoffMs, this.options.initialBackoffMs * 2 ** failures);
-      await new Promise((r) => setTimeout(r, delay));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, delay);
+        this.wakeFromBackoff = done;
+        function done() {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      this.wakeFromBackoff = undefined;
     }
   }
 

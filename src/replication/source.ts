@@ -191,6 +191,8 @@ export class ReplicationSource {
       } else {
         link.state = "full-resync";
         link.fullResyncs++;
+        // The revision in the hello belongs to another history: acks count from zero.
+        link.ackedRevision = 0;
         this.fullResyncCounts.set(address, link.fullResyncs);
         fullResync = startActivity("ripplecache.replication.full_resync", {
           "ripplecache.replication.role": "primary",

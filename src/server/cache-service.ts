@@ -39,8 +39,8 @@ export function cacheServiceImpl(options: CacheServiceOptions): ServiceImpl<type
     if (minRevision <= 0n) return;
     const revision = int(minRevision, "min_revision");
     const budget = Math.min(ctx.timeoutMs() ?? MAX_MIN_REVISION_WAIT_MS, MAX_MIN_REVISION_WAIT_MS);
-    // Answer UNAVAILABLE a little before the deadline, so the client sees why.
-    if (!(await revisions.waitFor(revision, Math.max(0, budget - 50), ctx.signal))) {
+    // Answer UNAVAILABLE before the deadline (a tenth of the budget, at least 50 ms), so the client sees why.
+    if (!(await revisions.waitFor(revision, Math.max(0, budget - Math.max(50, budget / 10)), ctx.signal))) {
       throw new ConnectError(
         `this node has applied revision ${store.currentRevision}, not yet min_revision ${revision}; retry, or read from the primary`,
         Code.Unavailable,

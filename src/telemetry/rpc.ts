@@ -28,6 +28,7 @@ import {
   type TextMapGetter,
   type Tracer,
 } from "@opentelemetry/api";
+import { debugEnabled, logLine } from "../log.js";
 
 /**
  * Telemetry of every RPC, as a Connect interceptor (first in the list, so it
@@ -130,6 +131,7 @@ class Call {
     const code = error === undefined ? undefined : ConnectError.from(error).code;
     this.options.callDuration.record((performance.now() - this.started) / 1000, metricAttributes(this.system, this.service, this.method, code));
     const span = this.span;
+    if (debugEnabled()) this.log(code, reason, span);
     if (span === undefined) return;
     span.setAttributes(codeAttribute(this.system, code));
     if (this.stream) {
@@ -145,6 +147,19 @@ class Call {
       span.setAttribute("error.type", codeToString(code));
     }
     span.end();
+  }
+
+  /** The debug line of the call (no keys, no values), inside its span so that it carries the trace ids. */
+  private log(code: Code | undefined, reason: EndReason | undefined, span: Span | undefined): void {
+    const fields: Record<string, unknown> = {
+      service: this.service,
+      method: this.method,
+      code: code === undefined ? "ok" : codeToString(code),
+      duration_ms: Math.round((performance.now() - this.started) * 1000) / 1000,
+    };
+    if (this.stream) Object.assign(fields, { messages_sent: this.sent, messages_received: this.received, end_reason: reason ?? this.reasonOf(code) });
+    if (span === undefined) logLine("debug", "rpc", fields);
+    else context.with(trace.setSpan(context.active(), span), () => logLine("debug", "rpc", fields));
   }
 
   private reasonOf(code: Code | undefined): EndReason {
@@ -174,7 +189,9 @@ export function rpcTelemetry(options: RpcTelemetryOptions): Interceptor {
     let ctx: Context | undefined;
     if (tracer !== undefined) {
       const parent = propagation.extract(ROOT_CONTEXT, req.header, headerGetter);
-      span = tracer.startSpan(`${service}/${method}`, { kind: SpanKind.SERVER, attributes: spanAttributes(req, system, service, method) }, parent);
+      span = tracer.startSpan(`${service}/${method}`, { kind: SpanKind.SERVER }, parent);
+      // Unsampled calls skip the attributes (a non-recording span would drop them anyway).
+      if (span.isRecording()) span.setAttributes(spanAttributes(req, system, service, method));
       ctx = trace.setSpan(parent, span);
     }
     const call = new Call(options, system, service, method, span, streaming);

@@ -1,6 +1,5 @@
 import type { Interceptor } from "@connectrpc/connect";
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
-import type { ContextValues } from "@connectrpc/connect";
 import type { Resource } from "@opentelemetry/resources";
 import { VERSION } from "../version.js";
 import { startMetrics, type MetricSources } from "./metrics.js";
