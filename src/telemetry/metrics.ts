@@ -54,7 +54,7 @@ class PullReader extends MetricReader {
 /**
  * The server's instruments on an OpenTelemetry MeterProvider (sdk-metrics),
  * with a pull reader for Prometheus text and, when configured, a periodic
- * OTLP reader. The table of names, units and descriptions is docs/TELEMETRY.md.
+ * OTLP reader. The table of names, units and descriptions is in README.md, "Telemetry".
  */
 export async function startMetrics(sources: MetricSources, options: MetricsOptions): Promise<ServerMetrics> {
   const env = options.env ?? process.env;
