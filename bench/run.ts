@@ -1,6 +1,9 @@
 /**
  * `npm run bench`: throughput and latency of Get, Set and GetMany over gRPC
- * and Connect (binary protobuf), then bytes per key from bench/memory.js.
+ * and Connect (binary protobuf), then bytes per key from bench/memory.js,
+ * then Watch fan-out (bench/fanout.ts), replication lag and full-resync speed
+ * (bench/replication.ts). Each part is a section of the one printed report
+ * and of the results JSON; --sections picks some.
  *
  * - The server is the real CLI (`ripplecache serve`) in its own process,
  *   pinned to one core with taskset when it exists.
@@ -15,25 +18,28 @@
  * Flags: --duration MS, --warmup MS, --connections N, --concurrency N (per
  * connection), --keys N, --value-bytes N, --rounds N, --ops get,set,getMany,
  * --protocols grpc,connect, --memory-keys N, --no-memory, --cpu-prof (profile
- * the server; the summary is printed and the .cpuprofile kept), --out FILE.
+ * the server; the summary is printed and the .cpuprofile kept), --out FILE,
+ * --sections LIST, --fanout-watchers LIST, --fanout-per-connection N,
+ * --fanout-writes N, --repl-duration MS, --repl-rate N, --resync-keys N
+ * (0 skips the full resync; 200000 for a quick run).
  *
  * This is a benchmark, not a test: it asserts nothing about absolute speed.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import * as os from "node:os";
 import { join, relative, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { CacheClient } from "../src/client/client.js";
 import { keyName, type BenchProtocol, type LoadConfig, type LoadMessage, type LoadResult, type Op } from "./common.js";
 import { formatProfile, summarizeProfile, type ProfileSummary } from "./profile.js";
+import { formatFanout, runFanout } from "./fanout.js";
+import { formatLag, formatResync, runLag, runResync, type LagOptions, type ResyncOptions, type ResyncResult } from "./replication.js";
+import { fmtInt, fmtMs, fmtPct, table } from "./format.js";
+import { CLI, ROOT, command, killAll, machineBusyMs, pinning, processCpuMs, startServer, track, type Pinning, type Server } from "./procs.js";
 
-/** The repository root (this file runs from dist/bench/). */
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const CLI = join(ROOT, "dist/src/cli/main.js");
 const LOAD = join(ROOT, "dist/bench/load.js");
 const MEMORY = join(ROOT, "dist/bench/memory.js");
 
@@ -62,7 +68,17 @@ const USAGE = `node dist/bench/run.js [flags]     (npm run bench -- [flags])
   --memory-script FILE the memory measurement (default dist/bench/memory.js)
   --cpu-prof           run the server under --cpu-prof and print a summary
   --out FILE           results JSON (default bench/results/latest.json)
+  --sections LIST      throughput,memory,fanout,lag,resync (default all)
+  --fanout-watchers L  watcher counts for the Watch fan-out, one server each (default 1000,10000)
+  --fanout-per-connection N  watchers per HTTP/2 connection (default 100)
+  --fanout-writes N    counted writes per fan-out stage, after 2 warm-up writes (default 20)
+  --repl-duration MS   measured window per replication-lag scenario (default 5000)
+  --repl-rate N        writes/s of the fixed-rate lag scenario (default 0 = half the max Set rate)
+  --resync-keys N      keys in the full-resync measurement (default 1000000; 0 = skip it)
 `;
+
+const SECTIONS = ["throughput", "memory", "fanout", "lag", "resync"] as const;
+type Section = (typeof SECTIONS)[number];
 
 function options() {
   const { values } = parseArgs({
@@ -82,6 +98,13 @@ function options() {
       "memory-script": { type: "string", default: MEMORY },
       "cpu-prof": { type: "boolean", default: false },
       out: { type: "string", default: join(ROOT, "bench/results/latest.json") },
+      sections: { type: "string", default: SECTIONS.join(",") },
+      "fanout-watchers": { type: "string", default: "1000,10000" },
+      "fanout-per-connection": { type: "string", default: "100" },
+      "fanout-writes": { type: "string", default: "20" },
+      "repl-duration": { type: "string", default: "5000" },
+      "repl-rate": { type: "string", default: "0" },
+      "resync-keys": { type: "string", default: "1000000" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -114,156 +137,16 @@ function options() {
     memoryScript: resolve(values["memory-script"]),
     cpuProf: values["cpu-prof"],
     out: resolve(values.out),
+    sections: list("sections", values.sections, SECTIONS),
+    fanoutWatchers: values["fanout-watchers"].split(",").map((x) => int("fanout-watchers", x.trim(), 1)),
+    fanoutPerConnection: int("fanout-per-connection", values["fanout-per-connection"], 1),
+    fanoutWrites: int("fanout-writes", values["fanout-writes"], 1),
+    replDurationMs: int("repl-duration", values["repl-duration"], 500),
+    replRate: int("repl-rate", values["repl-rate"], 0),
+    resyncKeys: int("resync-keys", values["resync-keys"], 0),
   };
 }
 type Options = ReturnType<typeof options>;
-
-// --- child processes: every one is tracked and killed on the way out ----------
-
-const children = new Set<ChildProcess>();
-
-function track(child: ChildProcess): ChildProcess {
-  children.add(child);
-  child.once("exit", () => children.delete(child));
-  return child;
-}
-
-function killAll(signal: NodeJS.Signals): void {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-  }
-}
-
-process.on("exit", () => killAll("SIGKILL"));
-for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.once(signal, () => {
-    process.stderr.write(`\nbench: ${signal}, stopping the processes it started\n`);
-    killAll("SIGKILL");
-    process.exit(130);
-  });
-}
-
-/** CPUs this process may run on (from taskset), or undefined when pinning is unavailable. */
-function pinnableCpus(): number[] | undefined {
-  if (process.platform !== "linux") return undefined;
-  const r = spawnSync("taskset", ["-cp", String(process.pid)], { encoding: "utf8" });
-  if (r.status !== 0) return undefined;
-  const m = /list:\s*([0-9,\-\s]+)$/m.exec(r.stdout);
-  if (m === null) return undefined;
-  const cpus: number[] = [];
-  for (const part of m[1].trim().split(",")) {
-    const [a, b] = part.split("-").map(Number);
-    for (let c = a; c <= (b ?? a); c++) cpus.push(c);
-  }
-  return cpus.length >= 2 ? cpus : undefined;
-}
-
-interface Pinning {
-  readonly server: number | undefined;
-  readonly load: number | undefined;
-  readonly note: string;
-}
-
-function pinning(): Pinning {
-  const cpus = pinnableCpus();
-  if (cpus === undefined) {
-    return { server: undefined, load: undefined, note: "not pinned (taskset missing or fewer than 2 CPUs allowed)" };
-  }
-  return { server: cpus[0], load: cpus[1], note: `server on CPU ${cpus[0]}, load generator on CPU ${cpus[1]} (taskset)` };
-}
-
-function command(cpu: number | undefined, argv: string[]): [string, string[]] {
-  return cpu === undefined ? [argv[0], argv.slice(1)] : ["taskset", ["-c", String(cpu), ...argv]];
-}
-
-// --- server ---------------------------------------------------------------------
-
-interface Server {
-  readonly url: string;
-  readonly addr: string;
-  readonly pid: number;
-  readonly output: string[];
-  /** The server's stderr lines (warnings end up here). */
-  readonly stderr: string[];
-  stop(): Promise<number | null>;
-}
-
-async function startServer(cpu: number | undefined, nodeFlags: string[]): Promise<Server> {
-  const [cmd, args] = command(cpu, [process.execPath, ...nodeFlags, CLI, "serve", "--host", "127.0.0.1", "--port", "0", "--shutdown-timeout", "2000"]);
-  const proc = track(spawn(cmd, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] }));
-  const output: string[] = [];
-  const stderr: string[] = [];
-  createInterface({ input: proc.stderr! }).on("line", (line) => {
-    output.push(line);
-    stderr.push(line);
-  });
-  const exited = new Promise<number | null>((res) => proc.once("exit", (code) => res(code)));
-  const port = await new Promise<number>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`server did not start within 15 s:\n${output.join("\n")}`)), 15_000);
-    createInterface({ input: proc.stdout! }).on("line", (line) => {
-      output.push(line);
-      try {
-        const record = JSON.parse(line) as { msg?: string; port?: number };
-        if (record.msg === "listening" && typeof record.port === "number") {
-          clearTimeout(timer);
-          res(record.port);
-        }
-      } catch {
-        // not a JSON log line
-      }
-    });
-    proc.once("exit", (code) => {
-      clearTimeout(timer);
-      rej(new Error(`server exited with ${code} before listening:\n${output.join("\n")}`));
-    });
-  });
-  return {
-    url: `http://127.0.0.1:${port}`,
-    addr: `127.0.0.1:${port}`,
-    pid: proc.pid!,
-    output,
-    stderr,
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGTERM");
-      const timer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
-      try {
-        return await exited;
-      } finally {
-        clearTimeout(timer);
-      }
-    },
-  };
-}
-
-const CLK_TCK = (() => {
-  const r = spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" });
-  const n = Number(r.stdout?.trim());
-  return r.status === 0 && n > 0 ? n : 100;
-})();
-
-/** Busy CPU time of the whole machine in ms (all cores), from /proc/stat; undefined where there is none. */
-function machineBusyMs(): number | undefined {
-  try {
-    const line = readFileSync("/proc/stat", "utf8").split("\n")[0];
-    // cpu user nice system idle iowait irq softirq steal ...
-    const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
-    return ((user + nice + system + irq + softirq + (steal || 0)) * 1000) / CLK_TCK;
-  } catch {
-    return undefined;
-  }
-}
-
-/** User + system CPU time of a process in ms, from /proc; undefined where there is no /proc. */
-function processCpuMs(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
-  } catch {
-    return undefined;
-  }
-}
 
 async function preload(server: Server, opts: Options): Promise<void> {
   const client = new CacheClient({ addr: server.addr, protocol: "grpc", timeoutMs: 30_000 });
@@ -493,25 +376,17 @@ function ratios(measurements: Measurement[], opts: Options): Ratio[] {
   return out;
 }
 
-const fmtInt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "-");
-const fmtMs = (n: number) => (Number.isFinite(n) ? (n < 10 ? n.toFixed(2) : n.toFixed(1)) : "-");
-const fmtPct = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "-" : `${Math.round(n * 100)}%`);
-
-function table(header: string[], body: string[][], alignLeft: number): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i < alignLeft ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ").trimEnd();
-  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
-}
-
 function report(opts: Options, pin: Pinning, rs: Row[], rt: Ratio[], memory: MemoryResult, machine: Record<string, unknown>): string {
   const out: string[] = [];
   const inFlight = opts.connections * opts.concurrency;
   out.push(`RippleCache benchmark  ${machine.date}  node ${machine.node}  ${machine.nproc} CPUs (${machine.cpuModel})  load avg ${machine.loadAvg}`);
   out.push(`${pin.note}`);
-  out.push(
-    `${opts.connections} HTTP/2 connections x ${opts.concurrency} in-flight calls = ${inFlight} concurrent; ${opts.valueBytes}-byte values; ` +
-      `${fmtInt(opts.keys)} keys preloaded; warm-up ${opts.warmupMs} ms + ${opts.durationMs} ms measured, ${opts.rounds} round(s) (median shown)`,
-  );
+  if (rs.length > 0) {
+    out.push(
+      `${opts.connections} HTTP/2 connections x ${opts.concurrency} in-flight calls = ${inFlight} concurrent; ${opts.valueBytes}-byte values; ` +
+        `${fmtInt(opts.keys)} keys preloaded; warm-up ${opts.warmupMs} ms + ${opts.durationMs} ms measured, ${opts.rounds} round(s) (median shown)`,
+    );
+  }
   out.push("");
   const body = rs.map((r) => [
     OP_NAMES[r.op](opts.batch),
@@ -527,7 +402,7 @@ function report(opts: Options, pin: Pinning, rs: Row[], rt: Ratio[], memory: Mem
     String(r.errors + r.misses),
   ]);
   const header = ["Operation", "Protocol", "ops/s", "p50 ms", "p99 ms", "ops/s spread", "server CPU", "server µs/op", "load CPU", "other CPU", "errors"];
-  out.push(table(header, body, 2));
+  if (rs.length > 0) out.push(table(header, body, 2));
   const label = "Memory".padEnd(Math.max(9, ...body.map((r) => r[0].length)));
   out.push(
     memory.status === "ok"
@@ -559,6 +434,7 @@ function report(opts: Options, pin: Pinning, rs: Row[], rt: Ratio[], memory: Mem
       .join(", ");
     out.push(`  GetMany(${opts.batch}) keys/s: ${keysPerSec} (vs Get keys/s: ${gain})`);
   }
+  if (rs.length === 0) return out.join("\n");
   out.push("");
   const other = median(rs.map((r) => r.otherCpu ?? NaN));
   if (other > 0.5) {
@@ -606,63 +482,100 @@ async function main(): Promise<number> {
   if (opts.cpuProf) mkdirSync(profileDir, { recursive: true });
 
   const scenarios = opts.rounds * opts.ops.length * opts.protocols.length;
-  process.stderr.write(
-    `bench: ${scenarios} measurements of ${opts.warmupMs + opts.durationMs} ms (${pin.note})` +
-      (opts.memory ? `, then memory with ${fmtInt(opts.memoryKeys)} keys\n` : "\n"),
-  );
+  process.stderr.write(`bench: sections ${opts.sections.join(", ")} (${pin.note})\n`);
+  if (opts.sections.includes("throughput")) process.stderr.write(`bench: ${scenarios} measurements of ${opts.warmupMs + opts.durationMs} ms\n`);
 
+  const want = (section: Section) => opts.sections.includes(section);
   const measurements: Measurement[] = [];
-  let serverExit: number | null = null;
-  const server = await startServer(pin.server, nodeFlags);
-  try {
-    const t0 = performance.now();
-    await preload(server, opts);
-    process.stderr.write(`bench: preloaded ${fmtInt(opts.keys)} keys in ${Math.round(performance.now() - t0)} ms\n`);
-    for (let round = 0; round < opts.rounds; round++) {
-      const protocols = round % 2 === 0 ? opts.protocols : [...opts.protocols].reverse();
-      for (const op of opts.ops) {
-        for (const protocol of protocols) {
-          const config: LoadConfig = {
-            url: server.url,
-            protocol,
-            op,
-            connections: opts.connections,
-            concurrency: opts.concurrency,
-            warmupMs: opts.warmupMs,
-            durationMs: opts.durationMs,
-            keys: opts.keys,
-            valueBytes: opts.valueBytes,
-            batch: opts.batch,
-          };
-          const m = await measure(server, pin, config, round);
-          measurements.push(m);
-          process.stderr.write(
-            `bench: round ${round + 1}/${opts.rounds} ${OP_NAMES[op](opts.batch).padEnd(12)} ${PROTOCOL_NAMES[protocol].padEnd(13)} ` +
-              `${fmtInt(m.opsPerSec).padStart(7)} ops/s  p50 ${fmtMs(m.p50Ms)} ms  p99 ${fmtMs(m.p99Ms)} ms  server CPU ${fmtPct(m.serverCpu)}  load CPU ${fmtPct(m.loadCpu)}  other ${fmtPct(m.otherCpu)}` +
-              (m.errors > 0 ? `  ${m.errors} errors (${m.firstError})` : "") +
-              (m.misses > 0 ? `  ${m.misses} misses` : "") +
-              "\n",
-          );
+  let serverExit: number | null = 0;
+  const server = want("throughput") ? await startServer({ cpu: pin.server, nodeFlags }) : undefined;
+  if (server !== undefined) {
+    try {
+      const t0 = performance.now();
+      await preload(server, opts);
+      process.stderr.write(`bench: preloaded ${fmtInt(opts.keys)} keys in ${Math.round(performance.now() - t0)} ms\n`);
+      for (let round = 0; round < opts.rounds; round++) {
+        const protocols = round % 2 === 0 ? opts.protocols : [...opts.protocols].reverse();
+        for (const op of opts.ops) {
+          for (const protocol of protocols) {
+            const config: LoadConfig = {
+              url: server.url,
+              protocol,
+              op,
+              connections: opts.connections,
+              concurrency: opts.concurrency,
+              warmupMs: opts.warmupMs,
+              durationMs: opts.durationMs,
+              keys: opts.keys,
+              valueBytes: opts.valueBytes,
+              batch: opts.batch,
+            };
+            const m = await measure(server, pin, config, round);
+            measurements.push(m);
+            process.stderr.write(
+              `bench: round ${round + 1}/${opts.rounds} ${OP_NAMES[op](opts.batch).padEnd(12)} ${PROTOCOL_NAMES[protocol].padEnd(13)} ` +
+                `${fmtInt(m.opsPerSec).padStart(7)} ops/s  p50 ${fmtMs(m.p50Ms)} ms  p99 ${fmtMs(m.p99Ms)} ms  server CPU ${fmtPct(m.serverCpu)}  load CPU ${fmtPct(m.loadCpu)}  other ${fmtPct(m.otherCpu)}` +
+                (m.errors > 0 ? `  ${m.errors} errors (${m.firstError})` : "") +
+                (m.misses > 0 ? `  ${m.misses} misses` : "") +
+                "\n",
+            );
+          }
         }
       }
+    } finally {
+      serverExit = await server.stop();
     }
-  } finally {
-    serverExit = await server.stop();
   }
-  if (serverExit !== 0) process.stderr.write(`bench: server exited with ${serverExit}:\n${server.output.slice(-10).join("\n")}\n`);
+  if (serverExit !== 0) process.stderr.write(`bench: server exited with ${serverExit}:\n${server?.output.slice(-10).join("\n")}\n`);
 
   let profile: ProfileSummary | undefined;
-  if (opts.cpuProf) {
+  if (opts.cpuProf && server !== undefined) {
     const file = join(profileDir, profileName);
     if (existsSync(file)) profile = summarizeProfile(file);
     else process.stderr.write(`bench: no CPU profile was written at ${file}\n`);
   }
 
-  process.stderr.write(opts.memory && existsSync(opts.memoryScript) ? `bench: measuring memory with ${fmtInt(opts.memoryKeys)} keys...\n` : "");
-  const memory = await measureMemory(opts, pin.server);
+  process.stderr.write(want("memory") && opts.memory && existsSync(opts.memoryScript) ? `bench: measuring memory with ${fmtInt(opts.memoryKeys)} keys...\n` : "");
+  const memory: MemoryResult = want("memory") ? await measureMemory(opts, pin.server) : { status: "skipped", message: "skipped (--sections)" };
+
+  const fanout = want("fanout")
+    ? await runFanout(pin, {
+        counts: opts.fanoutWatchers,
+        perConnection: opts.fanoutPerConnection,
+        writes: opts.fanoutWrites,
+        warmupWrites: 2,
+        valueBytes: opts.valueBytes,
+        idleMs: 3000,
+        gapMs: 100,
+      })
+    : undefined;
+  const lagOptions: LagOptions = {
+    keys: opts.keys,
+    valueBytes: opts.valueBytes,
+    warmupMs: 1000,
+    durationMs: opts.replDurationMs,
+    connections: opts.connections,
+    concurrency: opts.concurrency,
+    setManyBatch: 100,
+    rate: opts.replRate,
+    sampleMs: 50,
+  };
+  if (want("lag")) process.stderr.write("bench: replication lag...\n");
+  const lag = want("lag") ? await runLag(pin, lagOptions) : undefined;
+  const resyncOptions: ResyncOptions = { keys: opts.resyncKeys, valueBytes: opts.valueBytes, loadConnections: 4, loadConcurrency: 2, loadBatch: 1000, timeoutMs: 300_000 };
+  const resync: ResyncResult | undefined = !want("resync")
+    ? undefined
+    : opts.resyncKeys === 0
+      ? { status: "skipped", message: "skipped (--resync-keys 0)" }
+      : await runResync(pin, resyncOptions);
 
   const firstLines = (lines: Iterable<string>) => [...new Set(lines)].filter((l) => !l.startsWith("(Use `node --trace-warnings")).slice(0, 5);
-  const serverStderr = firstLines(server.stderr);
+  const serverStderr = firstLines([
+    ...(server?.stderr ?? []),
+    ...(fanout ?? []).flatMap((f) => (f.status === "ok" ? f.serverStderr : [])),
+    ...(lag?.serverStderr ?? []),
+    ...(resync?.status === "ok" ? resync.serverStderr : []),
+  ]);
   const loadWarnings = firstLines(loadStderr);
   const warnings = [
     ...(serverStderr.length > 0 ? ["server stderr during the bench:", ...serverStderr.map((l) => `  ${l}`)] : []),
@@ -670,7 +583,12 @@ async function main(): Promise<number> {
   ];
   const rs = rows(measurements, opts);
   const rt = ratios(measurements, opts);
-  const text = report(opts, pin, rs, rt, memory, machine);
+  const sectionTexts = [
+    fanout === undefined ? undefined : formatFanout(fanout, opts.fanoutPerConnection),
+    lag === undefined ? undefined : formatLag(lag, lagOptions, pin),
+    resync === undefined ? undefined : formatResync(resync, resyncOptions, pin),
+  ].filter((t): t is string => t !== undefined);
+  const text = [report(opts, pin, rs, rt, memory, machine), ...sectionTexts].join("\n\n");
   process.stdout.write(`\n${text}\n`);
   if (profile !== undefined) process.stdout.write(`\n${formatProfile(profile)}\n`);
 
@@ -687,6 +605,12 @@ async function main(): Promise<number> {
       getManyBatch: opts.batch,
       rounds: opts.rounds,
       memoryKeys: opts.memoryKeys,
+      sections: opts.sections,
+      fanoutWatchers: opts.fanoutWatchers,
+      fanoutPerConnection: opts.fanoutPerConnection,
+      fanoutWrites: opts.fanoutWrites,
+      replication: lagOptions,
+      resync: resyncOptions,
     },
     results: rs.map((r) => ({
       operation: OP_NAMES[r.op](opts.batch),
@@ -705,6 +629,9 @@ async function main(): Promise<number> {
     })),
     connectVsGrpc: rt,
     memory,
+    watchFanout: fanout,
+    replicationLag: lag,
+    fullResync: resync,
     profile,
     serverStderr,
     loadStderr: loadWarnings,
@@ -715,7 +642,12 @@ async function main(): Promise<number> {
   process.stdout.write(`\nresults: ${opts.out}\n`);
   if (profile !== undefined) process.stdout.write(`profile: ${profile.file}\n`);
   if (warnings.length > 0) process.stdout.write(`\n${warnings.join("\n")}\n`);
-  const failed = rs.some((r) => r.errors > 0 || r.misses > 0);
+  const failed =
+    rs.some((r) => r.errors > 0 || r.misses > 0) ||
+    (fanout ?? []).some((f) => f.status !== "ok" || f.result.received < f.result.expected) ||
+    (lag !== undefined && (lag.status !== "ok" || lag.scenarios.some((s) => s.status !== "ok") || lag.digest?.match !== true)) ||
+    resync?.status === "failed" ||
+    (resync?.status === "ok" && !resync.digest.match);
   return failed ? 1 : 0;
 }
 

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { CacheClient } from "../src/client/client.js";
 import { generatePythonStubs, PYTHON } from "./helpers/python.js";
-import { ROOT, startServer } from "./helpers/server.js";
+import { ROOT, startServer, freePort } from "./helpers/server.js";
+import { eventually } from "./helpers/assert.js";
 
 const SCRIPT = join(ROOT, "test", "python", "health_check.py");
 let stubs: string;
@@ -24,23 +24,7 @@ async function http(port: number, path: string): Promise<{ status: number; body:
   return { status: res.status, body: await res.text() };
 }
 
-async function eventually<T>(what: string, fn: () => Promise<T> | T, ok: (v: T) => boolean, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(v)} after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 before(() => {
   stubs = generatePythonStubs(["grpc/health/v1/health.proto"]);

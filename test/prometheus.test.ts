@@ -2,14 +2,14 @@ import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { CacheService } from "../src/gen/ripplecache/v1/cache_pb.js";
-import { requireTool, startServer, type ServerProcess } from "./helpers/server.js";
+import { requireTool, startServer, type ServerProcess, freePort } from "./helpers/server.js";
+import { eventually } from "./helpers/assert.js";
 
 /**
  * A real Prometheus (Debian's `prometheus` package; CI installs it) scrapes
@@ -18,13 +18,6 @@ import { requireTool, startServer, type ServerProcess } from "./helpers/server.j
  * fails the test: it never skips.
  */
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 interface Sample {
   metric: Record<string, string>;
@@ -38,21 +31,6 @@ async function query(promPort: number, promql: string): Promise<Sample[]> {
   return body.data!.result;
 }
 
-async function eventually<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (ok(v)) return v;
-      last = v;
-    } catch (err) {
-      last = err instanceof Error ? err.message : err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(last)} after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 function startPrometheus(binary: string, targets: readonly string[], port: number, dir: string): { proc: ChildProcess; output: string[] } {
   const config = join(dir, "prometheus.yml");

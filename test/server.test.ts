@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus } from "../src/gen/grpc/health/v1/health_pb.js";
 import { CacheClient, type ClientOptions } from "../src/client/client.js";
 import { startServer, type ServerProcess } from "./helpers/server.js";
+import { expectCode } from "./helpers/assert.js";
 
 /** Every protocol and HTTP version the one port serves. */
 const MATRIX: readonly Omit<ClientOptions, "addr">[] = [
@@ -17,16 +18,6 @@ const MATRIX: readonly Omit<ClientOptions, "addr">[] = [
   { protocol: "grpc-web", httpVersion: "2" },
 ];
 
-async function expectCode(promise: Promise<unknown>, code: Code, message?: RegExp): Promise<ConnectError> {
-  const err = await promise.then(
-    () => assert.fail(`expected ${Code[code]}, the call succeeded`),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof ConnectError, `expected a ConnectError, got ${String(err)}`);
-  assert.equal(err.code, code, `expected ${Code[code]}, got ${Code[err.code]}: ${err.rawMessage}`);
-  if (message) assert.match(err.rawMessage, message);
-  return err;
-}
 
 describe("cache API over every protocol", () => {
   let server: ServerProcess;

@@ -12,6 +12,7 @@ import {
 } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { startServer, type ServerProcess } from "./helpers/server.js";
 import { connectH2, eventually, Pushable, RawGrpcCall, sleep, within } from "./helpers/stream.js";
+import { expectCode } from "./helpers/assert.js";
 
 type TrackInit = MessageInitShape<typeof TrackRequestSchema>;
 
@@ -113,15 +114,6 @@ function describeMessages(m: TrackResponse): string[] {
   }
 }
 
-async function expectCode(promise: Promise<unknown>, code: Code, message?: RegExp): Promise<void> {
-  const err = await promise.then(
-    () => assert.fail(`expected ${Code[code]}, the call succeeded`),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof ConnectError, `expected a ConnectError, got ${String(err)}`);
-  assert.equal(err.code, code, `expected ${Code[code]}, got ${Code[err.code]}: ${err.rawMessage}`);
-  if (message) assert.match(err.rawMessage, message);
-}
 
 /** Bidi streaming needs HTTP/2: gRPC, and Connect over HTTP/2. */
 const PROTOCOLS: readonly { readonly name: string; readonly options: Omit<ClientOptions, "addr"> }[] = [

@@ -21,11 +21,11 @@ import {
 } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { requireTool, ROOT, startServer, type ServerProcess } from "./helpers/server.js";
 import { connectH2, eventually, Pushable, RawGrpcCall, sleep, within } from "./helpers/stream.js";
+import { expectCode } from "./helpers/assert.js";
 
 type WatchInit = MessageInitShape<typeof WatchRequestSchema>;
 
 const WATCH_PATH = "/ripplecache.v1.CacheService/Watch";
-const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
 /** A Watch call through the Connect client, read one message at a time with a deadline. */
@@ -142,15 +142,6 @@ function assertGapFree(messages: readonly WatchResponse[], changes: readonly num
   }
 }
 
-async function expectCode(promise: Promise<unknown>, code: Code, message?: RegExp): Promise<void> {
-  const err = await promise.then(
-    () => assert.fail(`expected ${Code[code]}, the call succeeded`),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof ConnectError, `expected a ConnectError, got ${String(err)}`);
-  assert.equal(err.code, code, `expected ${Code[code]}, got ${Code[err.code]}: ${err.rawMessage}`);
-  if (message) assert.match(err.rawMessage, message);
-}
 
 /** Opens a watch and resolves with it once Created arrived, or rejects with the call's error. */
 async function openWatch(client: CacheClient, req: WatchInit): Promise<Watch> {

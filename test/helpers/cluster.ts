@@ -1,11 +1,10 @@
 import assert from "node:assert/strict";
-import * as net from "node:net";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { CacheClient } from "../../src/client/client.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import type { InfoResponse } from "../../src/gen/ripplecache/v1/cache_pb.js";
-import { startServer, type ServerProcess } from "./server.js";
+import { freePort, startServer, type ServerProcess } from "./server.js";
 
 /** RIPPLECACHE_TEST_TRACE=1 prints how long node starts and waits take (to find what is slow on a loaded machine). */
 const TRACE = process.env.RIPPLECACHE_TEST_TRACE === "1";
@@ -43,17 +42,8 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
 }
 
-/** A port nothing listens on (it was free a moment ago). */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", resolve);
-  });
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+
+export { freePort };
 
 /** A running node and a client for it. */
 export interface Node {
@@ -165,17 +155,7 @@ export async function waitReplicasStreaming(primary: Node, replicas: readonly No
   );
 }
 
-/** Expects `promise` to fail with `code`; returns the error. */
-export async function expectCode(promise: Promise<unknown>, code: Code, message?: RegExp): Promise<ConnectError> {
-  const err = await promise.then(
-    () => assert.fail(`expected ${Code[code]}, the call succeeded`),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof ConnectError, `expected a ConnectError, got ${String(err)}`);
-  assert.equal(err.code, code, `expected ${Code[code]}, got ${Code[err.code]}: ${err.rawMessage}`);
-  if (message) assert.match(err.rawMessage, message);
-  return err;
-}
+export { expectCode } from "./assert.js";
 
 /** Every node process started here: killed when the test process exits, even after a test timed out mid-way. */
 const live = new Set<ServerProcess["proc"]>();

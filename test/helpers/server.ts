@@ -2,6 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
+import * as net from "node:net";
 
 /** The compiled CLI (tests run from dist/test/). */
 export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
@@ -90,4 +91,26 @@ export function requireTool(command: string, debianPackage: string): string {
     throw new Error(`${command} is not installed: run "apt-get install ${debianPackage}" (bash .ci/run does it)`);
   }
   return path;
+}
+
+/**
+ * A port nothing listens on, for a server that must start on a known port
+ * (a replica started before its primary, a primary restarted in place). It
+ * is picked below Linux's ephemeral range (32768-60999), so the outgoing
+ * connections of other tests cannot take it between now and its use.
+ */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const server = net.createServer();
+    const ok = await new Promise<boolean>((resolve) => {
+      server.once("error", () => resolve(false));
+      server.listen(port, "127.0.0.1", () => resolve(true));
+    });
+    if (ok) {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      return port;
+    }
+  }
+  throw new Error("no free port between 20000 and 32000");
 }
