@@ -15,7 +15,7 @@ import { describe, test } from "node:test";
 import fc from "fast-check";
 import type { Change } from "../src/store/change.js";
 import { StoreError, type StoreErrorKind } from "../src/store/errors.js";
-import { ExpirySweeper } from "../src/store/expiry-sweeper.js";
+import { ExpirySweeper, FULL_PASS_MS, TICK_MS } from "../src/store/expiry-sweeper.js";
 import {
   CacheStore,
   DEFAULT_LIMITS,
@@ -880,9 +880,7 @@ describe("CacheStore writes", () => {
 describe("CacheStore active expiry", () => {
   const N = 100_000;
   const PERSISTENT = 1_000;
-  const TICK_MS = 100;
-  /** The sweeper's promise: the whole table examined at least once per 500 ms. */
-  const FULL_PASS_MS = 500;
+  // The sweeper's promise: the whole table examined at least once per FULL_PASS_MS, a tick every TICK_MS.
 
   function loaded(ttlOf: (i: number) => number) {
     const fx = fixture();

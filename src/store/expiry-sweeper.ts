@@ -1,13 +1,13 @@
 import type { CacheStore } from "./store.js";
 
 /** How often the sweeper runs. */
-const TICK_MS = 100;
+export const TICK_MS = 50;
 /** The whole slot table is examined at least once per this period, so an
  * expired key nobody reads is removed (and its EXPIRE event sent) within about
  * this long of its deadline. */
-const FULL_PASS_MS = 500;
+export const FULL_PASS_MS = 400;
 /** Most keys removed per tick, so a mass expiry cannot stall the event loop. */
-const MAX_EXPIRED_PER_TICK = 20_000;
+export const MAX_EXPIRED_PER_TICK = 50_000;
 
 /**
  * Active expiry. Lazy expiry on access removes keys that are read; this frees
