@@ -68,7 +68,7 @@ const USAGE = `node dist/bench/run.js [flags]     (npm run bench -- [flags])
   --memory-script FILE the memory measurement (default dist/bench/memory.js)
   --cpu-prof           run the server under --cpu-prof and print a summary
   --out FILE           results JSON (default bench/results/latest.json)
-  --sections LIST      throughput,memory,fanout,lag,resync (default all)
+  --sections LIST      throughput,memory,fanout,lag,resync,expiry,telemetry (default all)
   --fanout-watchers L  watcher counts for the Watch fan-out, one server each (default 1000,10000)
   --fanout-per-connection N  watchers per HTTP/2 connection (default 100)
   --fanout-writes N    counted writes per fan-out stage, after 2 warm-up writes (default 20)
@@ -77,7 +77,7 @@ const USAGE = `node dist/bench/run.js [flags]     (npm run bench -- [flags])
   --resync-keys N      keys in the full-resync measurement (default 1000000; 0 = skip it)
 `;
 
-const SECTIONS = ["throughput", "memory", "fanout", "lag", "resync"] as const;
+const SECTIONS = ["throughput", "memory", "fanout", "lag", "resync", "expiry", "telemetry"] as const;
 type Section = (typeof SECTIONS)[number];
 
 function options() {
@@ -569,6 +569,15 @@ async function main(): Promise<number> {
       ? { status: "skipped", message: "skipped (--resync-keys 0)" }
       : await runResync(pin, resyncOptions);
 
+  // Two sections run as scripts of their own and are reported as they print.
+  const script = (name: string, args: string[]): string => {
+    process.stderr.write(`bench: ${name}...\n`);
+    const r = spawnSync(process.execPath, [join(ROOT, "dist", "bench", `${name}.js`), ...args], { cwd: ROOT, encoding: "utf8", timeout: 600_000 });
+    return r.status === 0 ? r.stdout.trim() : `${name}: failed (${r.status ?? r.signal}): ${r.stderr.trim().split("\n").slice(-3).join(" / ")}`;
+  };
+  const expiry = want("expiry") ? `Active expiry (bench/expiry.ts):\n${script("expiry", [])}` : undefined;
+  const telemetryText = want("telemetry") ? `Telemetry off vs on (bench/telemetry.ts):\n${script("telemetry", ["--rounds", "2"])}` : undefined;
+
   const firstLines = (lines: Iterable<string>) => [...new Set(lines)].filter((l) => !l.startsWith("(Use `node --trace-warnings")).slice(0, 5);
   const serverStderr = firstLines([
     ...(server?.stderr ?? []),
@@ -587,6 +596,8 @@ async function main(): Promise<number> {
     fanout === undefined ? undefined : formatFanout(fanout, opts.fanoutPerConnection),
     lag === undefined ? undefined : formatLag(lag, lagOptions, pin),
     resync === undefined ? undefined : formatResync(resync, resyncOptions, pin),
+    expiry,
+    telemetryText,
   ].filter((t): t is string => t !== undefined);
   const text = [report(opts, pin, rs, rt, memory, machine), ...sectionTexts].join("\n\n");
   process.stdout.write(`\n${text}\n`);
@@ -632,6 +643,8 @@ async function main(): Promise<number> {
     watchFanout: fanout,
     replicationLag: lag,
     fullResync: resync,
+    expiry,
+    telemetry: telemetryText,
     profile,
     serverStderr,
     loadStderr: loadWarnings,
