@@ -73,7 +73,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "replica-of", kind: "string", defaultValue: "", help: "Start as a replica of the primary at HOST:PORT (not ready until its first sync completes)." },
   { flag: "advertise-address", kind: "string", defaultValue: "", help: "HOST:PORT this node tells its primary and clients (default: --host:--port)." },
   { flag: "replication-token-file", kind: "file", defaultValue: "", help: "File with the token replicas send to their primary (default: the auth token). RIPPLECACHE_REPLICATION_TOKEN gives the token itself." },
-  { flag: "admin-token-file", kind: "file", defaultValue: "", help: "File with the token for admin RPCs: promote, replica-of, digest (default: the auth token). RIPPLECACHE_ADMIN_TOKEN gives the token itself." },
+  { flag: "admin-token-file", kind: "file", defaultValue: "", help: "File with the token for admin RPCs: promote, replica-of, digest and Flush (default: the auth token). RIPPLECACHE_ADMIN_TOKEN gives the token itself." },
   { flag: "replication-buffer-bytes", kind: "bytes", defaultValue: "64MiB", help: "Bytes of changes a replica may fall behind on its stream before it is dropped and resyncs." },
   { flag: "replication-heartbeat", kind: "int", defaultValue: "1000", help: "Milliseconds between heartbeats to idle replicas; a replica drops a link silent for 3 heartbeats." },
   { flag: "replica-unready-after", kind: "int", defaultValue: "30000", help: "A replica whose link to its primary is down this many ms reports NOT_SERVING (0 = never)." },

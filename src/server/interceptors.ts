@@ -24,14 +24,14 @@ export const storeErrors: Interceptor = (next) => async (req) => {
 
 /**
  * Bearer-token auth: `authorization: Bearer <token>`, with the token that
- * `tokenFor` names for the called service (undefined: no token needed).
+ * `tokenFor` names for the called method (undefined: no token needed).
  * Tokens are compared as SHA-256 digests with timingSafeEqual, so neither the
  * content nor the length of the expected token leaks through timing.
  */
-export function bearerAuth(tokenFor: (service: string) => string | undefined): Interceptor {
+export function bearerAuth(tokenFor: (service: string, method: string) => string | undefined): Interceptor {
   const digests = new Map<string, Buffer>();
   return (next) => async (req) => {
-    const token = tokenFor(req.service.typeName);
+    const token = tokenFor(req.service.typeName, req.method.name);
     if (token !== undefined) {
       let expected = digests.get(token);
       if (expected === undefined) digests.set(token, (expected = digest(token)));

@@ -97,7 +97,10 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   };
   // Telemetry (src/telemetry): metrics always, tracing when OTEL_* configures it; its interceptor goes first.
   const telemetry = await startTelemetry({ sources: { store, log, hub, replication }, shuttingDown: () => shutdown.signal.aborted });
-  const interceptors: Interceptor[] = [telemetry.interceptor, bearerAuth((service) => tokens[service]), replicaGuard(replication.role), storeErrors];
+  // Flush empties the whole cache: like Promote, an admin's act, not a client's.
+  const tokenFor = (service: string, method: string) =>
+    service === CacheService.typeName && method === "Flush" ? tokens[AdminService.typeName] : tokens[service];
+  const interceptors: Interceptor[] = [telemetry.interceptor, bearerAuth(tokenFor), replicaGuard(replication.role), storeErrors];
 
   const routes = (router: ConnectRouter) => {
     router.service(CacheService, cacheServiceImpl({ store, hub, replication, revisions, maxBatch: config.maxBatch, version: VERSION, startedAt: Date.now() }));
