@@ -36,6 +36,7 @@ import { CacheClient } from "../src/client/client.js";
 import { keyName, type BenchProtocol, type LoadConfig, type LoadMessage, type LoadResult, type Op } from "./common.js";
 import { formatProfile, summarizeProfile, type ProfileSummary } from "./profile.js";
 import { formatFanout, runFanout } from "./fanout.js";
+import { formatAnchors, runAnchors } from "./anchors.js";
 import { formatLag, formatResync, runLag, runResync, type LagOptions, type ResyncOptions, type ResyncResult } from "./replication.js";
 import { fmtInt, fmtMs, fmtPct, table } from "./format.js";
 import { CLI, ROOT, command, killAll, machineBusyMs, pinning, processCpuMs, startServer, track, type Pinning, type Server } from "./procs.js";
@@ -68,7 +69,9 @@ const USAGE = `node dist/bench/run.js [flags]     (npm run bench -- [flags])
   --memory-script FILE the memory measurement (default dist/bench/memory.js)
   --cpu-prof           run the server under --cpu-prof and print a summary
   --out FILE           results JSON (default bench/results/latest.json)
-  --sections LIST      throughput,memory,fanout,lag,resync,expiry,telemetry (default all)
+  --sections LIST      anchors,throughput,memory,fanout,lag,resync,expiry,telemetry (default all)
+  --with-anchors       install the anchors first (apt-get: nghttp2-client, etcd-server, redis-server)
+  --anchor-requests N  h2load requests per side-by-side measurement (default 100000)
   --fanout-watchers L  watcher counts for the Watch fan-out, one server each (default 1000,10000)
   --fanout-per-connection N  watchers per HTTP/2 connection (default 100)
   --fanout-writes N    counted writes per fan-out stage, after 2 warm-up writes (default 20)
@@ -77,7 +80,7 @@ const USAGE = `node dist/bench/run.js [flags]     (npm run bench -- [flags])
   --resync-keys N      keys in the full-resync measurement (default 1000000; 0 = skip it)
 `;
 
-const SECTIONS = ["throughput", "memory", "fanout", "lag", "resync", "expiry", "telemetry"] as const;
+const SECTIONS = ["anchors", "throughput", "memory", "fanout", "lag", "resync", "expiry", "telemetry"] as const;
 type Section = (typeof SECTIONS)[number];
 
 function options() {
@@ -105,6 +108,8 @@ function options() {
       "repl-duration": { type: "string", default: "5000" },
       "repl-rate": { type: "string", default: "0" },
       "resync-keys": { type: "string", default: "1000000" },
+      "with-anchors": { type: "boolean", default: false },
+      "anchor-requests": { type: "string", default: "100000" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -143,6 +148,8 @@ function options() {
     fanoutWrites: int("fanout-writes", values["fanout-writes"], 1),
     replDurationMs: int("repl-duration", values["repl-duration"], 500),
     replRate: int("repl-rate", values["repl-rate"], 0),
+    withAnchors: values["with-anchors"],
+    anchorRequests: int("anchor-requests", values["anchor-requests"], 1000),
     resyncKeys: int("resync-keys", values["resync-keys"], 0),
   };
 }
@@ -486,6 +493,8 @@ async function main(): Promise<number> {
   if (opts.sections.includes("throughput")) process.stderr.write(`bench: ${scenarios} measurements of ${opts.warmupMs + opts.durationMs} ms\n`);
 
   const want = (section: Section) => opts.sections.includes(section);
+  if (want("anchors")) process.stderr.write("bench: side by side with h2load...\n");
+  const anchors = want("anchors") ? await runAnchors({ requests: opts.anchorRequests, install: opts.withAnchors }) : undefined;
   const measurements: Measurement[] = [];
   let serverExit: number | null = 0;
   const server = want("throughput") ? await startServer({ cpu: pin.server, nodeFlags }) : undefined;
@@ -593,6 +602,7 @@ async function main(): Promise<number> {
   const rs = rows(measurements, opts);
   const rt = ratios(measurements, opts);
   const sectionTexts = [
+    anchors === undefined ? undefined : `Side by side, same load generator (bench/anchors.ts):\n${formatAnchors(anchors)}`,
     fanout === undefined ? undefined : formatFanout(fanout, opts.fanoutPerConnection),
     lag === undefined ? undefined : formatLag(lag, lagOptions, pin),
     resync === undefined ? undefined : formatResync(resync, resyncOptions, pin),
@@ -639,6 +649,7 @@ async function main(): Promise<number> {
       rounds: r.rounds,
     })),
     connectVsGrpc: rt,
+    sideBySide: anchors,
     memory,
     watchFanout: fanout,
     replicationLag: lag,

@@ -32,6 +32,9 @@ Client flags:
   --http1            use HTTP/1.1 instead of HTTP/2 (connect and grpc-web)
   --token T          bearer token (RIPPLECACHE_TOKEN)
   --timeout MS       deadline per call (default 10000)
+  --cacert FILE      TLS: PEM CA bundle that verifies the server (https; default: Node's root CAs with an https:// --addr)
+  --cert FILE        TLS: PEM client certificate, for a server with --tls-client-ca (with --key)
+  --key FILE         TLS: PEM private key of --cert
 `;
 
 const CLIENT_OPTIONS = {
@@ -40,6 +43,9 @@ const CLIENT_OPTIONS = {
   http1: { type: "boolean" },
   token: { type: "string" },
   timeout: { type: "string" },
+  cacert: { type: "string" },
+  cert: { type: "string" },
+  key: { type: "string" },
   ttl: { type: "string" },
   flags: { type: "string" },
   "if-absent": { type: "boolean" },
@@ -137,7 +143,9 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
     httpVersion: values.http1 ? "1.1" : "2",
     token: values.token ?? process.env.RIPPLECACHE_TOKEN,
     timeoutMs: number(values.timeout ?? "10000", "--timeout"),
+    ...(values.cacert !== undefined || values.cert !== undefined ? { tls: { caFile: values.cacert, certFile: values.cert, keyFile: values.key } } : {}),
   });
+  if ((values.cert === undefined) !== (values.key === undefined)) throw new UsageError("--cert and --key go together");
   const key = (): string => {
     const k = positionals[0];
     if (k === undefined) throw new UsageError(`${command} needs a KEY`);

@@ -8,6 +8,7 @@ import {
 import { CacheService, type InfoResponse } from "../gen/ripplecache/v1/cache_pb.js";
 import { AdminService } from "../gen/ripplecache/v1/replication_pb.js";
 import { PRIMARY_HEADER } from "../headers.js";
+import { http2TlsOptions, readTlsClientFiles, type TlsClientFiles } from "./tls.js";
 
 export { PRIMARY_HEADER };
 
@@ -31,6 +32,8 @@ export interface ClientOptions {
    * `ripplecache-primary` header), send it to the primary it names. Default true.
    */
   readonly followPrimary?: boolean;
+  /** TLS (https) with these PEM files: the CA that verifies the server, a client certificate for mutual TLS. */
+  readonly tls?: TlsClientFiles;
 }
 
 export interface ValueResult {
@@ -79,11 +82,11 @@ export class CacheClient {
   private readonly sessions: Http2SessionManager | undefined;
 
   constructor(options: ClientOptions) {
-    const url = baseUrl(options.addr);
+    const url = options.tls === undefined ? baseUrl(options.addr) : baseUrl(options.addr).replace(/^http:/, "https:");
     const protocol = options.protocol ?? "connect";
     const httpVersion = protocol === "grpc" ? "2" : (options.httpVersion ?? "2");
     // PINGs detect a dead server on idle connections (a Track or Watch stream can be idle for hours).
-    this.sessions = httpVersion === "2" ? new Http2SessionManager(url, { pingIntervalMs: 15_000, pingTimeoutMs: 5_000 }) : undefined;
+    this.sessions = httpVersion === "2" ? new Http2SessionManager(url, { pingIntervalMs: 15_000, pingTimeoutMs: 5_000 }, options.tls && http2TlsOptions(options.tls)) : undefined;
     const interceptors: Interceptor[] = options.token === undefined ? [] : [sendBearerToken(options.token)];
     if (options.followPrimary !== false) interceptors.push(this.redirectWritesToPrimary(options));
     const common = {
@@ -100,7 +103,7 @@ export class CacheClient {
       transport = factory({ ...common, httpVersion: "2", sessionManager: this.sessions });
     } else {
       const factory = protocol === "connect" ? createConnectTransport : createGrpcWebTransport;
-      transport = factory({ ...common, httpVersion: "1.1" });
+      transport = factory({ ...common, httpVersion: "1.1", ...(options.tls !== undefined ? { nodeOptions: readTlsClientFiles(options.tls) } : {}) });
     }
     this.transport = transport;
     this.rpc = createClient(CacheService, transport);

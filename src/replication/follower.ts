@@ -1,4 +1,5 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { SecureClientSessionOptions } from "node:http2";
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { baseUrl, sendBearerToken } from "../client/client.js";
@@ -27,6 +28,8 @@ export interface FollowerOptions {
   readonly initialBackoffMs: number;
   readonly maxBackoffMs: number;
   readonly log?: (msg: string, fields: Record<string, unknown>) => void;
+  /** Set: the primary is reached over TLS (https) with these http2.connect options (--replication-tls-*). */
+  readonly tls?: SecureClientSessionOptions;
 }
 
 const CHANGE_TYPES: Record<WireChangeType, ChangeType | undefined> = {
@@ -65,8 +68,8 @@ export class ReplicaFollower {
     private readonly role: NodeRole,
     private readonly options: FollowerOptions,
   ) {
-    const url = baseUrl(options.primaryAddress);
-    this.sessions = new Http2SessionManager(url, { pingIntervalMs: Math.max(1000, options.silenceTimeoutMs / 2), pingTimeoutMs: options.silenceTimeoutMs });
+    const url = options.tls === undefined ? baseUrl(options.primaryAddress) : baseUrl(options.primaryAddress).replace(/^http:/, "https:");
+    this.sessions = new Http2SessionManager(url, { pingIntervalMs: Math.max(1000, options.silenceTimeoutMs / 2), pingTimeoutMs: options.silenceTimeoutMs }, options.tls);
     const interceptors: Interceptor[] = options.token === undefined ? [] : [sendBearerToken(options.token)];
     this.client = createClient(ReplicationService, createGrpcTransport({ baseUrl: url, sessionManager: this.sessions, interceptors }));
   }

@@ -4,6 +4,7 @@ import type { WatchHub } from "../watch/hub.js";
 import { ReplicaFollower, type FollowerOptions } from "./follower.js";
 import { NodeRole } from "./node-role.js";
 import { ReplicationSource } from "./source.js";
+import { registerRole } from "./revision-waiter.js";
 import { withActivity } from "../telemetry/spans.js";
 
 export interface ReplicationOptions {
@@ -13,6 +14,8 @@ export interface ReplicationOptions {
   readonly bufferBytes: number;
   readonly heartbeatMs: number;
   readonly log?: FollowerOptions["log"];
+  /** TLS to the primary (--replication-tls-*). */
+  readonly tls?: FollowerOptions["tls"];
 }
 
 /**
@@ -33,6 +36,8 @@ export class Replication {
     private readonly options: ReplicationOptions,
   ) {
     this.source = new ReplicationSource(store, log, hub, this.role, { bufferBytes: options.bufferBytes, heartbeatMs: options.heartbeatMs });
+    // min_revision reads wait while a full resync loads (see RevisionWaiter).
+    registerRole(log, this.role);
     if (options.replicaOf !== undefined) {
       // A new node holds no history: its first sync is a full resync.
       this.role.replicationId = "";
@@ -93,6 +98,7 @@ export class Replication {
       initialBackoffMs: 100,
       maxBackoffMs: 5000,
       log: this.options.log,
+      tls: this.options.tls,
     });
     this.follower.start();
   }

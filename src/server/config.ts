@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { accessSync, constants, readFileSync } from "node:fs";
 import { LOG_LEVELS, type LogLevel } from "../log.js";
 
 /**
@@ -18,6 +18,20 @@ export interface ServerConfig {
   readonly authToken: string | undefined;
   readonly tlsCertFile: string | undefined;
   readonly tlsKeyFile: string | undefined;
+  /** With it, the server requires client certificates signed by this CA (mutual TLS). */
+  readonly tlsClientCaFile: string | undefined;
+  /** How often the TLS files are checked for changes (0 = never). */
+  readonly tlsReloadIntervalMs: number;
+  /** CA bundle that verifies the primary's certificate; set, replicas reach their primary over TLS. */
+  readonly replicationTlsCaFile: string | undefined;
+  /** Client certificate and key a replica presents to its primary (mutual TLS). */
+  readonly replicationTlsCertFile: string | undefined;
+  readonly replicationTlsKeyFile: string | undefined;
+  readonly maxConnections: number;
+  readonly maxConcurrentStreams: number;
+  readonly maxHeaderBytes: number;
+  readonly requestHeaderTimeoutMs: number;
+  readonly idleTimeoutMs: number;
   readonly shutdownTimeoutMs: number;
   readonly changeLogEvents: number;
   readonly changeLogBytes: number;
@@ -37,6 +51,7 @@ export interface ServerConfig {
   readonly drainPeriodMs: number;
   readonly wedgedAfterMs: number;
   readonly logLevel: LogLevel;
+  readonly fastUnary: boolean;
 }
 
 type Kind = "string" | "int" | "bytes" | "file";
@@ -59,6 +74,16 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "auth-token-file", kind: "file", defaultValue: "", help: "File holding the bearer token clients must send; unset = no auth. RIPPLECACHE_AUTH_TOKEN gives the token itself." },
   { flag: "tls-cert", kind: "string", defaultValue: "", help: "PEM certificate file; with --tls-key, serves TLS (ALPN h2 and http/1.1)." },
   { flag: "tls-key", kind: "string", defaultValue: "", help: "PEM private key file for --tls-cert." },
+  { flag: "tls-client-ca", kind: "string", defaultValue: "", help: "PEM CA bundle: with --tls-cert, every client must present a certificate signed by it (mutual TLS)." },
+  { flag: "tls-reload-interval", kind: "int", defaultValue: "5000", help: "Milliseconds between checks of --tls-cert, --tls-key and --tls-client-ca for changes; changed files are loaded without a restart, a bad pair is logged and the old one kept (0 = never)." },
+  { flag: "replication-tls-ca", kind: "string", defaultValue: "", help: "PEM CA bundle that verifies the primary's certificate; when set, a replica connects to its primary with TLS." },
+  { flag: "replication-tls-cert", kind: "string", defaultValue: "", help: "PEM client certificate a replica presents to its primary (for a primary with --tls-client-ca); implies TLS." },
+  { flag: "replication-tls-key", kind: "string", defaultValue: "", help: "PEM private key file for --replication-tls-cert." },
+  { flag: "max-connections", kind: "int", defaultValue: "10000", help: "Most client connections open at once on the main port; further connections are closed at once (0 = no limit)." },
+  { flag: "max-concurrent-streams", kind: "int", defaultValue: "1000", help: "Most calls in flight on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS); a stream beyond it is refused (REFUSED_STREAM, UNAVAILABLE)." },
+  { flag: "max-header-bytes", kind: "bytes", defaultValue: "16KiB", help: "Largest request header block: HTTP/1.1 answers 431 beyond it, HTTP/2 resets the stream (ENHANCE_YOUR_CALM, RESOURCE_EXHAUSTED)." },
+  { flag: "request-header-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds a new connection has to complete its TLS handshake and the headers of its first request (HTTP/1.1: of every request); slower connections are closed." },
+  { flag: "idle-timeout", kind: "int", defaultValue: "300000", help: "Milliseconds an HTTP/2 connection may stay without an open stream before it is closed with GOAWAY (0 = never); streams such as Watch keep it open." },
   { flag: "shutdown-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds to finish in-flight calls after the drain period before closing connections." },
   { flag: "drain-period", kind: "int", defaultValue: "0", help: "Milliseconds to keep serving after SIGTERM while reporting not ready (let load balancers move traffic away); 5000 in the Kubernetes manifests." },
   { flag: "admin-port", kind: "string", defaultValue: "9090", help: "Port of the admin HTTP server: /livez, /readyz, /metrics (0 = any free port, \"off\" = none)." },
@@ -77,6 +102,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "replication-buffer-bytes", kind: "bytes", defaultValue: "64MiB", help: "Bytes of changes a replica may fall behind on its stream before it is dropped and resyncs." },
   { flag: "replication-heartbeat", kind: "int", defaultValue: "1000", help: "Milliseconds between heartbeats to idle replicas; a replica drops a link silent for 3 heartbeats." },
   { flag: "replica-unready-after", kind: "int", defaultValue: "30000", help: "A replica whose link to its primary is down this many ms reports NOT_SERVING (0 = never)." },
+  { flag: "fast-unary", kind: "string", defaultValue: "on", help: "Serve unary gRPC and Connect calls in binary over HTTP/2 on the fast path (off = connect-node serves every call; answers are the same)." },
   { flag: "keepalive-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds to wait for a PING answer before the connection and its streams are dropped." },
 ];
 
@@ -135,6 +161,22 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
   if ((tlsCertFile === undefined) !== (tlsKeyFile === undefined)) {
     throw new ConfigError("--tls-cert and --tls-key go together: give both or neither");
   }
+  const tlsClientCaFile = optional("tls-client-ca");
+  if (tlsClientCaFile !== undefined && tlsCertFile === undefined) {
+    throw new ConfigError("--tls-client-ca needs --tls-cert and --tls-key: client certificates are only asked for over TLS");
+  }
+  const replicationTlsCertFile = optional("replication-tls-cert");
+  const replicationTlsKeyFile = optional("replication-tls-key");
+  if ((replicationTlsCertFile === undefined) !== (replicationTlsKeyFile === undefined)) {
+    throw new ConfigError("--replication-tls-cert and --replication-tls-key go together: give both or neither");
+  }
+  const replicationTlsCaFile = optional("replication-tls-ca");
+  for (const flag of ["tls-cert", "tls-key", "tls-client-ca", "replication-tls-ca", "replication-tls-cert", "replication-tls-key"]) {
+    const file = optional(flag);
+    if (file !== undefined) mustBeReadable(file, what(flag));
+  }
+  const maxHeaderBytes = bytes("max-header-bytes");
+  if (maxHeaderBytes < 1024) throw new ConfigError(`${what("max-header-bytes")}: give at least 1KiB`);
   return {
     host: raw("host"),
     port,
@@ -146,6 +188,16 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
     authToken: readToken("auth-token-file", optional("auth-token-file"), env.RIPPLECACHE_AUTH_TOKEN),
     tlsCertFile,
     tlsKeyFile,
+    tlsClientCaFile,
+    tlsReloadIntervalMs: int("tls-reload-interval"),
+    replicationTlsCaFile,
+    replicationTlsCertFile,
+    replicationTlsKeyFile,
+    maxConnections: int("max-connections"),
+    maxConcurrentStreams: Math.max(1, int("max-concurrent-streams")),
+    maxHeaderBytes,
+    requestHeaderTimeoutMs: Math.max(100, int("request-header-timeout")),
+    idleTimeoutMs: int("idle-timeout"),
     shutdownTimeoutMs: int("shutdown-timeout"),
     changeLogEvents: Math.max(1, int("change-log-events")),
     changeLogBytes: bytes("change-log-bytes"),
@@ -165,7 +217,14 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
     drainPeriodMs: int("drain-period"),
     wedgedAfterMs: Math.max(100, int("wedged-after")),
     logLevel: logLevel(raw("log-level"), what("log-level")),
+    fastUnary: onOff(raw("fast-unary"), what("fast-unary")),
   };
+}
+
+function onOff(text: string, what: string): boolean {
+  const v = text.trim().toLowerCase();
+  if (v !== "on" && v !== "off") throw new ConfigError(`${what}: "${text}" is not on or off`);
+  return v === "on";
 }
 
 function logLevel(text: string, what: string): LogLevel {
@@ -174,6 +233,15 @@ function logLevel(text: string, what: string): LogLevel {
   return level;
 }
 
+function mustBeReadable(file: string, what: string): void {
+  try {
+    accessSync(file, constants.R_OK);
+  } catch (err) {
+    throw new ConfigError(`${what}: cannot read ${file}: ${(err as Error).message}`);
+  }
+}
+
+/** A token from its file (or the environment). Errors name the file, never its content. */
 function readToken(flag: string, file: string | undefined, fromEnv: string | undefined): string | undefined {
   if (file !== undefined) {
     let text: string;

@@ -27,21 +27,31 @@ export const storeErrors: Interceptor = (next) => async (req) => {
  * `tokenFor` names for the called method (undefined: no token needed).
  * Tokens are compared as SHA-256 digests with timingSafeEqual, so neither the
  * content nor the length of the expected token leaks through timing.
+ *
+ * Every refusal is UNAUTHENTICATED, also for a token that is valid for other
+ * methods (a client token calling Flush, Promote or Sync): the answer does not
+ * tell which tokens exist. `kindOf` names the token a method needs ("admin",
+ * "replication") for the message. Neither the expected nor the sent token is
+ * ever part of a message or a log line.
  */
-export function bearerAuth(tokenFor: (service: string, method: string) => string | undefined): Interceptor {
+export function bearerAuth(
+  tokenFor: (service: string, method: string) => string | undefined,
+  kindOf: (service: string, method: string) => string = () => "auth",
+): Interceptor {
   const digests = new Map<string, Buffer>();
   return (next) => async (req) => {
     const token = tokenFor(req.service.typeName, req.method.name);
     if (token !== undefined) {
       let expected = digests.get(token);
       if (expected === undefined) digests.set(token, (expected = digest(token)));
+      const needs = `${req.service.typeName}/${req.method.name} needs the ${kindOf(req.service.typeName, req.method.name)} token`;
       const header = req.header.get("authorization");
       if (header === null) {
-        throw new ConnectError("missing token: send the header 'authorization: Bearer <token>'", Code.Unauthenticated);
+        throw new ConnectError(`missing token: ${needs}; send the header 'authorization: Bearer <token>'`, Code.Unauthenticated);
       }
       const m = /^Bearer\s+(.+)$/i.exec(header.trim());
       if (m === null || !timingSafeEqual(digest(m[1]), expected)) {
-        throw new ConnectError("invalid token", Code.Unauthenticated);
+        throw new ConnectError(`invalid token: ${needs}`, Code.Unauthenticated);
       }
     }
     return next(req);

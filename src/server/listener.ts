@@ -1,9 +1,14 @@
+import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
+import * as tls from "node:tls";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 
+import { logLine } from "../log.js";
+import { ConfigError } from "./config.js";
+import type { FastStreamHandler } from "./fast-unary.js";
 import { fixGrpcMessageEncoding } from "./grpc-message.js";
 
 type NodeHandlerFn = ReturnType<typeof connectNodeAdapter>;
@@ -13,10 +18,26 @@ export interface ListenOptions {
   readonly port: number;
   readonly tlsCertFile?: string;
   readonly tlsKeyFile?: string;
+  /** With TLS: require client certificates signed by this CA bundle (mutual TLS). */
+  readonly tlsClientCaFile?: string;
+  /** How often the TLS files are read for changes, which are loaded without a restart (0 = never). */
+  readonly tlsReloadIntervalMs?: number;
   /** HTTP/2 PING (and TCP keepalive) interval for detecting dead peers. */
   readonly keepaliveIntervalMs: number;
   /** A PING unanswered this long drops the connection and frees its streams. */
   readonly keepaliveTimeoutMs: number;
+  /** Most connections open at once; further ones are closed on accept (0 = no limit). */
+  readonly maxConnections?: number;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS of every HTTP/2 connection. */
+  readonly maxConcurrentStreams?: number;
+  /** Largest request header block (HTTP/1.1 431; HTTP/2 stream reset with ENHANCE_YOUR_CALM). */
+  readonly maxHeaderBytes?: number;
+  /** A connection must finish its TLS handshake and the headers of its first request this fast (HTTP/1.1: of every request). */
+  readonly requestHeaderTimeoutMs?: number;
+  /** An HTTP/2 connection without open streams this long is closed with GOAWAY (0 = never). */
+  readonly idleTimeoutMs?: number;
+  /** Serves the HTTP/2 streams it accepts (the fast unary path) before connect-node sees them. */
+  readonly fastStream?: FastStreamHandler;
 }
 
 /** One port serving HTTP/1.1 and HTTP/2 (h2c, or ALPN h2 + http/1.1 with TLS). */
@@ -32,11 +53,34 @@ export interface Listener {
 /** Every HTTP/2 connection starts with this preface; no HTTP/1.1 request starts with "PRI ". */
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
+/** A request that is still being received after this long (headers done, body trickling) is answered 408 on HTTP/1.1. Streams over HTTP/2 are never cut. */
+const H1_REQUEST_TIMEOUT_MS = 300_000;
+
+interface TlsFiles {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  readonly ca?: Buffer;
+}
+
 export async function listen(connectHandler: NodeHandlerFn, options: ListenOptions): Promise<Listener> {
   const handler: NodeHandlerFn = (req, res) => {
     fixGrpcMessageEncoding(res as unknown as Parameters<typeof fixGrpcMessageEncoding>[0]);
     return connectHandler(req, res);
   };
+  const headerTimeoutMs = options.requestHeaderTimeoutMs ?? 10_000;
+  const idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
+  const maxHeaderBytes = options.maxHeaderBytes ?? 16 * 1024;
+  const h2Options = {
+    settings: { maxConcurrentStreams: options.maxConcurrentStreams ?? 1000, maxHeaderListSize: maxHeaderBytes },
+  };
+  const h1Options: http.ServerOptions = {
+    maxHeaderSize: maxHeaderBytes,
+    headersTimeout: headerTimeoutMs,
+    requestTimeout: Math.max(H1_REQUEST_TIMEOUT_MS, headerTimeoutMs),
+    // How often Node checks headersTimeout and requestTimeout (its default is 30 s).
+    connectionsCheckingInterval: Math.min(30_000, Math.max(100, Math.floor(headerTimeoutMs / 4))),
+  };
+
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.Http2Session>();
   const track = (socket: net.Socket) => {
@@ -44,41 +88,120 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
   };
+  // Slow clients (slowloris): a connection that has not delivered the headers
+  // of a complete first request in time is closed. HTTP/2 connections are
+  // timed by their session (below); HTTP/1.1 ones by this timer, then by
+  // Node's headersTimeout for the requests that follow.
+  const firstRequest = new Map<net.Socket, NodeJS.Timeout>();
+  const awaitFirstRequest = (socket: net.Socket) => {
+    const timer = setTimeout(() => socket.destroy(), headerTimeoutMs);
+    timer.unref();
+    firstRequest.set(socket, timer);
+    socket.once("close", () => requestArrived(socket));
+  };
+  const requestArrived = (socket: net.Socket) => {
+    const timer = firstRequest.get(socket);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    firstRequest.delete(socket);
+  };
 
   let server: net.Server;
   let h1: http.Server | undefined;
   let h2: http2.Http2Server | http2.Http2SecureServer;
+  let stopReloading = () => {};
   if (options.tlsCertFile !== undefined && options.tlsKeyFile !== undefined) {
+    const files = { cert: options.tlsCertFile, key: options.tlsKeyFile, ca: options.tlsClientCaFile };
+    let loaded: TlsFiles;
+    try {
+      loaded = readTlsFiles(files);
+      tls.createSecureContext(loaded);
+    } catch (err) {
+      throw new ConfigError(`--tls-cert/--tls-key${files.ca === undefined ? "" : "/--tls-client-ca"}: cannot load: ${(err as Error).message}`);
+    }
+    const mutual = files.ca !== undefined;
     // With TLS, ALPN picks the protocol and Node's secure server serves both.
-    h2 = http2.createSecureServer(
-      { cert: readFileSync(options.tlsCertFile), key: readFileSync(options.tlsKeyFile), allowHTTP1: true },
+    const secure = http2.createSecureServer(
+      {
+        ...loaded,
+        allowHTTP1: true,
+        // Mutual TLS: a client without a certificate signed by the CA fails the handshake.
+        requestCert: mutual,
+        rejectUnauthorized: mutual,
+        handshakeTimeout: headerTimeoutMs,
+        ...h2Options,
+      },
       handler,
     );
-    h2.on("secureConnection", (socket: net.Socket) => track(socket));
-    server = h2;
+    // For the HTTP/1.1 connections the secure server hands to Node's HTTP/1.1 code.
+    Object.assign(secure, { maxHeaderSize: maxHeaderBytes, headersTimeout: h1Options.headersTimeout, requestTimeout: h1Options.requestTimeout, connectionsCheckingInterval: h1Options.connectionsCheckingInterval });
+    secure.on("secureConnection", (socket: tls.TLSSocket) => {
+      track(socket);
+      if (socket.alpnProtocol !== "h2") awaitFirstRequest(socket);
+    });
+    secure.on("request", (req: http.IncomingMessage | http2.Http2ServerRequest) => {
+      if (req.httpVersionMajor === 1) requestArrived(req.socket as net.Socket);
+    });
+    secure.on("tlsClientError", (err: Error) => logLine("debug", "tls handshake failed", { error: err.message }));
+    stopReloading = watchTlsFiles(secure, files, loaded, options.tlsReloadIntervalMs ?? 5000);
+    h2 = secure;
+    server = secure;
   } else {
     // Node's plaintext HTTP/2 server refuses HTTP/1.1, so one net.Server peeks
     // at the first bytes and hands the socket to the server that speaks them.
-    const h1Server = http.createServer(handler);
+    const h1Server = http.createServer(h1Options, handler);
     // It never listens itself; "listening" starts its connection tracking, which
     // enforces headersTimeout/requestTimeout (slow clients) and closeIdleConnections.
     h1Server.emit("listening");
+    h1Server.on("request", (req: http.IncomingMessage) => requestArrived(req.socket));
     h1 = h1Server;
-    const h2c = http2.createServer(handler);
+    const h2c = http2.createServer(h2Options, handler);
     h2 = h2c;
     server = net.createServer((socket) => {
       track(socket);
-      socket.once("data", (chunk: Buffer) => {
+      // Covers a client that connects and sends nothing, then (HTTP/1.1) trickles its first request's headers.
+      awaitFirstRequest(socket);
+      // Bytes that could still be the preface ("P" might also start "POST") wait for more.
+      let seen: Buffer = Buffer.alloc(0);
+      const peek = (chunk: Buffer) => {
+        seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+        const n = Math.min(seen.length, H2_PREFACE.length);
+        const h2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+        if (h2 && n < H2_PREFACE.length) return;
+        socket.off("data", peek);
         socket.pause();
-        socket.unshift(chunk);
-        const n = Math.min(chunk.length, H2_PREFACE.length);
-        if (chunk.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) {
+        socket.unshift(seen);
+        if (h2) {
+          requestArrived(socket); // the session's own timer takes over
           h2c.emit("connection", socket);
         } else {
           h1Server.emit("connection", socket);
           socket.resume();
         }
-      });
+      };
+      socket.on("data", peek);
+    });
+  }
+  const maxConnections = options.maxConnections ?? 0;
+  if (maxConnections > 0) {
+    // Beyond it, Node closes each new socket as soon as it is accepted.
+    server.maxConnections = maxConnections;
+    let lastWarning = 0;
+    server.on("drop", () => {
+      if (Date.now() - lastWarning < 10_000) return;
+      lastWarning = Date.now();
+      logLine("warn", "connection refused: --max-connections reached", { maxConnections });
+    });
+  }
+  const fastStream = options.fastStream;
+  if (fastStream !== undefined) {
+    // The compatibility layer (the request handler) listens for "stream" too:
+    // put the fast path in front of it, so a stream is served by one of them.
+    const compat = h2.listeners("stream") as ((...args: unknown[]) => void)[];
+    h2.removeAllListeners("stream");
+    h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
+      if (fastStream(stream, headers)) return;
+      for (const listener of compat) listener.call(h2, stream, headers, ...rest);
     });
   }
   // A stream whose response is complete while its client is still sending
@@ -116,8 +239,34 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
       }
     }, options.keepaliveIntervalMs);
     keepalive.unref();
+    // Idle and slow sessions: the first stream (complete request headers) must
+    // come within the header timeout, and a session whose streams have all
+    // ended is closed after the idle timeout. A session with an open stream
+    // (Watch, Track, Sync may last for days) is never idle: keepalive PINGs
+    // find its dead peers instead.
+    let open = 0;
+    let idle: NodeJS.Timeout | undefined;
+    const closeIfIdleAfter = (ms: number) => {
+      clearTimeout(idle);
+      if (ms <= 0) return;
+      idle = setTimeout(() => {
+        if (open > 0 || session.destroyed) return;
+        session.close(); // GOAWAY; with no stream open the connection ends
+        setTimeout(() => session.destroy(), 1000).unref(); // even if the peer does not read
+      }, ms);
+      idle.unref();
+    };
+    closeIfIdleAfter(headerTimeoutMs);
+    session.on("stream", (stream: http2.ServerHttp2Stream) => {
+      open++;
+      clearTimeout(idle);
+      stream.once("close", () => {
+        if (--open === 0 && !session.closed) closeIfIdleAfter(idleTimeoutMs);
+      });
+    });
     session.once("close", () => {
       clearInterval(keepalive);
+      clearTimeout(idle);
       sessions.delete(session);
     });
   });
@@ -135,6 +284,7 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
   const stopAccepting = () => {
     if (!accepting) return;
     accepting = false;
+    stopReloading();
     server.close();
   };
 
@@ -154,7 +304,70 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
         await new Promise((r) => setTimeout(r, 20));
       }
       for (const socket of sockets) socket.destroy();
+      for (const timer of firstRequest.values()) clearTimeout(timer);
       h1?.close();
     },
   };
+}
+
+function readTlsFiles(files: { cert: string; key: string; ca?: string }): TlsFiles {
+  return {
+    cert: readFileSync(files.cert),
+    key: readFileSync(files.key),
+    ...(files.ca !== undefined ? { ca: readFileSync(files.ca) } : {}),
+  };
+}
+
+function sameFiles(a: TlsFiles, b: TlsFiles): boolean {
+  return a.cert.equals(b.cert) && a.key.equals(b.key) && (a.ca === undefined ? b.ca === undefined : b.ca !== undefined && a.ca.equals(b.ca));
+}
+
+/** SHA-256 fingerprint of the first certificate in a PEM file, for logs. */
+function fingerprint(cert: Buffer): string {
+  try {
+    return new X509Certificate(cert).fingerprint256;
+  } catch {
+    return "?";
+  }
+}
+
+/**
+ * Reloads the certificate, key and client CA when their content changes.
+ * The files are read by path every interval, so a Kubernetes Secret update
+ * (a symlink swapped to a new directory) or a file rewritten in place is
+ * seen alike. A pair that does not load (a key that does not match its
+ * certificate, a file half-written, unreadable) is logged and the previous
+ * one stays in use; it is tried again when the files change once more.
+ * Connections already open keep the certificate they were made with.
+ */
+function watchTlsFiles(server: tls.Server, files: { cert: string; key: string; ca?: string }, initial: TlsFiles, intervalMs: number): () => void {
+  if (intervalMs <= 0) return () => {};
+  let current = initial;
+  let rejected: TlsFiles | undefined;
+  let unreadable: string | undefined;
+  const timer = setInterval(() => {
+    let next: TlsFiles;
+    try {
+      next = readTlsFiles(files);
+      unreadable = undefined;
+    } catch (err) {
+      const message = (err as Error).message;
+      if (unreadable !== message) logLine("warn", "tls files unreadable: keeping the loaded certificate", { error: message });
+      unreadable = message;
+      return;
+    }
+    if (sameFiles(next, current) || (rejected !== undefined && sameFiles(next, rejected))) return;
+    try {
+      tls.createSecureContext(next); // throws on a bad certificate, key, CA or a mismatched pair
+      server.setSecureContext(next);
+      current = next;
+      rejected = undefined;
+      logLine("info", "tls certificate reloaded", { cert: files.cert, fingerprint: fingerprint(next.cert) });
+    } catch (err) {
+      rejected = next;
+      logLine("warn", "tls certificate not reloaded: keeping the previous one", { cert: files.cert, error: (err as Error).message });
+    }
+  }, intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }

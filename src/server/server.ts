@@ -1,6 +1,6 @@
 import { setMaxListeners } from "node:events";
-import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Code, ConnectError, createServiceImplSpec, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapterWithClientFaults } from "./client-faults.js";
 import { CacheService } from "../gen/ripplecache/v1/cache_pb.js";
 import { ExpirySweeper } from "../store/expiry-sweeper.js";
 import { ChangeLog } from "../store/change-log.js";
@@ -20,8 +20,10 @@ import { logLine } from "../log.js";
 import { startTelemetry } from "../telemetry/telemetry.js";
 import { startAdminHttp } from "./admin-http.js";
 import { listen } from "./listener.js";
+import { createFastUnary } from "./fast-unary.js";
 import { HealthState, registerHealth, ServingStatus } from "./health.js";
 import { registerReflection } from "./reflection.js";
+import { http2TlsOptions } from "../client/tls.js";
 
 export interface RunningServer {
   readonly port: number;
@@ -59,6 +61,10 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     bufferBytes: config.replicationBufferBytes,
     heartbeatMs: config.replicationHeartbeatMs,
     log: (msg, fields) => logLine("info", msg, fields),
+    tls:
+      config.replicationTlsCaFile !== undefined || config.replicationTlsCertFile !== undefined
+        ? http2TlsOptions({ caFile: config.replicationTlsCaFile, certFile: config.replicationTlsCertFile, keyFile: config.replicationTlsKeyFile })
+        : undefined,
   });
 
   let ownAddress = "";
@@ -96,27 +102,43 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     [AdminService.typeName]: config.adminToken ?? config.authToken,
   };
   // Telemetry (src/telemetry): metrics always, tracing when OTEL_* configures it; its interceptor goes first.
-  const telemetry = await startTelemetry({ sources: { store, log, hub, replication }, shuttingDown: () => shutdown.signal.aborted });
+  const fastUnaryStats = { calls: 0 };
+  const telemetry = await startTelemetry({ sources: { store, log, hub, replication, fastUnary: fastUnaryStats }, shuttingDown: () => shutdown.signal.aborted });
   // Flush empties the whole cache: like Promote, an admin's act, not a client's.
   const tokenFor = (service: string, method: string) =>
     service === CacheService.typeName && method === "Flush" ? tokens[AdminService.typeName] : tokens[service];
-  const interceptors: Interceptor[] = [telemetry.interceptor, bearerAuth(tokenFor), replicaGuard(replication.role), storeErrors];
+  const tokenKind = (service: string, method: string) =>
+    service === AdminService.typeName || (service === CacheService.typeName && method === "Flush") ? "admin" : service === ReplicationService.typeName ? "replication" : "client";
+  const interceptors: Interceptor[] = [telemetry.interceptor, bearerAuth(tokenFor, tokenKind), replicaGuard(replication.role), storeErrors];
 
+  const cacheImpl = cacheServiceImpl({ store, hub, replication, revisions, maxBatch: config.maxBatch, version: VERSION, startedAt: Date.now() });
+  const adminImpl = adminServiceImpl(store, replication, () => ownAddress);
   const routes = (router: ConnectRouter) => {
-    router.service(CacheService, cacheServiceImpl({ store, hub, replication, revisions, maxBatch: config.maxBatch, version: VERSION, startedAt: Date.now() }));
+    router.service(CacheService, cacheImpl);
     router.service(ReplicationService, { sync: (requests, ctx) => replication.source.sync(requests, ctx.signal, "") });
-    router.service(AdminService, adminServiceImpl(store, replication, () => ownAddress));
+    router.service(AdminService, adminImpl);
     registerHealth(router, health);
     registerReflection(router);
   };
-  const handler = connectNodeAdapter({
+  const handler = connectNodeAdapterWithClientFaults({
     routes,
     interceptors,
     ...(telemetry.contextValues !== undefined ? { contextValues: telemetry.contextValues } : {}),
     readMaxBytes: config.maxRequestBytes,
     shutdownSignal: shutdown.signal,
   });
-  const listener = await listen(handler, config);
+  // Unary calls in binary over HTTP/2 skip connect-node's plumbing (same interceptors, same answers).
+  const fastStream = config.fastUnary
+    ? createFastUnary({
+        services: [createServiceImplSpec<typeof CacheService>(CacheService, cacheImpl), createServiceImplSpec<typeof AdminService>(AdminService, adminImpl)],
+        interceptors,
+        readMaxBytes: config.maxRequestBytes,
+        shutdownSignal: shutdown.signal,
+        stats: fastUnaryStats,
+        ...(telemetry.networkContextValues !== undefined ? { contextValues: telemetry.networkContextValues } : {}),
+      })
+    : undefined;
+  const listener = await listen(handler, { ...config, fastStream });
   ownAddress = config.advertiseAddress ?? `${config.host}:${listener.port}`;
   replication.start(ownAddress);
   const admin =

@@ -14,6 +14,8 @@ export interface MetricSources {
   readonly log: ChangeLog;
   readonly hub: WatchHub;
   readonly replication: Replication;
+  /** Calls served by the fast unary path (src/server/fast-unary.ts). */
+  readonly fastUnary?: { readonly calls: number };
 }
 
 export interface MetricsOptions {
@@ -85,7 +87,7 @@ export async function startMetrics(sources: MetricSources, options: MetricsOptio
   };
 }
 
-function observeServer(meter: Meter, { store, log, hub, replication }: MetricSources): void {
+function observeServer(meter: Meter, { store, log, hub, replication, fastUnary }: MetricSources): void {
   const hits = meter.createObservableCounter("ripplecache.cache.hits", { unit: "{hit}", description: "Reads that found their key." });
   const misses = meter.createObservableCounter("ripplecache.cache.misses", { unit: "{miss}", description: "Reads that did not find their key." });
   const keys = meter.createObservableUpDownCounter("ripplecache.cache.keys", { unit: "{key}", description: "Keys held." });
@@ -121,9 +123,15 @@ function observeServer(meter: Meter, { store, log, hub, replication }: MetricSou
     description: "On a primary: bytes of keys and values sent to the replica (snapshot entries, and changes with a fixed overhead each).",
   });
 
+  const fastCalls = meter.createObservableCounter("ripplecache.rpc.fast_path.calls", {
+    unit: "{call}",
+    description: "Unary calls in binary over HTTP/2 served by the fast path rather than connect-node (the same answers, less CPU).",
+  });
+
   meter.addBatchObservableCallback(
     (o: BatchObservableResult) => {
       const s = store.stats();
+      o.observe(fastCalls, fastUnary?.calls ?? 0);
       o.observe(hits, s.hits);
       o.observe(misses, s.misses);
       o.observe(keys, s.keys);
@@ -153,7 +161,7 @@ function observeServer(meter: Meter, { store, log, hub, replication }: MetricSou
         o.observe(lagTime, st.lagMs / 1000, a);
       }
     },
-    [hits, misses, keys, used, limit, evictions, expirations, revision, oldest, streams, delivered, resyncs, isReplica, linkUp, connected, lag, lagTime, fullResyncs, sent],
+    [hits, misses, keys, used, limit, evictions, expirations, revision, oldest, streams, delivered, resyncs, isReplica, linkUp, connected, lag, lagTime, fullResyncs, sent, fastCalls],
   );
 }
 

@@ -64,15 +64,34 @@ export const ATTR_END_REASON = "ripplecache.stream.end_reason";
 /** Codes for which a server span's status is ERROR (the others are the caller's doing). */
 const SERVER_ERRORS = new Set([Code.Unknown, Code.DeadlineExceeded, Code.Unimplemented, Code.Internal, Code.Unavailable, Code.DataLoss]);
 
-const NODE_REQUEST = createContextKey<NodeServerRequest | undefined>(undefined, { description: "the Node.js request of the call" });
+/** What a call knows of its connection: the span's network attributes. */
+export interface CallNetwork {
+  readonly httpVersion: string;
+  readonly authority: string | undefined;
+  readonly localAddress: string | undefined;
+  readonly localPort: number | undefined;
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+}
 
-/**
- * For connectNodeAdapter's `contextValues`: keeps the Node request, where the
- * tracing interceptor reads the HTTP version and addresses. Installed only
- * when tracing is on.
- */
+const CALL_NETWORK = createContextKey<CallNetwork | undefined>(undefined, { description: "the connection of the call" });
+
+/** Context values carrying a call's connection, where the tracing interceptor reads it. Installed only when tracing is on. */
+export function networkContextValues(network: CallNetwork): ContextValues {
+  return createContextValues().set(CALL_NETWORK, network);
+}
+
+/** For connectNodeAdapter's `contextValues`: the connection of a Node request. */
 export function nodeRequestContextValues(req: NodeServerRequest): ContextValues {
-  return createContextValues().set(NODE_REQUEST, req);
+  const socket = req.socket;
+  return networkContextValues({
+    httpVersion: req.httpVersion,
+    authority: (req.headers[":authority"] as string | undefined) ?? req.headers.host,
+    localAddress: socket?.localAddress,
+    localPort: socket?.localPort,
+    remoteAddress: socket?.remoteAddress,
+    remotePort: socket?.remotePort,
+  });
 }
 
 const headerGetter: TextMapGetter<Headers> = {
@@ -220,17 +239,15 @@ export function rpcTelemetry(options: RpcTelemetryOptions): Interceptor {
 /** The attributes a server span starts with. */
 function spanAttributes(req: UnaryRequest | StreamRequest, system: System, service: string, method: string): Attributes {
   const a: Attributes = { [RPC_SYSTEM]: system, [RPC_SERVICE]: service, [RPC_METHOD]: method, "network.protocol.name": "http", "network.transport": "tcp" };
-  const node = req.contextValues.get(NODE_REQUEST);
-  if (node !== undefined) {
-    a["network.protocol.version"] = node.httpVersion === "2.0" ? "2" : node.httpVersion;
-    const authority = (node.headers[":authority"] as string | undefined) ?? node.headers.host;
-    const server = authority === undefined ? undefined : parseAuthority(authority);
-    const socket = node.socket;
-    a["server.address"] = server?.host ?? socket?.localAddress;
-    a["server.port"] = server?.port ?? socket?.localPort;
-    if (socket?.remoteAddress !== undefined) {
-      a["client.address"] = socket.remoteAddress;
-      a["client.port"] = socket.remotePort;
+  const network = req.contextValues.get(CALL_NETWORK);
+  if (network !== undefined) {
+    a["network.protocol.version"] = network.httpVersion === "2.0" ? "2" : network.httpVersion;
+    const server = network.authority === undefined ? undefined : parseAuthority(network.authority);
+    a["server.address"] = server?.host ?? network.localAddress;
+    a["server.port"] = server?.port ?? network.localPort;
+    if (network.remoteAddress !== undefined) {
+      a["client.address"] = network.remoteAddress;
+      a["client.port"] = network.remotePort;
     }
   }
   return a;

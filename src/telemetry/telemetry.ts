@@ -1,10 +1,10 @@
-import type { Interceptor } from "@connectrpc/connect";
+import type { ContextValues, Interceptor } from "@connectrpc/connect";
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import type { Resource } from "@opentelemetry/resources";
 import { VERSION } from "../version.js";
 import { startMetrics, type MetricSources } from "./metrics.js";
 import { otelSignals } from "./otel-env.js";
-import { nodeRequestContextValues, rpcTelemetry } from "./rpc.js";
+import { networkContextValues, nodeRequestContextValues, rpcTelemetry, type CallNetwork } from "./rpc.js";
 import { tracer } from "./spans.js";
 
 export interface Telemetry {
@@ -14,6 +14,8 @@ export interface Telemetry {
   readonly interceptor: Interceptor;
   /** For connectNodeAdapter's `contextValues` (undefined when tracing is off: nothing runs per request). */
   readonly contextValues: ConnectNodeAdapterOptions["contextValues"];
+  /** The same for calls served without a Node request (the fast unary path). */
+  readonly networkContextValues: ((network: CallNetwork) => ContextValues) | undefined;
   /** /metrics: every instrument in the Prometheus text format. */
   prometheus(): Promise<string>;
   /** Flushes spans and metrics still buffered, then stops the SDK. */
@@ -58,6 +60,7 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
     tracing: sdk !== undefined,
     interceptor: rpcTelemetry({ callDuration: metrics.callDuration, tracer: sdk !== undefined ? tracer : undefined, shuttingDown: options.shuttingDown }),
     contextValues: sdk !== undefined ? nodeRequestContextValues : undefined,
+    networkContextValues: sdk !== undefined ? networkContextValues : undefined,
     prometheus: () => metrics.prometheus(),
     async shutdown() {
       await Promise.allSettled([sdk?.shutdown(), metrics.shutdown()]);

@@ -1,0 +1,62 @@
+/**
+ * The Node anchors of bench/anchors.ts, one per process:
+ *   node dist/bench/anchor-servers.js grpcjs PORT   a minimal @grpc/grpc-js server: Get from a Map
+ *   node dist/bench/anchor-servers.js raw PORT      raw node:http2 answering every call with fixed gRPC bytes
+ * Each prints "listening" when ready.
+ */
+import * as http2 from "node:http2";
+import * as grpc from "@grpc/grpc-js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { GetRequestSchema, GetResponseSchema } from "../src/gen/ripplecache/v1/cache_pb.js";
+
+const [kind, portText] = process.argv.slice(2);
+const port = Number(portText);
+const value = new Uint8Array(100).fill(0x78);
+
+if (kind === "grpcjs") {
+  const store = new Map<string, Uint8Array>();
+  for (let i = 0; i < 1000; i++) store.set(`k${i}`, value);
+  const identity = (b: Buffer) => b;
+  const service: grpc.ServiceDefinition = {
+    Get: {
+      path: "/ripplecache.v1.CacheService/Get",
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: identity,
+      requestDeserialize: identity,
+      responseSerialize: identity,
+      responseDeserialize: identity,
+    },
+  };
+  const server = new grpc.Server();
+  server.addService(service, {
+    Get: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
+      const req = fromBinary(GetRequestSchema, call.request);
+      const found = store.get(req.key);
+      const res = create(GetResponseSchema, found === undefined ? {} : { found: true, value: found, revision: 1n });
+      callback(null, Buffer.from(toBinary(GetResponseSchema, res)));
+    },
+  });
+  server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err) => {
+    if (err) throw err;
+    console.log("listening");
+  });
+} else if (kind === "raw") {
+  const payload = toBinary(GetResponseSchema, create(GetResponseSchema, { found: true, value, revision: 1n }));
+  const frame = Buffer.alloc(5 + payload.length);
+  frame.writeUInt32BE(payload.length, 1);
+  frame.set(payload, 5);
+  const server = http2.createServer();
+  server.on("stream", (stream) => {
+    stream.on("data", () => {});
+    stream.on("end", () => {
+      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+      stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+      stream.end(frame);
+    });
+  });
+  server.listen(port, "127.0.0.1", () => console.log("listening"));
+} else {
+  console.error("usage: anchor-servers.js grpcjs|raw PORT");
+  process.exit(2);
+}

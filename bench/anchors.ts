@@ -1,0 +1,258 @@
+/**
+ * Side by side (issue 7): the same load generator (h2load, 50 connections x
+ * 10 streams, gRPC framing, 100-byte values) against RippleCache (fast path
+ * on and off), a minimal @grpc/grpc-js server, raw node:http2 answering fixed
+ * gRPC bytes (the ceiling in Node) and etcd's Range/Put; plus GetMany(100)
+ * keys/s against Redis MGET of 100 keys (redis-benchmark -P 1). Every server
+ * runs pinned to one core, h2load to the other. Anchors that are not installed
+ * are reported as such; `npm run bench -- --with-anchors` installs them
+ * (Debian: nghttp2-client, etcd-server, redis-server).
+ *
+ * Ratios are taken within one run; absolute rates on a shared machine are not
+ * comparable between runs.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create, toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
+import { GetManyRequestSchema, GetRequestSchema, SetRequestSchema } from "../src/gen/ripplecache/v1/cache_pb.js";
+import { CacheClient } from "../src/client/client.js";
+import { fmtInt, table } from "./format.js";
+import { command, exited, pinning, ROOT, sleep, startServer, track, type Pinning } from "./procs.js";
+
+export interface AnchorOptions {
+  readonly requests: number;
+  readonly install: boolean;
+}
+
+export interface AnchorRow {
+  readonly name: string;
+  readonly rate: number | undefined;
+  readonly unit: string;
+  readonly note: string;
+}
+
+export interface AnchorResult {
+  readonly rows: AnchorRow[];
+  readonly ratios: { readonly name: string; readonly value: number | undefined; readonly target: string }[];
+}
+
+const VALUE = Buffer.alloc(100, 0x78);
+const KEYS = 1000;
+
+function bin<D extends DescMessage>(schema: D, init: MessageInitShape<D>): Buffer {
+  return Buffer.from(toBinary(schema, create(schema, init)));
+}
+
+function frame(payload: Buffer): Buffer {
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(payload.length, 1);
+  return Buffer.concat([head, payload]);
+}
+
+function has(tool: string): boolean {
+  return spawnSync("sh", ["-c", `command -v ${tool}`]).status === 0;
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", () => r()));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** h2load's completed requests per second, or undefined when it failed. */
+function h2load(pin: Pinning, url: string, body: Buffer, contentType: string, requests: number): { rate: number | undefined; note: string } {
+  const dir = mkdtempSync(join(tmpdir(), "rc-h2load-"));
+  const file = join(dir, "body");
+  writeFileSync(file, body);
+  const [cmd, args] = command(pin.load, ["h2load", "-n", String(requests), "-c", "50", "-m", "10", "-d", file, "-H", `content-type: ${contentType}`, "-H", "te: trailers", url]);
+  const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 120_000 });
+  rmSync(dir, { recursive: true, force: true });
+  const rate = /finished in [0-9.]+m?s, ([0-9.]+) req\/s/.exec(r.stdout ?? "");
+  const ok = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded/.exec(r.stdout ?? "");
+  if (rate === null || ok === null) return { rate: undefined, note: `h2load failed (${r.status ?? r.signal}): ${(r.stderr || r.stdout || "").trim().split("\n").slice(-2).join(" / ")}` };
+  const failed = requests - Number(ok[1]);
+  return { rate: Number(rate[1]), note: failed > 0 ? `${failed} requests failed` : "" };
+}
+
+/**
+ * Starts a server pinned to `cpu`, its output going to a file: h2load runs
+ * synchronously, so a pipe would go unread and a chatty server (etcd) would
+ * block on its own logging. Ready when the file shows `ready`.
+ */
+async function spawnPinned(cpu: number | undefined, argv: string[], ready: RegExp): Promise<ChildProcess> {
+  const dir = mkdtempSync(join(tmpdir(), "rc-anchor-"));
+  const logFile = join(dir, "output.log");
+  const fd = openSync(logFile, "w");
+  const [cmd, args] = command(cpu, argv);
+  const child = track(spawn(cmd, args, { stdio: ["ignore", fd, fd] }));
+  closeSync(fd);
+  child.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const out = readFileSync(logFile, "utf8");
+    if (ready.test(out)) return child;
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`${argv[0]} did not start: ${out.slice(-500)}`);
+    }
+    await sleep(50);
+  }
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  child.kill("SIGKILL");
+  await exited(child);
+}
+
+export function installAnchors(): void {
+  const missing = [
+    ["h2load", "nghttp2-client"],
+    ["etcd", "etcd-server"],
+    ["redis-server", "redis-server"],
+  ].filter(([tool]) => !has(tool));
+  if (missing.length === 0) return;
+  const packages = missing.map(([, pkg]) => pkg);
+  process.stderr.write(`bench: installing ${packages.join(", ")}\n`);
+  const r = spawnSync("apt-get", ["install", "-y", "--no-install-recommends", ...packages], { stdio: "inherit" });
+  if (r.status !== 0) process.stderr.write(`bench: apt-get install failed (${r.status}); anchors that are missing are skipped\n`);
+}
+
+export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> {
+  if (options.install) installAnchors();
+  const pin = pinning();
+  const rows: AnchorRow[] = [];
+  const n = options.requests;
+  if (!has("h2load")) {
+    return { rows: [{ name: "all", rate: undefined, unit: "", note: "h2load not installed (npm run bench -- --with-anchors)" }], ratios: [] };
+  }
+  const get = frame(bin(GetRequestSchema, { key: "k1" }));
+  const set = frame(bin(SetRequestSchema, { key: "k1", value: VALUE }));
+  const getMany = bin(GetManyRequestSchema, { keys: Array.from({ length: 100 }, (_, i) => `k${i}`) });
+
+  const ours = async (fast: boolean) => {
+    const server = await startServer({ cpu: pin.server, args: fast ? [] : ["--fast-unary", "off"] });
+    try {
+      const client = new CacheClient({ addr: server.addr, protocol: "grpc", timeoutMs: 30_000 });
+      try {
+        await client.rpc.setMany({ entries: Array.from({ length: KEYS }, (_, i) => ({ key: `k${i}`, value: VALUE })) });
+      } finally {
+        client.close();
+      }
+      const label = fast ? "RippleCache" : "RippleCache, --fast-unary off";
+      const base = `${server.url}/ripplecache.v1.CacheService`;
+      const g = h2load(pin, `${base}/Get`, get, "application/grpc", n);
+      rows.push({ name: `${label}: Get (gRPC)`, rate: g.rate, unit: "calls/s", note: g.note });
+      const c = h2load(pin, `${base}/Get`, get.subarray(5), "application/proto", n);
+      rows.push({ name: `${label}: Get (Connect proto)`, rate: c.rate, unit: "calls/s", note: c.note });
+      if (fast) {
+        const s = h2load(pin, `${base}/Set`, set, "application/grpc", n);
+        rows.push({ name: `${label}: Set (gRPC)`, rate: s.rate, unit: "calls/s", note: s.note });
+        const m = h2load(pin, `${base}/GetMany`, frame(getMany), "application/grpc", Math.max(1000, Math.round(n / 10)));
+        rows.push({ name: `${label}: GetMany(100) (gRPC)`, rate: m.rate === undefined ? undefined : m.rate * 100, unit: "keys/s", note: m.note });
+      }
+    } finally {
+      await server.stop();
+    }
+  };
+  await ours(true);
+  await ours(false);
+
+  // A minimal grpc-js server and raw node:http2, each answering Get from a Map / with fixed bytes.
+  for (const [name, script] of [
+    ["minimal @grpc/grpc-js server: Get (gRPC)", "grpcjs"],
+    ["raw node:http2, fixed gRPC bytes: Get", "raw"],
+  ] as const) {
+    const port = await freePort();
+    const child = await spawnPinned(pin.server, [process.execPath, join(ROOT, "dist/bench/anchor-servers.js"), script, String(port)], /listening/);
+    try {
+      const r = h2load(pin, `http://127.0.0.1:${port}/ripplecache.v1.CacheService/Get`, get, "application/grpc", n);
+      rows.push({ name, rate: r.rate, unit: "calls/s", note: r.note });
+    } finally {
+      await stop(child);
+    }
+  }
+
+  // etcd 3.4: Range (linearizable and serializable) and Put, gRPC on its client port.
+  if (has("etcd")) {
+    const port = await freePort();
+    const peer = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), "rc-etcd-"));
+    const child = await spawnPinned(
+      pin.server,
+      ["etcd", "--data-dir", dir, "--listen-client-urls", `http://127.0.0.1:${port}`, "--advertise-client-urls", `http://127.0.0.1:${port}`, "--listen-peer-urls", `http://127.0.0.1:${peer}`],
+      /ready to serve client requests|serving insecure client requests/,
+    );
+    try {
+      const key = Buffer.from("k1");
+      const put = Buffer.concat([Buffer.from([0x0a, key.length]), key, Buffer.from([0x12, VALUE.length]), VALUE]);
+      const base = `http://127.0.0.1:${port}/etcdserverpb.KV`;
+      h2load(pin, `${base}/Put`, frame(put), "application/grpc", 100);
+      const range = Buffer.concat([Buffer.from([0x0a, key.length]), key]);
+      const lin = h2load(pin, `${base}/Range`, frame(range), "application/grpc", n);
+      rows.push({ name: "etcd: Range, linearizable", rate: lin.rate, unit: "calls/s", note: lin.note });
+      const ser = h2load(pin, `${base}/Range`, frame(Buffer.concat([range, Buffer.from([0x38, 0x01])])), "application/grpc", n);
+      rows.push({ name: "etcd: Range, serializable", rate: ser.rate, unit: "calls/s", note: ser.note });
+      const p = h2load(pin, `${base}/Put`, frame(put), "application/grpc", Math.round(n / 2));
+      rows.push({ name: "etcd: Put", rate: p.rate, unit: "calls/s", note: p.note });
+    } finally {
+      await stop(child);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  } else {
+    rows.push({ name: "etcd", rate: undefined, unit: "", note: "not installed (npm run bench -- --with-anchors)" });
+  }
+
+  // Redis: MGET of 100 keys, one at a time per connection (-P 1), 50 connections.
+  if (has("redis-server") && has("redis-benchmark")) {
+    const port = await freePort();
+    const child = await spawnPinned(pin.server, ["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], /Ready to accept connections/);
+    try {
+      const keys = Array.from({ length: 100 }, (_, i) => `k${i}`);
+      spawnSync("redis-cli", ["-p", String(port), "MSET", ...keys.flatMap((k) => [k, VALUE.toString()])]);
+      const [cmd, args] = command(pin.load, ["redis-benchmark", "-p", String(port), "-c", "50", "-n", String(Math.max(1000, Math.round(n / 10))), "-P", "1", "-q", "MGET", ...keys]);
+      const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 120_000 });
+      const m = /([0-9.]+) requests per second/.exec(r.stdout ?? "");
+      rows.push({ name: "Redis: MGET of 100 keys (-P 1)", rate: m === null ? undefined : Number(m[1]) * 100, unit: "keys/s", note: m === null ? `redis-benchmark failed: ${r.stderr}` : "" });
+    } finally {
+      await stop(child);
+    }
+  } else {
+    rows.push({ name: "Redis", rate: undefined, unit: "", note: "not installed (npm run bench -- --with-anchors)" });
+  }
+
+  const rate = (name: string) => rows.find((r) => r.name === name)?.rate;
+  const ratio = (a: string, b: string) => {
+    const x = rate(a);
+    const y = rate(b);
+    return x === undefined || y === undefined || y === 0 ? undefined : x / y;
+  };
+  const ratios = [
+    { name: "Get (gRPC) / etcd Range (serializable)", value: ratio("RippleCache: Get (gRPC)", "etcd: Range, serializable"), target: ">= 2" },
+    { name: "Get (Connect) / etcd Range (serializable)", value: ratio("RippleCache: Get (Connect proto)", "etcd: Range, serializable"), target: ">= 2" },
+    { name: "Get (gRPC) / minimal grpc-js", value: ratio("RippleCache: Get (gRPC)", "minimal @grpc/grpc-js server: Get (gRPC)"), target: ">= 1" },
+    { name: "Get (gRPC) / raw node:http2", value: ratio("RippleCache: Get (gRPC)", "raw node:http2, fixed gRPC bytes: Get"), target: "(ceiling)" },
+    { name: "Set (gRPC) / etcd Put", value: ratio("RippleCache: Set (gRPC)", "etcd: Put"), target: ">= 2" },
+    { name: "GetMany(100) keys/s / Redis MGET keys/s", value: ratio("RippleCache: GetMany(100) (gRPC)", "Redis: MGET of 100 keys (-P 1)"), target: ">= 1" },
+    { name: "Get (gRPC): fast path / connect-node", value: ratio("RippleCache: Get (gRPC)", "RippleCache, --fast-unary off: Get (gRPC)"), target: "" },
+  ];
+  return { rows, ratios };
+}
+
+export function formatAnchors(result: AnchorResult): string {
+  const rows = table(
+    ["server (h2load -c 50 -m 10, one server core)", "rate", "unit", "note"],
+    result.rows.map((r) => [r.name, r.rate === undefined ? "-" : fmtInt(r.rate), r.unit, r.note]),
+    1,
+  );
+  const ratios = table(
+    ["ratio (same run)", "value", "target"],
+    result.ratios.map((r) => [r.name, r.value === undefined ? "-" : r.value.toFixed(2), r.target]),
+    1,
+  );
+  return `${rows}\n\n${ratios}`;
+}
