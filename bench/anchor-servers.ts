@@ -2,8 +2,10 @@
  * The Node anchors of bench/anchors.ts, one per process:
  *   node dist/bench/anchor-servers.js grpcjs PORT   a minimal @grpc/grpc-js server: Get from a Map
  *   node dist/bench/anchor-servers.js raw PORT      raw node:http2 answering every call with fixed gRPC bytes
+ *   node dist/bench/anchor-servers.js sink PORT     an OTLP/HTTP sink: accepts every export and discards it
  * Each prints "listening" when ready.
  */
+import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -56,7 +58,13 @@ if (kind === "grpcjs") {
     });
   });
   server.listen(port, "127.0.0.1", () => console.log("listening"));
+} else if (kind === "sink") {
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on("end", () => res.writeHead(200, { "content-type": "application/x-protobuf" }).end());
+  });
+  server.listen(port, "127.0.0.1", () => console.log("listening"));
 } else {
-  console.error("usage: anchor-servers.js grpcjs|raw PORT");
+  console.error("usage: anchor-servers.js grpcjs|raw|sink PORT");
   process.exit(2);
 }

@@ -134,8 +134,8 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
   const set = frame(bin(SetRequestSchema, { key: "k1", value: VALUE }));
   const getMany = bin(GetManyRequestSchema, { keys: Array.from({ length: 100 }, (_, i) => `k${i}`) });
 
-  const ours = async (fast: boolean) => {
-    const server = await startServer({ cpu: pin.server, args: fast ? [] : ["--fast-unary", "off"] });
+  const ours = async (fast: boolean, env?: Record<string, string>) => {
+    const server = await startServer({ cpu: pin.server, args: fast ? [] : ["--fast-unary", "off"], env });
     try {
       const client = new CacheClient({ addr: server.addr, protocol: "grpc", timeoutMs: 30_000 });
       try {
@@ -143,10 +143,11 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
       } finally {
         client.close();
       }
-      const label = fast ? "RippleCache" : "RippleCache, --fast-unary off";
+      const label = env !== undefined ? "RippleCache, traces sampled 10%" : fast ? "RippleCache" : "RippleCache, --fast-unary off";
       const base = `${server.url}/ripplecache.v1.CacheService`;
       const g = h2load(pin, `${base}/Get`, get, "application/grpc", n);
       rows.push({ name: `${label}: Get (gRPC)`, rate: g.rate, unit: "calls/s", note: g.note });
+      if (env !== undefined) return;
       const c = h2load(pin, `${base}/Get`, get.subarray(5), "application/proto", n);
       rows.push({ name: `${label}: Get (Connect proto)`, rate: c.rate, unit: "calls/s", note: c.note });
       if (fast) {
@@ -161,6 +162,21 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
   };
   await ours(true);
   await ours(false);
+  // Tracing on, 10% of calls sampled, spans exported by OTLP/HTTP to a sink in its own process.
+  {
+    const port = await freePort();
+    const sink = await spawnPinned(pin.load, [process.execPath, join(ROOT, "dist/bench/anchor-servers.js"), "sink", String(port)], /listening/);
+    try {
+      await ours(true, {
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+        OTEL_TRACES_SAMPLER: "traceidratio",
+        OTEL_TRACES_SAMPLER_ARG: "0.1",
+        OTEL_METRICS_EXPORTER: "none",
+      });
+    } finally {
+      await stop(sink);
+    }
+  }
 
   // A minimal grpc-js server and raw node:http2, each answering Get from a Map / with fixed bytes.
   for (const [name, script] of [
@@ -238,6 +254,7 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
     { name: "Get (gRPC) / raw node:http2", value: ratio("RippleCache: Get (gRPC)", "raw node:http2, fixed gRPC bytes: Get"), target: "(ceiling)" },
     { name: "Set (gRPC) / etcd Put", value: ratio("RippleCache: Set (gRPC)", "etcd: Put"), target: ">= 2" },
     { name: "GetMany(100) keys/s / Redis MGET keys/s", value: ratio("RippleCache: GetMany(100) (gRPC)", "Redis: MGET of 100 keys (-P 1)"), target: ">= 1" },
+    { name: "Get (gRPC): traces 10% / telemetry off", value: ratio("RippleCache, traces sampled 10%: Get (gRPC)", "RippleCache: Get (gRPC)"), target: ">= 0.9" },
     { name: "Get (gRPC): fast path / connect-node", value: ratio("RippleCache: Get (gRPC)", "RippleCache, --fast-unary off: Get (gRPC)"), target: "" },
   ];
   return { rows, ratios };

@@ -119,6 +119,8 @@ export interface ServerOptions {
   readonly args?: readonly string[];
   /** Load bench/server-probe.js (with --expose-gc), for probeMemory(). */
   readonly probe?: boolean;
+  /** Extra environment (OTEL_* for the telemetry comparison). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -145,7 +147,7 @@ export async function startServer(options: ServerOptions): Promise<Server> {
   ];
   const [cmd, args] = command(options.cpu, argv);
   const spawnedAt = performance.now();
-  const proc = track(spawn(cmd, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] }));
+  const proc = track(spawn(cmd, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } }));
   const output: string[] = [];
   const stderr: string[] = [];
   let probeWaiter: ((r: ProbeReading) => void) | undefined;
