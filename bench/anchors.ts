@@ -135,7 +135,7 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
   const getMany = bin(GetManyRequestSchema, { keys: Array.from({ length: 100 }, (_, i) => `k${i}`) });
 
   const ours = async (fast: boolean, env?: Record<string, string>) => {
-    const server = await startServer({ cpu: pin.server, args: fast ? [] : ["--fast-unary", "off"], env });
+    const server = await startServer({ cpu: pin.server, args: fast ? [] : ["--fast-path", "off"], env });
     try {
       const client = new CacheClient({ addr: server.addr, protocol: "grpc", timeoutMs: 30_000 });
       try {
@@ -143,7 +143,7 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
       } finally {
         client.close();
       }
-      const label = env !== undefined ? "RippleCache, traces sampled 10%" : fast ? "RippleCache" : "RippleCache, --fast-unary off";
+      const label = env !== undefined ? "RippleCache, traces sampled 10%" : fast ? "RippleCache" : "RippleCache, --fast-path off";
       const base = `${server.url}/ripplecache.v1.CacheService`;
       const g = h2load(pin, `${base}/Get`, get, "application/grpc", n);
       rows.push({ name: `${label}: Get (gRPC)`, rate: g.rate, unit: "calls/s", note: g.note });
@@ -255,7 +255,7 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
     { name: "Set (gRPC) / etcd Put", value: ratio("RippleCache: Set (gRPC)", "etcd: Put"), target: ">= 2" },
     { name: "GetMany(100) keys/s / Redis MGET keys/s", value: ratio("RippleCache: GetMany(100) (gRPC)", "Redis: MGET of 100 keys (-P 1)"), target: ">= 1" },
     { name: "Get (gRPC): traces 10% / telemetry off", value: ratio("RippleCache, traces sampled 10%: Get (gRPC)", "RippleCache: Get (gRPC)"), target: ">= 0.9" },
-    { name: "Get (gRPC): fast path / connect-node", value: ratio("RippleCache: Get (gRPC)", "RippleCache, --fast-unary off: Get (gRPC)"), target: "" },
+    { name: "Get (gRPC): fast path / connect-node", value: ratio("RippleCache: Get (gRPC)", "RippleCache, --fast-path off: Get (gRPC)"), target: "" },
   ];
   return { rows, ratios };
 }

@@ -11,8 +11,8 @@
 // what was wrong (src/server/client-faults.ts has the reasons).
 //
 // Two server processes: unary gRPC over HTTP/2 takes the fast path
-// (src/server/fast-unary.ts) on one and connect-node on the other
-// (--fast-unary off); every other call is connect-node's on both.
+// (src/server/fast-path/) on one and connect-node on the other
+// (--fast-path off); every other call is connect-node's on both.
 //
 // Prints "fuzz: N cases, seed S"; FUZZ_SEED=S replays a run.
 import assert from "node:assert/strict";
@@ -68,7 +68,7 @@ const failures: string[] = [];
 
 before(async () => {
   const args = ["--max-request-bytes", "64KiB", "--max-value-bytes", "16KiB", "--max-key-bytes", "256", "--max-batch", "20"];
-  const started = await Promise.allSettled([startServer(args), startServer([...args, "--fast-unary", "off"])]);
+  const started = await Promise.allSettled([startServer(args), startServer([...args, "--fast-path", "off"])]);
   for (const [i, s] of started.entries()) {
     if (s.status === "rejected") continue;
     const session = http2.connect(s.value.url);

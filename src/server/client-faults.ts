@@ -180,7 +180,7 @@ const STRICT_UTF8: { textDecoder: { decode(input?: Uint8Array): string } } = {
 const REACHED = createContextKey(false, { description: "the call reached the interceptors" });
 
 /** Marks the call, and maps decoding errors of streamed request messages where they are raised. */
-const streamedMessageFaults: Interceptor = (next) => async (req) => {
+export const streamedMessageFaults: Interceptor = (next) => async (req) => {
   req.contextValues.set(REACHED, true);
   if (!req.stream) return next(req);
   return next({ ...req, message: mapErrors(req.message, req.method.input) });

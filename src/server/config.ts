@@ -51,7 +51,7 @@ export interface ServerConfig {
   readonly drainPeriodMs: number;
   readonly wedgedAfterMs: number;
   readonly logLevel: LogLevel;
-  readonly fastUnary: boolean;
+  readonly fastPath: boolean;
 }
 
 type Kind = "string" | "int" | "bytes" | "file";
@@ -102,7 +102,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "replication-buffer-bytes", kind: "bytes", defaultValue: "64MiB", help: "Bytes of changes a replica may fall behind on its stream before it is dropped and resyncs." },
   { flag: "replication-heartbeat", kind: "int", defaultValue: "1000", help: "Milliseconds between heartbeats to idle replicas; a replica drops a link silent for 3 heartbeats." },
   { flag: "replica-unready-after", kind: "int", defaultValue: "30000", help: "A replica whose link to its primary is down this many ms reports NOT_SERVING (0 = never)." },
-  { flag: "fast-unary", kind: "string", defaultValue: "on", help: "Serve unary gRPC and Connect calls in binary over HTTP/2 on the fast path (off = connect-node serves every call; answers are the same)." },
+  { flag: "fast-path", kind: "string", defaultValue: "on", help: "Serve unary and server-streaming calls in binary over HTTP/2 (gRPC, Connect) on the fast path (off = connect-node serves every call; answers are the same)." },
   { flag: "keepalive-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds to wait for a PING answer before the connection and its streams are dropped." },
 ];
 
@@ -217,7 +217,7 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
     drainPeriodMs: int("drain-period"),
     wedgedAfterMs: Math.max(100, int("wedged-after")),
     logLevel: logLevel(raw("log-level"), what("log-level")),
-    fastUnary: onOff(raw("fast-unary"), what("fast-unary")),
+    fastPath: onOff(raw("fast-path"), what("fast-path")),
   };
 }
 

@@ -8,7 +8,7 @@ import type { connectNodeAdapter } from "@connectrpc/connect-node";
 
 import { logLine } from "../log.js";
 import { ConfigError } from "./config.js";
-import type { FastStreamHandler } from "./fast-unary.js";
+import type { FastStreamHandler } from "./fast-path/index.js";
 import { fixGrpcMessageEncoding } from "./grpc-message.js";
 
 type NodeHandlerFn = ReturnType<typeof connectNodeAdapter>;
@@ -36,7 +36,7 @@ export interface ListenOptions {
   readonly requestHeaderTimeoutMs?: number;
   /** An HTTP/2 connection without open streams this long is closed with GOAWAY (0 = never). */
   readonly idleTimeoutMs?: number;
-  /** Serves the HTTP/2 streams it accepts (the fast unary path) before connect-node sees them. */
+  /** Serves the HTTP/2 streams it accepts (the fast path) before connect-node sees them. */
   readonly fastStream?: FastStreamHandler;
 }
 

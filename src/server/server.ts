@@ -1,6 +1,6 @@
 import { setMaxListeners } from "node:events";
 import { Code, ConnectError, createServiceImplSpec, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapterWithClientFaults } from "./client-faults.js";
+import { connectNodeAdapterWithClientFaults, streamedMessageFaults } from "./client-faults.js";
 import { CacheService } from "../gen/ripplecache/v1/cache_pb.js";
 import { ExpirySweeper } from "../store/expiry-sweeper.js";
 import { ChangeLog } from "../store/change-log.js";
@@ -20,7 +20,7 @@ import { logLine } from "../log.js";
 import { startTelemetry } from "../telemetry/telemetry.js";
 import { startAdminHttp } from "./admin-http.js";
 import { listen } from "./listener.js";
-import { createFastUnary } from "./fast-unary.js";
+import { createFastPath } from "./fast-path/index.js";
 import { HealthState, registerHealth, ServingStatus } from "./health.js";
 import { registerReflection } from "./reflection.js";
 import { http2TlsOptions } from "../client/tls.js";
@@ -102,8 +102,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     [AdminService.typeName]: config.adminToken ?? config.authToken,
   };
   // Telemetry (src/telemetry): metrics always, tracing when OTEL_* configures it; its interceptor goes first.
-  const fastUnaryStats = { calls: 0 };
-  const telemetry = await startTelemetry({ sources: { store, log, hub, replication, fastUnary: fastUnaryStats }, shuttingDown: () => shutdown.signal.aborted });
+  const fastPathStats = { calls: 0 };
+  const telemetry = await startTelemetry({ sources: { store, log, hub, replication, fastPath: fastPathStats }, shuttingDown: () => shutdown.signal.aborted });
   // Flush empties the whole cache: like Promote, an admin's act, not a client's.
   const tokenFor = (service: string, method: string) =>
     service === CacheService.typeName && method === "Flush" ? tokens[AdminService.typeName] : tokens[service];
@@ -127,14 +127,16 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     readMaxBytes: config.maxRequestBytes,
     shutdownSignal: shutdown.signal,
   });
-  // Unary calls in binary over HTTP/2 skip connect-node's plumbing (same interceptors, same answers).
-  const fastStream = config.fastUnary
-    ? createFastUnary({
+  // Unary and server-streaming calls in binary over HTTP/2 skip connect-node's
+  // plumbing: the same implementations and interceptors (with the one the
+  // client-faults adapter adds first), the same answers.
+  const fastStream = config.fastPath
+    ? createFastPath({
         services: [createServiceImplSpec<typeof CacheService>(CacheService, cacheImpl), createServiceImplSpec<typeof AdminService>(AdminService, adminImpl)],
-        interceptors,
+        interceptors: [streamedMessageFaults, ...interceptors],
         readMaxBytes: config.maxRequestBytes,
         shutdownSignal: shutdown.signal,
-        stats: fastUnaryStats,
+        stats: fastPathStats,
         ...(telemetry.networkContextValues !== undefined ? { contextValues: telemetry.networkContextValues } : {}),
       })
     : undefined;

@@ -14,8 +14,8 @@ export interface MetricSources {
   readonly log: ChangeLog;
   readonly hub: WatchHub;
   readonly replication: Replication;
-  /** Calls served by the fast unary path (src/server/fast-unary.ts). */
-  readonly fastUnary?: { readonly calls: number };
+  /** Calls served by the fast path (src/server/fast-path/). */
+  readonly fastPath?: { readonly calls: number };
 }
 
 export interface MetricsOptions {
@@ -87,7 +87,7 @@ export async function startMetrics(sources: MetricSources, options: MetricsOptio
   };
 }
 
-function observeServer(meter: Meter, { store, log, hub, replication, fastUnary }: MetricSources): void {
+function observeServer(meter: Meter, { store, log, hub, replication, fastPath }: MetricSources): void {
   const hits = meter.createObservableCounter("ripplecache.cache.hits", { unit: "{hit}", description: "Reads that found their key." });
   const misses = meter.createObservableCounter("ripplecache.cache.misses", { unit: "{miss}", description: "Reads that did not find their key." });
   const keys = meter.createObservableUpDownCounter("ripplecache.cache.keys", { unit: "{key}", description: "Keys held." });
@@ -125,13 +125,13 @@ function observeServer(meter: Meter, { store, log, hub, replication, fastUnary }
 
   const fastCalls = meter.createObservableCounter("ripplecache.rpc.fast_path.calls", {
     unit: "{call}",
-    description: "Unary calls in binary over HTTP/2 served by the fast path rather than connect-node (the same answers, less CPU).",
+    description: "Unary and server-streaming calls in binary over HTTP/2 served by the fast path rather than connect-node (the same answers, less CPU and memory).",
   });
 
   meter.addBatchObservableCallback(
     (o: BatchObservableResult) => {
       const s = store.stats();
-      o.observe(fastCalls, fastUnary?.calls ?? 0);
+      o.observe(fastCalls, fastPath?.calls ?? 0);
       o.observe(hits, s.hits);
       o.observe(misses, s.misses);
       o.observe(keys, s.keys);

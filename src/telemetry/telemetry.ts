@@ -14,7 +14,7 @@ export interface Telemetry {
   readonly interceptor: Interceptor;
   /** For connectNodeAdapter's `contextValues` (undefined when tracing is off: nothing runs per request). */
   readonly contextValues: ConnectNodeAdapterOptions["contextValues"];
-  /** The same for calls served without a Node request (the fast unary path). */
+  /** The same for calls served without a Node request (the fast path). */
   readonly networkContextValues: ((network: CallNetwork) => ContextValues) | undefined;
   /** /metrics: every instrument in the Prometheus text format. */
   prometheus(): Promise<string>;

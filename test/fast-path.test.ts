@@ -1,7 +1,7 @@
-// The fast unary path (src/server/fast-unary.ts) must answer exactly as
+// The fast path (src/server/fast-path/) must answer exactly as
 // connect-node does. Every case here is sent as raw HTTP/2 to two real server
 // processes, one with the fast path (the default) and one with
-// --fast-unary off, and their answers are compared: status, headers (all but
+// --fast-path off, and their answers are compared: status, headers (all but
 // date), body bytes and trailers. The cases cover what a unary call can meet:
 // both binary protocols, hits and misses, every kind of error, malformed
 // protobuf and framing, size limits, auth, a replica's refusals with their
@@ -17,6 +17,7 @@ import {
   GetRequestSchema,
   IncrementRequestSchema,
   TouchRequestSchema,
+  WatchRequestSchema,
   SetRequestSchema,
 } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { DigestRequestSchema } from "../src/gen/ripplecache/v1/replication_pb.js";
@@ -51,7 +52,7 @@ let replica: Pair;
 const sessions: http2.ClientHttp2Session[] = [];
 
 async function pair(args: string[], env: Record<string, string> = {}): Promise<Pair> {
-  const [fast, slow] = await Promise.all([startServer([...ARGS, ...args], env), startServer([...ARGS, ...args, "--fast-unary", "off"], env)]);
+  const [fast, slow] = await Promise.all([startServer([...ARGS, ...args], env), startServer([...ARGS, ...args, "--fast-path", "off"], env)]);
   return { fast, slow };
 }
 
@@ -189,16 +190,40 @@ test("the fast path answers every unary case exactly as connect-node does", { ti
   ];
   await compare(primary, cases);
 
+  // Watch (server streaming): replay from revision 1, then the deadline ends the stream; both
+  // servers applied the same writes, so every byte of the stream is the same.
+  const watch = (init: Parameters<typeof bin<typeof WatchRequestSchema>>[1]) => bin(WatchRequestSchema, init);
+  const CONNECT_STREAM = { "content-type": "application/connect+proto", "connect-protocol-version": "1" };
+  const watchBoth = (name: string, payload: Buffer, extra: Record<string, string> = {}): Case[] => [
+    { name: `${name} (gRPC)`, path: PATH("Watch"), headers: { ...GRPC, "grpc-timeout": "400m", ...extra }, body: frame(payload) },
+    { name: `${name} (Connect streaming)`, path: PATH("Watch"), headers: { ...CONNECT_STREAM, "connect-timeout-ms": "400", ...extra }, body: frame(payload) },
+  ];
+  await compare(primary, [
+    ...watchBoth("Watch a prefix from revision 1, with values, until the deadline", watch({ target: { case: "prefix", value: "" }, startRevision: 1n, withValues: true })),
+    ...watchBoth("Watch a key, compressed events", watch({ target: { case: "key", value: "big" }, startRevision: 1n, withValues: true }), { "grpc-accept-encoding": "gzip", "connect-accept-encoding": "gzip" }),
+    ...watchBoth("Watch with a progress interval out of range", watch({ target: { case: "prefix", value: "k" }, progressIntervalMs: 5 })),
+    ...watchBoth("Watch with a malformed request", Buffer.from([0x0a, 0x05, 0x61])),
+    ...watchBoth("Watch with a malformed deadline", watch({ target: { case: "key", value: "k1" } }), { "grpc-timeout": "soon", "connect-timeout-ms": "soon" }),
+    { name: "Watch: two request messages (gRPC)", path: PATH("Watch"), headers: { ...GRPC, "grpc-timeout": "400m" }, body: Buffer.concat([frame(watch({ target: { case: "key", value: "a" } })), frame(watch({ target: { case: "key", value: "b" } }))]) },
+    { name: "Watch: no request message (gRPC)", path: PATH("Watch"), headers: { ...GRPC, "grpc-timeout": "400m" }, body: Buffer.alloc(0) },
+    { name: "Watch: Connect unary content type (connect-node on both)", path: PATH("Watch"), headers: CONNECT, body: watch({ target: { case: "key", value: "a" } }) },
+  ]);
+
   // Auth: no token, a wrong one, the right one.
   const get = bin(GetRequestSchema, { key: "k1" });
   await compare(authed, [
     ...both("no token", "Get", get),
     ...both("a wrong token", "Get", get, { authorization: "Bearer wrong" }),
     ...both("the token", "Get", get, { authorization: `Bearer ${TOKEN}` }),
+    { name: "Watch without a token", path: PATH("Watch"), headers: { ...GRPC, "grpc-timeout": "300m" }, body: frame(bin(WatchRequestSchema, { target: { case: "key", value: "k" } })) },
   ]);
 
   // A replica's refusals carry the primary's address as metadata (trailers in gRPC, headers in Connect).
-  await compare(replica, [...both("a read on an unsynced replica", "Get", get), ...both("a write on a replica", "Set", bin(SetRequestSchema, { key: "k", value }))]);
+  await compare(replica, [
+    ...both("a read on an unsynced replica", "Get", get),
+    ...both("a write on a replica", "Set", bin(SetRequestSchema, { key: "k", value })),
+    { name: "a Watch on an unsynced replica", path: PATH("Watch"), headers: { ...GRPC, "grpc-timeout": "300m" }, body: frame(bin(WatchRequestSchema, { target: { case: "key", value: "k" } })) },
+  ]);
 });
 
 test("both paths leave the same metrics behind", { timeout: 30_000 }, async () => {
@@ -221,7 +246,7 @@ test("both paths leave the same metrics behind", { timeout: 30_000 }, async () =
     return Number(m[1]);
   };
   assert.ok((await served(primary.fast)) >= 60, "the fast path served fewer calls than the cases sent it");
-  assert.equal(await served(primary.slow), 0, "with --fast-unary off, connect-node must serve every call");
+  assert.equal(await served(primary.slow), 0, "with --fast-path off, connect-node must serve every call");
 });
 
 test("a client that resets its call does not disturb the connection", { timeout: 30_000 }, async () => {

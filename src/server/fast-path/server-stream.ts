@@ -1,0 +1,161 @@
+import { create, type DescMessage, type Message } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext, type StreamRequest, type StreamResponse } from "@connectrpc/connect";
+import * as grpc from "@connectrpc/connect/protocol-grpc";
+import * as connect from "@connectrpc/connect/protocol-connect";
+import { asConnectError, copyHeaders, envelope, FastCall, handlerContext, nodeHeaders, type FastMethod } from "./call.js";
+import { grpcTrailers } from "./unary.js";
+
+export type ServerStreamingImplementation = (message: Message, ctx: HandlerContext) => AsyncIterable<unknown>;
+export type StreamChain = (req: StreamRequest) => Promise<StreamResponse>;
+
+/**
+ * The innermost function of a server-streaming chain, as connect's
+ * invokeStreamImplementation: take the one request message (connect's
+ * ensureSingle errors), run the implementation, normalize what it yields.
+ */
+export function serverStreamInvoker(method: FastMethod, impl: ServerStreamingImplementation): StreamChain {
+  return async (req) => {
+    const input = await single(req.message);
+    const ctx = handlerContext(req);
+    const output = impl(input as Message, ctx);
+    const schema = method.desc.output as DescMessage;
+    return {
+      stream: true,
+      service: method.desc.parent,
+      method: method.desc,
+      message: normalized(output, schema),
+      header: ctx.responseHeader,
+      trailer: ctx.responseTrailer,
+    } as StreamResponse;
+  };
+}
+
+async function single<T>(messages: AsyncIterable<T>): Promise<T> {
+  const it = messages[Symbol.asyncIterator]();
+  const first = await it.next();
+  if (first.done === true) throw new ConnectError("protocol error: missing input message for server-streaming method", Code.Unimplemented);
+  const second = await it.next();
+  if (second.done !== true) throw new ConnectError("protocol error: received extra input message for server-streaming method", Code.Unimplemented);
+  return first.value;
+}
+
+async function* normalized(output: AsyncIterable<unknown>, schema: DescMessage): AsyncGenerator<Message> {
+  for await (const m of output) yield create(schema, m as never);
+}
+
+/** connect's end-of-stream message flag (Connect streaming protocol). */
+const END_STREAM_FLAG = 0b10;
+const endStream = connect.createEndStreamSerialization({});
+
+/**
+ * One server-streaming call (Watch), answered as connect's gRPC and Connect
+ * streaming handlers answer: headers with the first message, one envelope per
+ * message, then the status (gRPC trailers, or Connect's end-of-stream message).
+ * A write the client is not reading waits for the stream to drain, so a slow
+ * consumer holds at most Node's stream buffer here; what it has not been sent
+ * waits in its ChangeQueue, bounded by --stream-buffer-bytes (then RESYNC).
+ */
+export class ServerStreamCall extends FastCall {
+  private chain!: StreamChain;
+  private wake: (() => void) | undefined;
+
+  withChain(chain: StreamChain): this {
+    this.chain = chain;
+    return this;
+  }
+
+  protected override closed(): void {
+    this.wake?.();
+  }
+
+  protected async run(): Promise<void> {
+    const grpcCall = this.protocol === "grpc";
+    const { context, timeoutError } = this.context(
+      grpcCall ? grpc.contentTypeProto : connect.contentTypeStreamProto,
+      grpcCall ? { "grpc-status": grpc.grpcStatusOk } : undefined,
+    );
+    const compression = this.compression();
+    if (compression.response !== null) context.responseHeader.set(grpcCall ? "grpc-encoding" : "connect-content-encoding", compression.response.name);
+    // As in connect, request errors (compression, timeout, decoding) surface when the implementation reads its message, inside the interceptors.
+    const self = this;
+    const input: AsyncIterable<Message> = {
+      async *[Symbol.asyncIterator]() {
+        if (compression.error) throw compression.error;
+        if (timeoutError !== undefined) throw timeoutError;
+        yield* await self.messages();
+      },
+    };
+    let error: ConnectError | undefined;
+    let headersSent = false;
+    const sendHeaders = () => {
+      if (headersSent || this.gone) return;
+      headersSent = true;
+      this.stream.respond({ ":status": 200, ...nodeHeaders(context.responseHeader) }, { waitForTrailers: grpcCall });
+    };
+    let it: AsyncIterator<Message> | undefined;
+    try {
+      const signal = this.signal;
+      const res = await this.chain({
+        stream: true,
+        service: this.method.desc.parent,
+        method: this.method.desc,
+        requestMethod: "POST",
+        url: context.url,
+        get signal() {
+          return signal.signal;
+        },
+        header: context.requestHeader,
+        contextValues: context.values,
+        message: input,
+      } as StreamRequest);
+      copyHeaders(res.header, context.responseHeader);
+      it = (res.message as AsyncIterable<Message>)[Symbol.asyncIterator]();
+      for (;;) {
+        const r = await it.next();
+        if (r.done === true) break;
+        if (this.gone) break;
+        const frame = await envelope(0, this.method.serialize(r.value), compression.response);
+        sendHeaders();
+        if (!this.stream.write(frame)) await this.drained();
+      }
+      copyHeaders(res.trailer, context.responseTrailer);
+    } catch (e) {
+      error = asConnectError(e);
+    } finally {
+      // A client that left mid-stream: let the implementation's finally run (unregister from the hub).
+      if (this.gone) await it?.return?.().catch(() => undefined);
+    }
+    this.done = true;
+    this.signal.release();
+    if (this.gone) return;
+    try {
+      if (grpcCall) {
+        if (error !== undefined) grpc.setTrailerStatus(context.responseTrailer, error);
+        const trailers = grpcTrailers(context.responseTrailer);
+        sendHeaders();
+        this.stream.once("wantTrailers", () => this.stream.sendTrailers(trailers));
+        this.stream.end();
+      } else {
+        const end = await envelope(END_STREAM_FLAG, endStream.serialize({ metadata: context.responseTrailer, error }), compression.response);
+        sendHeaders();
+        this.stream.end(end);
+      }
+    } catch {
+      // The stream was reset while we answered.
+    }
+  }
+
+  /** Resolves when the stream can take more, or is gone. */
+  private drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        this.stream.off("drain", done);
+        this.wake = undefined;
+        resolve();
+      };
+      this.wake = done;
+      this.stream.once("drain", done);
+    });
+  }
+}
+
