@@ -2,10 +2,12 @@
 // connect-node does. Every case here is sent as raw HTTP/2 to two real server
 // processes, one with the fast path (the default) and one with
 // --fast-path off, and their answers are compared: status, headers (all but
-// date), body bytes and trailers. The cases cover what a unary call can meet:
-// both binary protocols, hits and misses, every kind of error, malformed
+// date), body bytes and trailers. The cases cover what a unary call can meet
+// (both binary protocols, hits and misses, every kind of error, malformed
 // protobuf and framing, size limits, auth, a replica's refusals with their
-// metadata, deadlines, response compression, and the metrics each call leaves.
+// metadata, deadlines, response compression) and a Watch stream over gRPC and
+// Connect streaming (replay, events, compressed events, its errors, the
+// deadline that ends it), and the metrics every call leaves.
 import assert from "node:assert/strict";
 import * as http2 from "node:http2";
 import { after, before, test } from "node:test";

@@ -39,9 +39,23 @@ async function single<T>(messages: AsyncIterable<T>): Promise<T> {
   return first.value;
 }
 
-async function* normalized(output: AsyncIterable<unknown>, schema: DescMessage): AsyncGenerator<Message> {
-  for await (const m of output) yield create(schema, m as never);
+/** Full messages of what the implementation yields, as connect's normalizeIterable (a mapping iterator, not another generator). */
+function normalized(output: AsyncIterable<unknown>, schema: DescMessage): AsyncIterable<Message> {
+  const toMessage = (r: IteratorResult<unknown>): IteratorResult<Message> => (r.done === true ? r : { done: false, value: create(schema, r.value as never) });
+  return {
+    [Symbol.asyncIterator]() {
+      const it = output[Symbol.asyncIterator]();
+      return {
+        next: () => it.next().then(toMessage),
+        ...(it.return !== undefined ? { return: (v?: unknown) => it.return!(v).then(toMessage) } : {}),
+        ...(it.throw !== undefined ? { throw: (e?: unknown) => it.throw!(e).then(toMessage) } : {}),
+      };
+    },
+  };
 }
+
+/** Encoded messages by identity: messages handed to a stream are never changed afterwards. */
+const plainFrames = new WeakMap<Message, Buffer>();
 
 /** connect's end-of-stream message flag (Connect streaming protocol). */
 const END_STREAM_FLAG = 0b10;
@@ -114,7 +128,7 @@ export class ServerStreamCall extends FastCall {
         const r = await it.next();
         if (r.done === true) break;
         if (this.gone) break;
-        const frame = await envelope(0, this.method.serialize(r.value), compression.response);
+        const frame = compression.response === null ? this.plainFrame(r.value) : await envelope(0, this.method.serialize(r.value), compression.response);
         sendHeaders();
         if (!this.stream.write(frame)) await this.drained();
       }
@@ -143,6 +157,20 @@ export class ServerStreamCall extends FastCall {
     } catch {
       // The stream was reset while we answered.
     }
+  }
+
+  /** An uncompressed envelope, encoded once per message object (a Watch fan-out sends one object to every watcher). */
+  private plainFrame(message: Message): Buffer {
+    let frame = plainFrames.get(message);
+    if (frame === undefined) {
+      const data = this.method.serialize(message);
+      frame = Buffer.allocUnsafe(5 + data.byteLength);
+      frame[0] = 0;
+      frame.writeUInt32BE(data.byteLength, 1);
+      frame.set(data, 5);
+      plainFrames.set(message, frame);
+    }
+    return frame;
   }
 
   /** Resolves when the stream can take more, or is gone. */
