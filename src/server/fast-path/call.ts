@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import type * as http2 from "node:http2";
 import type { TLSSocket } from "node:tls";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextValues, type ContextValues, type HandlerContext, type Interceptor, type ServiceImplSpec } from "@connectrpc/connect";
+import { Code, ConnectError, createContextValues, type ContextValues, type HandlerContext, type Interceptor, type ServiceImplSpec, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import {
   compressionNegotiate,
   createAsyncIterable,
@@ -214,6 +214,27 @@ export abstract class FastCall {
     const incomplete = incompleteMessage(body);
     if (incomplete !== undefined) throw incomplete;
     return messages;
+  }
+
+  /**
+   * The request the interceptors see. Its signal is a getter, made on first
+   * use (so nothing may spread this object before the chain runs).
+   */
+  protected request<R extends UnaryRequest | StreamRequest>(context: HandlerContext, stream: R["stream"], message: R["message"]): R {
+    const signal = this.signal;
+    return {
+      stream,
+      service: this.method.desc.parent,
+      method: this.method.desc,
+      requestMethod: "POST",
+      url: context.url,
+      get signal() {
+        return signal.signal;
+      },
+      header: context.requestHeader,
+      contextValues: context.values,
+      message,
+    } as R;
   }
 
   /** Request and response compression, negotiated by connect's own function with the protocol's headers. */

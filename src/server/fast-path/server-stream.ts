@@ -108,20 +108,7 @@ export class ServerStreamCall extends FastCall {
     };
     let it: AsyncIterator<Message> | undefined;
     try {
-      const signal = this.signal;
-      const res = await this.chain({
-        stream: true,
-        service: this.method.desc.parent,
-        method: this.method.desc,
-        requestMethod: "POST",
-        url: context.url,
-        get signal() {
-          return signal.signal;
-        },
-        header: context.requestHeader,
-        contextValues: context.values,
-        message: input,
-      } as StreamRequest);
+      const res = await this.chain(this.request<StreamRequest>(context, true, input));
       copyHeaders(res.header, context.responseHeader);
       it = (res.message as AsyncIterable<Message>)[Symbol.asyncIterator]();
       for (;;) {

@@ -45,20 +45,7 @@ export class UnaryCall extends FastCall {
       if (compression.error) throw compression.error;
       if (timeoutError !== undefined) throw timeoutError;
       const input = await this.input();
-      const signal = this.signal;
-      const res = await this.chain({
-        stream: false,
-        service: this.method.desc.parent,
-        method: this.method.desc,
-        requestMethod: "POST",
-        url: context.url,
-        get signal() {
-          return signal.signal;
-        },
-        header: context.requestHeader,
-        contextValues: context.values,
-        message: input as never,
-      } as UnaryRequest);
+      const res = await this.chain(this.request<UnaryRequest>(context, false, input));
       copyHeaders(res.header, context.responseHeader);
       copyHeaders(res.trailer, context.responseTrailer);
       message = res.message;
