@@ -10,20 +10,25 @@
  * allocated before the first reading, so what grows is only what the store
  * keeps.
  *
- * - heap: V8 heap used plus external memory. A 100-byte Uint8Array's bytes live
- *   outside the V8 heap (V8 keeps typed arrays over 64 bytes off-heap), so heap
- *   used alone would leave the values out; external counts their bytes.
- * - rss: the resident set, which adds malloc's per-allocation overhead for
- *   those off-heap buffers and the heap's free space.
+ * - heap: V8 heap used plus external memory. The values live in the store's
+ *   slab arena and its per-slot metadata in typed arrays, both outside the V8
+ *   heap, so heap used alone would leave them out; external counts them.
+ * - rss: the resident set, which adds the V8 heap's free space (including new
+ *   space grown under the insert load, a fixed ~24 MiB here) and malloc's slack.
  * - counted: what the store charges against --max-memory (stats().bytesUsed):
- *   key + value + ENTRY_OVERHEAD_BYTES per entry.
+ *   key + the value's arena share (chargedValueBytes: 105 for 100 bytes) +
+ *   ENTRY_OVERHEAD_BYTES per entry.
  *
- * The honest ENTRY_OVERHEAD_BYTES is heap bytes per key minus key and value
- * bytes (printed as "overhead"); the RSS figure is the machine's view.
+ * The honest ENTRY_OVERHEAD_BYTES is RSS bytes per key minus key bytes and the
+ * value's arena share (printed as "overhead"). A churn phase then overwrites
+ * every key with values of 1 to 200 bytes (other size classes) and deletes
+ * three keys in four, and reports the arena's slabs against the bytes counted
+ * for values: what fragmentation costs beyond the count.
  *
  * Prints a human line, then, as the last stdout line, one JSON object.
  */
 import { randomFillSync } from "node:crypto";
+import { chargedValueBytes } from "../src/store/arena.js";
 import { CacheStore, ENTRY_OVERHEAD_BYTES } from "../src/store/store.js";
 
 const VALUE_BYTES = 100;
@@ -114,8 +119,10 @@ function main(): void {
   const heapTotalDelta = after.heapTotal - before.heapTotal;
   const countedBytesPerKey = stats.bytesUsed / keys;
   const keyBytesPerKey = keyBytes / keys;
-  const overhead = heapBytesPerKey - keyBytesPerKey - VALUE_BYTES;
-  const rssOverhead = rssBytesPerKey - keyBytesPerKey - VALUE_BYTES;
+  const chargedValue = chargedValueBytes(VALUE_BYTES);
+  const overhead = heapBytesPerKey - keyBytesPerKey - chargedValue;
+  const rssOverhead = rssBytesPerKey - keyBytesPerKey - chargedValue;
+  const arena = store.arenaStats();
   const round = (n: number) => Math.round(n * 10) / 10;
 
   console.log(
@@ -123,7 +130,31 @@ function main(): void {
       `heap ${round(heapBytesPerKey)} B/key (used ${round(heapUsedDelta / keys)} + external ${round(externalDelta / keys)}; ${mib(heapUsedDelta + externalDelta)}), ` +
       `RSS ${round(rssBytesPerKey)} B/key (${mib(after.rss - before.rss)}; V8 heap committed ${round(heapTotalDelta / keys)} B/key), ` +
       `counted ${round(countedBytesPerKey)} B/key; ` +
-      `overhead beyond key and value: heap ${round(overhead)} B, RSS ${round(rssOverhead)} B (ENTRY_OVERHEAD_BYTES = ${ENTRY_OVERHEAD_BYTES})`,
+      `overhead beyond key and value (${chargedValue} B in the arena): heap ${round(overhead)} B, RSS ${round(rssOverhead)} B (ENTRY_OVERHEAD_BYTES = ${ENTRY_OVERHEAD_BYTES}); ` +
+      `arena ${arena.slabs} slabs (${mib(arena.slabBytes)}), ${mib(arena.freeBytes)} free`,
+  );
+
+  // Churn: other sizes for every key, then three keys in four deleted.
+  const churnStarted = performance.now();
+  for (let i = 0; i < keys; i++) {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    const offset = seed % spans;
+    store.set(keyName(i), pool.subarray(offset, offset + 1 + (seed % 200)));
+  }
+  for (let i = 0; i < keys; i++) if (i % 4 !== 0) store.delete(keyName(i));
+  const churnMs = performance.now() - churnStarted;
+  const churned = settle(gc);
+  const churnArena = store.arenaStats();
+  let chargedValues = 0;
+  for (let slot = "", page; (page = store.scan("", slot, 1000, false)).entries.length > 0 || page.nextCursor !== ""; slot = page.nextCursor) {
+    for (const e of page.entries) chargedValues += chargedValueBytes(e.value.byteLength);
+    if (page.nextCursor === "") break;
+  }
+  const slackRatio = churnArena.slabBytes / chargedValues;
+  console.log(
+    `churn (${(churnMs / 1000).toFixed(1)} s): ${store.size} keys left, arena ${churnArena.slabs} slabs (${mib(churnArena.slabBytes)}) for ` +
+      `${mib(chargedValues)} counted for values (x${slackRatio.toFixed(3)}), ${churnArena.moves} values moved by compaction; ` +
+      `RSS ${mib(churned.rss - before.rss)} (high-water of the first phase ${mib(after.rss - before.rss)}), counted ${mib(store.stats().bytesUsed)}`,
   );
   console.log(
     JSON.stringify({
@@ -139,10 +170,16 @@ function main(): void {
       overheadBytesPerKey: round(overhead),
       rssOverheadBytesPerKey: round(rssOverhead),
       entryOverheadBytes: ENTRY_OVERHEAD_BYTES,
+      chargedValueBytes: chargedValue,
+      churnKeys: store.size,
+      churnSlabBytes: churnArena.slabBytes,
+      churnChargedValueBytes: chargedValues,
+      churnSlabToCountedRatio: Math.round(slackRatio * 1000) / 1000,
+      churnMoves: churnArena.moves,
     }),
   );
   // Keep the store and the pool reachable until after the last reading.
-  if (store.size !== keys || pool.length !== 1 << 20) throw new Error("unreachable");
+  if (store.size !== Math.ceil(keys / 4) || pool.length !== 1 << 20) throw new Error("unreachable");
 }
 
 main();

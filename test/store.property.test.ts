@@ -16,11 +16,13 @@ import fc from "fast-check";
 import type { Change } from "../src/store/change.js";
 import { StoreError, type StoreErrorKind } from "../src/store/errors.js";
 import { ExpirySweeper, FULL_PASS_MS, TICK_MS } from "../src/store/expiry-sweeper.js";
+import { LARGE_VALUE_BYTES, SLAB_BYTES, chargedValueBytes, LARGE_VALUE_OVERHEAD_BYTES } from "../src/store/arena.js";
 import {
   CacheStore,
   DEFAULT_LIMITS,
   ENTRY_OVERHEAD_BYTES,
   MAX_TTL_MS,
+  entryBytes,
   type EntryView,
   type SetCondition,
   type StoreLimits,
@@ -204,7 +206,7 @@ function utf8Bytes(key: string): number {
 }
 
 function sizeOf(key: string, value: Uint8Array): number {
-  return utf8Bytes(key) + value.byteLength + ENTRY_OVERHEAD_BYTES;
+  return entryBytes(key, value.byteLength);
 }
 
 function validTtl(ttl: number): boolean {
@@ -465,6 +467,7 @@ class Harness {
       `stats after ${what}`,
     );
     assert.ok(store.slotCount >= model.entries.size && store.slotCount <= model.peakKeys, `slot table of ${store.slotCount} after ${what}`);
+    store.checkInvariants();
     if (this.checkBytes) {
       assert.equal(stats.bytesUsed, model.bytes(), `bytesUsed after ${what}`);
       assert.ok(stats.bytesUsed <= model.maxMemoryBytes, `bytesUsed ${stats.bytesUsed} over the bound ${model.maxMemoryBytes}`);
@@ -604,7 +607,7 @@ describe("CacheStore against a model", () => {
     // (keys and values are 0 to 42 bytes): writes that grow a value evict too.
     const maxMemory = fc
       .integer({ min: 1, max: 4 })
-      .chain((n) => fc.integer({ min: n * ENTRY_OVERHEAD_BYTES + 20, max: n * (ENTRY_OVERHEAD_BYTES + 42) }));
+      .chain((n) => fc.integer({ min: n * ENTRY_OVERHEAD_BYTES + 20, max: n * (ENTRY_OVERHEAD_BYTES + 56) }));
     fc.assert(
       fc.property(maxMemory, ops, (maxMemoryBytes, list) => {
         const h = new Harness(maxMemoryBytes, true);
@@ -705,13 +708,14 @@ describe("CacheStore limits", () => {
   });
 
   test("entry larger than maxMemoryBytes is resource_exhausted", () => {
-    const max = ENTRY_OVERHEAD_BYTES + 100;
+    const max = entryBytes("k", 99);
     const { store } = fixture({ maxMemoryBytes: max });
-    // key 1 byte + value 99 bytes + overhead = exactly the bound: fits.
+    // key 1 byte + value 99 bytes (as the arena holds them) + overhead = exactly the bound: fits.
     assert.equal(store.set("k", new Uint8Array(99)).applied, true);
-    const size = 1 + 100 + ENTRY_OVERHEAD_BYTES;
-    expectStoreError(() => store.set("k", new Uint8Array(100)), "resource_exhausted", new RegExp(`\\b${size} bytes`), new RegExp(`\\b${max} bytes`));
-    expectStoreError(() => store.validateSet("k", new Uint8Array(100)), "resource_exhausted");
+    const size = entryBytes("k", 200);
+    assert.ok(size > max);
+    expectStoreError(() => store.set("k", new Uint8Array(200)), "resource_exhausted", new RegExp(`\\b${size} bytes`), new RegExp(`\\b${max} bytes`));
+    expectStoreError(() => store.validateSet("k", new Uint8Array(200)), "resource_exhausted");
   });
 });
 
@@ -817,7 +821,7 @@ describe("CacheStore writes", () => {
 
   test("bytesUsed follows overwrites, increments and touches", () => {
     const { store } = fixture();
-    const size = (key: string, valueBytes: number) => Buffer.byteLength(key) + valueBytes + ENTRY_OVERHEAD_BYTES;
+    const size = entryBytes;
     store.set("a", new Uint8Array(10));
     assert.equal(store.stats().bytesUsed, size("a", 10));
     store.set("a", new Uint8Array(1000));
@@ -839,13 +843,13 @@ describe("CacheStore writes", () => {
       for (const key of ["a", "b", "c", "d"]) store.set(key, new Uint8Array(round === 0 ? 1 : 100 * round));
     }
     let counted = 0;
-    for (const e of store.scan("", "", 1000, false).entries) counted += Buffer.byteLength(e.key) + e.value.byteLength + ENTRY_OVERHEAD_BYTES;
+    for (const e of store.scan("", "", 1000, false).entries) counted += entryBytes(e.key, e.value.byteLength);
     assert.equal(store.stats().bytesUsed, counted, "bytesUsed vs the bytes of the entries held");
     assert.ok(counted <= max, `holding ${counted} bytes over the bound of ${max}`);
   });
 
   test("a key overwritten during a scan, by a write that evicts, is returned once", () => {
-    const entry = (valueBytes: number) => 1 + valueBytes + ENTRY_OVERHEAD_BYTES;
+    const entry = (valueBytes: number) => entryBytes("k", valueBytes);
     const { store, changes } = fixture({ maxMemoryBytes: 4 * entry(10) + 50 });
     for (const key of ["a", "b", "c", "d"]) store.set(key, new Uint8Array(10));
     store.get("b");
@@ -861,7 +865,7 @@ describe("CacheStore writes", () => {
   });
 
   test("overwriting the least recently used key evicts other keys, not the key written", () => {
-    const entry = (valueBytes: number) => 1 + valueBytes + ENTRY_OVERHEAD_BYTES;
+    const entry = (valueBytes: number) => entryBytes("k", valueBytes);
     const { store, changes } = fixture({ maxMemoryBytes: entry(100) + entry(10) + entry(10) - 1 });
     store.set("a", new Uint8Array(10));
     store.set("b", new Uint8Array(10));
@@ -953,5 +957,253 @@ describe("CacheStore active expiry", () => {
     assert.equal(removed, N);
     checkDrained(fx);
     assert.equal(sweeper.tick(), 0);
+  });
+});
+
+// --- the value arena ------------------------------------------------------------
+
+describe("CacheStore value arena", () => {
+  /** Deterministic value bytes for (key, version, length). */
+  function valueOf(key: string, version: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    let x = (version * 2654435761) ^ key.length;
+    for (let i = 0; i < key.length; i++) x = Math.imul(x ^ key.charCodeAt(i), 16777619);
+    for (let i = 0; i < length; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      out[i] = x >>> 24;
+    }
+    return out;
+  }
+
+  function assertHolds(store: CacheStore, expected: Map<string, Uint8Array>, what: string): void {
+    store.checkInvariants();
+    assert.equal(store.size, expected.size, `keys after ${what}`);
+    let bytes = 0;
+    for (const [key, value] of expected) {
+      const got = store.get(key);
+      assert.ok(got !== undefined, `"${key}" missing after ${what}`);
+      assert.ok(Buffer.from(got.value).equals(Buffer.from(value)), `value of "${key}" after ${what}`);
+      bytes += entryBytes(key, value.byteLength);
+    }
+    assert.equal(store.stats().bytesUsed, bytes, `bytesUsed after ${what}`);
+  }
+
+  const lengths = fc.oneof(
+    { weight: 1, arbitrary: fc.constant(0) },
+    { weight: 6, arbitrary: fc.integer({ min: 1, max: 300 }) },
+    { weight: 3, arbitrary: fc.integer({ min: 301, max: LARGE_VALUE_BYTES }) },
+    { weight: 1, arbitrary: fc.integer({ min: LARGE_VALUE_BYTES - 2, max: LARGE_VALUE_BYTES + 2 }) },
+    { weight: 1, arbitrary: fc.integer({ min: LARGE_VALUE_BYTES + 1, max: 3 * LARGE_VALUE_BYTES }) },
+  );
+
+  // Values of the largest class (8 chunks a slab), so a few dozen keys make the arena evacuate slabs.
+  const bigLengths = fc.oneof({ weight: 9, arbitrary: fc.integer({ min: LARGE_VALUE_BYTES - 800, max: LARGE_VALUE_BYTES }) }, { weight: 1, arbitrary: fc.constant(0) });
+
+  for (const [name, length] of [["lengths of every kind", lengths], ["values of 7 to 8 KiB (compaction)", bigLengths]] as const) test(`random writes, overwrites across size classes, deletes and flushes, ${name}: values intact, bookkeeping exact`, () => {
+    const op = fc.oneof(
+      { weight: 160, arbitrary: fc.record({ op: fc.constant("set" as const), key: fc.nat(60), length }) },
+      { weight: 60, arbitrary: fc.record({ op: fc.constant("delete" as const), key: fc.nat(60) }) },
+      { weight: 20, arbitrary: fc.record({ op: fc.constant("touch" as const), key: fc.nat(60) }) },
+      { weight: 20, arbitrary: fc.record({ op: fc.constant("incr" as const), key: fc.nat(60) }) },
+      { weight: 10, arbitrary: fc.record({ op: fc.constant("deleteEvery" as const), key: fc.nat(3), step: fc.integer({ min: 2, max: 4 }) }) },
+      { weight: 1, arbitrary: fc.constant({ op: "flush" as const }) },
+    );
+    let moves = 0;
+    fc.assert(
+      fc.property(fc.array(op, { minLength: 100, maxLength: 300 }), (ops) => {
+        const { store } = fixture({ maxValueBytes: 4 * LARGE_VALUE_BYTES, maxMemoryBytes: Number.MAX_SAFE_INTEGER });
+        const expected = new Map<string, Uint8Array>();
+        let version = 0;
+        for (const o of ops) {
+          if (o.op === "flush") {
+            store.flush();
+            expected.clear();
+            continue;
+          }
+          if (o.op === "deleteEvery") {
+            // Scattered deletes: every step-th key, leaving slabs partly used.
+            for (let k = o.key; k <= 60; k += o.step) {
+              store.delete(`k${k}`);
+              expected.delete(`k${k}`);
+            }
+            store.checkInvariants();
+            continue;
+          }
+          const key = `k${o.key}`;
+          if (o.op === "set") {
+            const value = valueOf(key, ++version, o.length);
+            store.set(key, value);
+            expected.set(key, value);
+          } else if (o.op === "delete") {
+            store.delete(key);
+            expected.delete(key);
+          } else if (o.op === "touch") {
+            store.touch(key, 0);
+          } else {
+            store.set(key, bytes(String(o.key)));
+            store.increment(key, 1n);
+            expected.set(key, bytes(String(o.key + 1)));
+          }
+          store.checkInvariants();
+        }
+        assertHolds(store, expected, "the sequence");
+        moves += store.arenaStats().moves;
+      }),
+      { numRuns: 60, includeErrorInReport: true },
+    );
+    if (length === bigLengths) assert.ok(moves > 0, "the runs moved values");
+  });
+
+  test("an overwrite with a value of the same size class reuses its chunk: no new slab, nothing moved", () => {
+    const { store } = fixture({ maxMemoryBytes: Number.MAX_SAFE_INTEGER });
+    for (let i = 0; i < 5000; i++) store.set(`k${i}`, valueOf(`k${i}`, 0, 100));
+    const before = store.arenaStats();
+    const expected = new Map<string, Uint8Array>();
+    for (let round = 1; round <= 5; round++) {
+      for (let i = 0; i < 5000; i++) {
+        const value = valueOf(`k${i}`, round, 97 + (i % 8)); // 97..104: one class
+        store.set(`k${i}`, value);
+        expected.set(`k${i}`, value);
+      }
+    }
+    const after = store.arenaStats();
+    assert.deepEqual({ slabs: after.slabs, chunks: after.chunks, moves: after.moves }, { slabs: before.slabs, chunks: 5000, moves: 0 });
+    assertHolds(store, expected, "overwrites");
+  });
+
+  test("deletes are compacted: free space stays under two slabs per size class, values survive the moves", () => {
+    const { store } = fixture({ maxMemoryBytes: Number.MAX_SAFE_INTEGER });
+    const N = 40_000;
+    const expected = new Map<string, Uint8Array>();
+    for (let i = 0; i < N; i++) {
+      const value = valueOf(`k${i}`, 0, i % 2 === 0 ? 100 : 1000);
+      store.set(`k${i}`, value);
+      expected.set(`k${i}`, value);
+    }
+    const full = store.arenaStats();
+    // Delete 90% in a scattered order, so every slab keeps a few values.
+    let x = 12345;
+    for (let i = 0; i < N; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      if (x % 10 !== 0) {
+        store.delete(`k${i}`);
+        expected.delete(`k${i}`);
+      }
+    }
+    const after = store.arenaStats();
+    assert.ok(after.moves > 0, "scattered deletes make the arena move values");
+    // Live chunk bytes plus under two slabs of free chunks per class in use (two here).
+    let liveBytes = 0;
+    for (const value of expected.values()) liveBytes += chargedValueBytes(value.byteLength);
+    assert.ok(after.slabBytes <= liveBytes + 2 * 2 * SLAB_BYTES, `${after.slabBytes} bytes of slabs for ${liveBytes} bytes of values`);
+    assert.ok(after.slabBytes < full.slabBytes / 5, `slabs shrank from ${full.slabBytes} to only ${after.slabBytes}`);
+    assertHolds(store, expected, "the deletes");
+    // Deleting the rest releases every slab.
+    for (const key of [...expected.keys()]) store.delete(key);
+    assert.deepEqual({ slabs: store.arenaStats().slabs, chunks: store.arenaStats().chunks }, { slabs: 0, chunks: 0 });
+    store.checkInvariants();
+  });
+
+  test("values handed out stay intact through later overwrites, evictions and compaction", () => {
+    const { store, changes } = fixture({ maxMemoryBytes: 3000 * entryBytes("k0000", 100) });
+    const read: [Uint8Array, Uint8Array][] = [];
+    for (let i = 0; i < 3000; i++) {
+      const key = `k${String(i).padStart(4, "0")}`;
+      const value = valueOf(key, 0, 100);
+      store.set(key, value);
+      if (i % 100 === 0) read.push([store.get(key)!.value, value]);
+    }
+    const scanned = store.scan("k00", "", 50, false).entries.map((e) => [e.value, Buffer.from(e.value)] as const);
+    const snapshot = store.snapshotPage(0, 50).entries.map((e) => [e.value, Buffer.from(e.value)] as const);
+    const published = changes.map((c) => [c.value!, Buffer.from(c.value!)] as const);
+    // Overwrite in place, delete most (compaction moves the rest), then write
+    // enough new keys to evict.
+    for (let i = 0; i < 3000; i++) store.set(`k${String(i).padStart(4, "0")}`, valueOf("other", i, 100));
+    for (let i = 0; i < 3000; i++) if (i % 7 !== 0) store.delete(`k${String(i).padStart(4, "0")}`);
+    for (let i = 0; i < 4000; i++) store.set(`n${String(i).padStart(4, "0")}`, valueOf("n", i, 100));
+    assert.ok(store.stats().evictions > 0 && store.arenaStats().moves > 0);
+    for (const [got, want] of read) assert.ok(Buffer.from(got).equals(Buffer.from(want)), "a value from get changed");
+    for (const [got, want] of [...scanned, ...snapshot, ...published]) assert.ok(Buffer.from(got).equals(want), "a value from scan, a snapshot or a change changed");
+    store.checkInvariants();
+  });
+
+  test("large values keep their own buffer and are counted with their overhead", () => {
+    const { store } = fixture({ maxValueBytes: 1 << 20 });
+    const big = valueOf("big", 1, LARGE_VALUE_BYTES + 1);
+    store.set("big", big);
+    assert.equal(store.stats().bytesUsed, utf8Bytes("big") + LARGE_VALUE_BYTES + 1 + LARGE_VALUE_OVERHEAD_BYTES + ENTRY_OVERHEAD_BYTES);
+    assert.equal(store.arenaStats().slabs, 0, "a large value takes no slab");
+    assert.ok(Buffer.from(store.get("big")!.value).equals(Buffer.from(big)));
+    // Large -> small -> empty -> large.
+    store.set("big", valueOf("big", 2, 10));
+    assert.equal(store.arenaStats().chunks, 1);
+    store.set("big", new Uint8Array(0));
+    assert.deepEqual({ chunks: store.arenaStats().chunks, slabs: store.arenaStats().slabs }, { chunks: 0, slabs: 0 });
+    assert.equal(store.get("big")!.value.byteLength, 0);
+    const huge = valueOf("big", 3, 1 << 20);
+    store.set("big", huge);
+    assert.ok(Buffer.from(store.get("big")!.value).equals(Buffer.from(huge)));
+    assert.equal(store.stats().bytesUsed, entryBytes("big", 1 << 20));
+    store.checkInvariants();
+    store.delete("big");
+    assert.equal(store.stats().bytesUsed, 0);
+    store.checkInvariants();
+  });
+
+  test("eviction under the byte bound: counted bytes never over the bound, slabs within it", () => {
+    const max = 2_000_000;
+    const { store } = fixture({ maxMemoryBytes: max, maxValueBytes: 4 * LARGE_VALUE_BYTES });
+    let x = 99;
+    for (let i = 0; i < 20_000; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      const length = x % 50 === 0 ? LARGE_VALUE_BYTES + (x % 5000) : 1 + (x % 2000);
+      store.set(`k${x % 5000}`, valueOf("v", i, length));
+      const stats = store.stats();
+      assert.ok(stats.bytesUsed <= max, `bytesUsed ${stats.bytesUsed} over ${max}`);
+      if (i % 1000 === 0) store.checkInvariants();
+    }
+    assert.ok(store.stats().evictions > 0);
+    // Chunks are charged their share of a slab: slabs in use are at most the
+    // bytes counted plus the free chunks (under two slabs per class).
+    const arena = store.arenaStats();
+    assert.ok(arena.slabBytes - arena.freeBytes <= store.stats().bytesUsed, `${arena.slabBytes - arena.freeBytes} bytes of chunks in use`);
+    store.checkInvariants();
+  });
+
+  test("expiry (sweep and lazy) frees arena space", () => {
+    const { store, clock } = fixture();
+    for (let i = 0; i < 20_000; i++) store.set(`t${i}`, valueOf("t", i, 50 + (i % 200)), { ttlMs: 1000 });
+    for (let i = 0; i < 100; i++) store.set(`keep${i}`, valueOf("keep", i, 100));
+    const loaded = store.arenaStats();
+    assert.ok(loaded.slabs > 20);
+    clock.t += 1000;
+    const sweeper = new ExpirySweeper(store);
+    for (let i = 0; i < 40 && store.size > 100; i++) sweeper.tick();
+    assert.equal(store.size, 100);
+    const after = store.arenaStats();
+    assert.equal(after.chunks, 100);
+    assert.ok(after.slabs <= 3, `${after.slabs} slabs left for 100 values of one class`);
+    for (let i = 0; i < 100; i++) assert.ok(Buffer.from(store.get(`keep${i}`)!.value).equals(Buffer.from(valueOf("keep", i, 100))));
+    store.checkInvariants();
+  });
+
+  test("flags that are not a uint32 are kept exactly; digests agree through a snapshot", () => {
+    const { store } = fixture();
+    store.set("a", bytes("1"), { flags: 0xffffffff });
+    store.set("b", bytes("2"), { flags: 7 });
+    store.set("c", valueOf("c", 0, 5000));
+    store.set("odd", bytes("3"), { flags: -1 });
+    assert.equal(store.get("odd")!.flags, -1);
+    assert.equal(store.get("a")!.flags, 0xffffffff);
+    store.set("odd", bytes("3"), { flags: 2 ** 40 });
+    assert.equal(store.get("odd")!.flags, 2 ** 40);
+    store.set("odd", bytes("3"), { flags: 5 });
+    assert.equal(store.get("odd")!.flags, 5);
+    store.checkInvariants();
+    const replica = fixture().store;
+    replica.beginSnapshot(store.currentRevision);
+    for (const e of store.snapshotPage(0, 100).entries) replica.loadSnapshotEntry(e);
+    replica.checkInvariants();
+    assert.equal(replica.digest().digest, store.digest().digest);
   });
 });

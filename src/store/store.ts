@@ -1,17 +1,20 @@
 import { createHash } from "node:crypto";
-import { LRUCache } from "lru-cache";
+import { Arena, type ArenaStats, chargedValueBytes, isLargeValue } from "./arena.js";
 import type { Change, ChangeListener, ChangeType } from "./change.js";
 import { StoreError } from "./errors.js";
 
 /**
- * Bytes counted per entry on top of its key and value: the entry record, the
- * value's Uint8Array header and its off-heap allocation, the lru-cache index
- * slots and the slot table. Measured with `node --expose-gc dist/bench/memory.js`
- * at 1,000,000 keys of 100-byte values: ~394 B/key of V8 heap beyond key and
- * value, ~622 B/key of RSS. We count the RSS figure, so --max-memory bounds
- * what the process really holds for its entries (see README, "Memory").
+ * Bytes counted per entry on top of its key and its value's share of the arena
+ * (`chargedValueBytes`): the index's Map entry, the key string, the slot
+ * table's typed arrays (revision, expiry, flags, value reference, recency
+ * links), the key's pointer and the arena's per-chunk bookkeeping. Measured
+ * with `node --expose-gc dist/bench/memory.js` at 1,000,000 keys of 100-byte
+ * values (105 bytes each in the arena): ~105 B/key of V8 heap and external
+ * memory beyond key and value, ~152-158 B/key of RSS (which includes the V8
+ * heap's free space). We count the RSS figure, so --max-memory bounds what the
+ * process really holds for its entries (see README, "Memory").
  */
-export const ENTRY_OVERHEAD_BYTES = 620;
+export const ENTRY_OVERHEAD_BYTES = 154;
 
 /** Longest TTL accepted: about 100 years, so expiry times stay exact in a double. */
 export const MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000;
@@ -97,20 +100,6 @@ export interface SnapshotEntry {
   readonly flags: number;
 }
 
-/** One stored key. Mutated in place on overwrite so its slot never moves. */
-interface Entry {
-  readonly key: string;
-  value: Uint8Array;
-  revision: number;
-  /** Absolute ms since epoch; 0 = no expiry. */
-  expiresAt: number;
-  flags: number;
-  /** Bytes counted against the memory bound. */
-  size: number;
-  /** Index in the slot table; stable for the entry's life (Scan cursors rely on it). */
-  readonly slot: number;
-}
-
 const SCAN_DEFAULT_LIMIT = 100;
 const SCAN_MAX_LIMIT = 1000;
 /** Slots a Scan page may examine, so a sparse prefix cannot make one call walk the whole table. */
@@ -119,22 +108,65 @@ const INT64_MAX = (1n << 63n) - 1n;
 const INT64_MIN = -(1n << 63n);
 const DECIMAL_INTEGER = /^-?[0-9]{1,20}$/;
 
+const INITIAL_SLOTS = 1024;
+const NONE = -1;
+/** Value reference of a large value. */
+const LARGE = -1;
+/** Value references hold a small value's length (1 to LARGE_VALUE_BYTES) below this radix. */
+const LENGTH_RADIX = 16384;
+/** Flags slot value that sends a reader to `oddFlags` (a uint32 of the same value may be there too). */
+const ODD_FLAGS = 0xffffffff;
+
 /**
  * The in-memory dataset: a byte-bounded LRU of entries with TTLs, revisions and
  * conditional writes. Every change takes the next revision and is reported to
  * the change listeners synchronously, in revision order.
  *
- * Two indexes over the same entries:
- * - `lru` (lru-cache) maps key to entry and keeps recency for eviction;
- * - `slots` gives every entry a stable position. Scan cursors and the expiry
- *   sweep walk it, because a key that stays present keeps its slot.
+ * Layout (no JS object per entry):
+ * - every entry has a slot, a small integer stable for the entry's life: Scan
+ *   cursors and the expiry sweep walk the slots, because a key that stays
+ *   present keeps its slot;
+ * - `index` maps key to slot;
+ * - the metadata are typed arrays indexed by slot (revision, expiry, flags,
+ *   value location and length, and the links of the recency list);
+ * - values live in the slabs of an `Arena` (values over LARGE_VALUE_BYTES keep
+ *   their own Uint8Array, in `large`).
+ *
+ * Values handed out (EntryView, SnapshotEntry, Change) are copies or buffers
+ * the store never writes again: a later write, eviction or arena compaction
+ * cannot change them.
  */
 export class CacheStore {
   readonly limits: StoreLimits;
   private readonly clock: Clock;
-  private readonly lru: LRUCache<string, Entry>;
-  private readonly slots: (Entry | undefined)[] = [];
-  private readonly freeSlots: number[] = [];
+  private readonly index = new Map<string, number>();
+  private keys: (string | undefined)[] = [];
+  private revisions = new Float64Array(INITIAL_SLOTS);
+  private expiries = new Float64Array(INITIAL_SLOTS);
+  private flagsOf = new Uint32Array(INITIAL_SLOTS);
+  /** Flags that are not a uint32 (only a direct caller can give them), by slot. */
+  private readonly oddFlags = new Map<number, number>();
+  /**
+   * Where the value is: 0 for an empty value, LARGE for a large one (in
+   * `large`), else its arena location * LENGTH_RADIX + its length.
+   */
+  private values = new Float64Array(INITIAL_SLOTS);
+  /** Recency list: toward the least / the most recently used; NONE at the ends. */
+  private older = new Int32Array(INITIAL_SLOTS);
+  private newer = new Int32Array(INITIAL_SLOTS);
+  private capacity = INITIAL_SLOTS;
+  /** Most recently used slot. */
+  private head = NONE;
+  /** Least recently used slot. */
+  private tail = NONE;
+  /** Slots in the table, live or free (the high-water mark since the last clear). */
+  private slotEnd = 0;
+  private freeSlots: number[] = [];
+  private readonly large = new Map<number, Uint8Array>();
+  private readonly arena = new Arena((slot, location) => {
+    this.values[slot] = location * LENGTH_RADIX + (this.values[slot]! % LENGTH_RADIX);
+  });
+  private bytesUsed = 0;
   private readonly listeners: ChangeListener[] = [];
   private revision = 0;
   private follower = false;
@@ -147,11 +179,6 @@ export class CacheStore {
   constructor(options: StoreOptions = {}) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.clock = options.clock ?? systemClock;
-    // The store evicts by itself before each insert, so each eviction gets its
-    // own revision and event, ordered before the write that caused it.
-    // lru-cache's own bound is set out of reach: a replica applies its
-    // primary's history and must never drop an entry on its own.
-    this.lru = new LRUCache<string, Entry>({ maxSize: Number.MAX_SAFE_INTEGER });
   }
 
   /** Subscribes to every change. The listener must not call back into writes. */
@@ -168,14 +195,14 @@ export class CacheStore {
   }
 
   get size(): number {
-    return this.lru.size;
+    return this.index.size;
   }
 
   stats(): StoreStats {
     return {
       revision: this.revision,
-      keys: this.lru.size,
-      bytesUsed: this.lru.calculatedSize,
+      keys: this.index.size,
+      bytesUsed: this.bytesUsed,
       bytesLimit: this.limits.maxMemoryBytes,
       hits: this.hits,
       misses: this.misses,
@@ -184,16 +211,26 @@ export class CacheStore {
     };
   }
 
+  /** The value arena's occupancy (slabs, chunks in use and free). */
+  arenaStats(): ArenaStats {
+    return this.arena.stats();
+  }
+
   get(key: string): EntryView | undefined {
     this.checkKey(key);
     const now = this.clock.now();
-    const entry = this.lru.get(key);
-    if (entry === undefined || this.expireIfDue(entry, now)) {
+    const slot = this.index.get(key);
+    if (slot === undefined) {
+      this.misses++;
+      return undefined;
+    }
+    this.use(slot);
+    if (this.expireIfDue(slot, now)) {
       this.misses++;
       return undefined;
     }
     this.hits++;
-    return view(entry, now);
+    return this.view(slot, now, true);
   }
 
   /** Throws the error `set` would throw for these arguments, changing nothing. */
@@ -201,7 +238,7 @@ export class CacheStore {
     this.checkKey(key);
     this.checkValue(value);
     checkTtl(ttlMs);
-    this.checkFits(entrySize(key, value));
+    this.checkFits(entryBytes(key, value.byteLength));
   }
 
   set(key: string, value: Uint8Array, options: SetOptions = {}): WriteResult {
@@ -210,19 +247,19 @@ export class CacheStore {
     const flags = options.flags ?? 0;
     const now = this.clock.now();
     const current = this.live(key, now);
-    if (!conditionHolds(options.condition ?? { kind: "none" }, current)) {
-      return { applied: false, revision: current?.revision ?? 0 };
+    if (!conditionHolds(options.condition ?? { kind: "none" }, current === NONE ? undefined : this.revisions[current]!)) {
+      return { applied: false, revision: current === NONE ? 0 : this.revisions[current]! };
     }
-    const entry = this.write(key, copy(value), flags, ttlMs === 0 ? 0 : now + ttlMs, current);
-    return { applied: true, revision: entry.revision };
+    const revision = this.write(key, value, flags, ttlMs === 0 ? 0 : now + ttlMs, current);
+    return { applied: true, revision };
   }
 
   delete(key: string, ifRevision?: number): { deleted: boolean; revision: number } {
     this.checkKey(key);
     const current = this.live(key, this.clock.now());
-    if (current === undefined) return { deleted: false, revision: 0 };
-    if (ifRevision !== undefined && current.revision !== ifRevision) {
-      return { deleted: false, revision: current.revision };
+    if (current === NONE) return { deleted: false, revision: 0 };
+    if (ifRevision !== undefined && this.revisions[current] !== ifRevision) {
+      return { deleted: false, revision: this.revisions[current]! };
     }
     return { deleted: true, revision: this.remove(current, "delete") };
   }
@@ -233,8 +270,9 @@ export class CacheStore {
     const now = this.clock.now();
     const current = this.live(key, now);
     let base = 0n;
-    if (current !== undefined) {
-      const text = Buffer.from(current.value.buffer, current.value.byteOffset, current.value.byteLength).toString("latin1");
+    if (current !== NONE) {
+      const bytes = this.valueView(current);
+      const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
       if (!DECIMAL_INTEGER.test(text)) {
         throw new StoreError("failed_precondition", `value of key "${truncate(key)}" is not a decimal integer`);
       }
@@ -247,11 +285,11 @@ export class CacheStore {
     if (result > INT64_MAX || result < INT64_MIN) {
       throw new StoreError("out_of_range", `increment of key "${truncate(key)}" by ${delta} overflows int64`);
     }
-    const value = copy(Buffer.from(result.toString(), "latin1"));
+    const value = Buffer.from(result.toString(), "latin1");
     // An existing key keeps its expiry and flags, as Redis INCR does.
-    const expiresAt = current !== undefined ? current.expiresAt : ttlMs === 0 ? 0 : now + ttlMs;
-    const entry = this.write(key, value, current?.flags ?? 0, expiresAt, current);
-    return { value: result, revision: entry.revision };
+    const expiresAt = current !== NONE ? this.expiries[current]! : ttlMs === 0 ? 0 : now + ttlMs;
+    const revision = this.write(key, value, current !== NONE ? this.flagsAt(current) : 0, expiresAt, current);
+    return { value: result, revision };
   }
 
   touch(key: string, ttlMs: number): { found: boolean; revision: number } {
@@ -259,9 +297,9 @@ export class CacheStore {
     checkTtl(ttlMs);
     const now = this.clock.now();
     const current = this.live(key, now);
-    if (current === undefined) return { found: false, revision: 0 };
-    const entry = this.write(key, current.value, current.flags, ttlMs === 0 ? 0 : now + ttlMs, current);
-    return { found: true, revision: entry.revision };
+    if (current === NONE) return { found: false, revision: 0 };
+    const revision = this.write(key, undefined, this.flagsAt(current), ttlMs === 0 ? 0 : now + ttlMs, current);
+    return { found: true, revision };
   }
 
   /**
@@ -281,14 +319,14 @@ export class CacheStore {
     const max = limit === 0 ? SCAN_DEFAULT_LIMIT : Math.min(limit, SCAN_MAX_LIMIT);
     const now = this.clock.now();
     const entries: EntryView[] = [];
-    const end = Math.min(this.slots.length, slot + SCAN_MAX_EXAMINED);
+    const end = Math.min(this.slotEnd, slot + SCAN_MAX_EXAMINED);
     for (; slot < end && entries.length < max; slot++) {
-      const entry = this.slots[slot];
-      if (entry === undefined || !entry.key.startsWith(prefix)) continue;
-      if (this.expireIfDue(entry, now)) continue;
-      entries.push(keysOnly ? { ...view(entry, now), value: EMPTY } : view(entry, now));
+      const key = this.keys[slot];
+      if (key === undefined || !key.startsWith(prefix)) continue;
+      if (this.expireIfDue(slot, now)) continue;
+      entries.push(this.view(slot, now, !keysOnly));
     }
-    return { entries, nextCursor: slot < this.slots.length ? String(slot) : "" };
+    return { entries, nextCursor: slot < this.slotEnd ? String(slot) : "" };
   }
 
   /** Removes every key. Returns the revision of the flush. */
@@ -298,9 +336,17 @@ export class CacheStore {
   }
 
   private clear(): void {
-    this.lru.clear();
-    this.slots.length = 0;
-    this.freeSlots.length = 0;
+    this.index.clear();
+    this.large.clear();
+    this.oddFlags.clear();
+    this.arena.clear();
+    this.keys = [];
+    this.allocateTables(INITIAL_SLOTS, 0);
+    this.head = NONE;
+    this.tail = NONE;
+    this.slotEnd = 0;
+    this.freeSlots = [];
+    this.bytesUsed = 0;
     this.sweepHand = 0;
   }
 
@@ -310,14 +356,14 @@ export class CacheStore {
    * Returns the number removed. Bounded work per call, no timer per key.
    */
   sweepExpired(maxExamined: number, maxExpired: number): number {
-    const total = this.slots.length;
+    const total = this.slotEnd;
     if (total === 0) return 0;
     const now = this.clock.now();
     let removed = 0;
     for (let i = 0; i < maxExamined && i < total && removed < maxExpired; i++) {
-      if (this.sweepHand >= this.slots.length) this.sweepHand = 0;
-      const entry = this.slots[this.sweepHand++];
-      if (entry !== undefined && this.expireIfDue(entry, now)) removed++;
+      if (this.sweepHand >= this.slotEnd) this.sweepHand = 0;
+      const slot = this.sweepHand++;
+      if (this.keys[slot] !== undefined && this.expireIfDue(slot, now)) removed++;
     }
     return removed;
   }
@@ -339,17 +385,17 @@ export class CacheStore {
 
   /** Applies one change of the primary's history, with the primary's revision. */
   applyChange(change: Change): void {
-    const current = change.type === "flush" ? undefined : this.lru.peek(change.key);
+    const current = change.type === "flush" ? NONE : (this.index.get(change.key) ?? NONE);
     switch (change.type) {
       case "put":
-        this.write(change.key, copy(change.value!), change.flags, change.expiresAt, current, change.revision);
+        this.write(change.key, change.value!, change.flags, change.expiresAt, current, change.revision);
         return;
       case "delete":
       case "expire":
       case "evict":
         if (change.type === "expire") this.expirations++;
         if (change.type === "evict") this.evictions++;
-        if (current !== undefined) this.unlink(current);
+        if (current !== NONE) this.unlink(current);
         this.emit(change.type, change.key, undefined, 0, 0, change.revision);
         return;
       case "flush":
@@ -370,22 +416,8 @@ export class CacheStore {
 
   /** Adds one snapshot entry as the primary held it; publishes nothing (the snapshot's flush covered it). */
   loadSnapshotEntry(e: SnapshotEntry): void {
-    const current = this.lru.peek(e.key);
-    const size = entrySize(e.key, e.value);
-    let entry = current;
-    if (entry === undefined) {
-      const slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.slots.length;
-      entry = { key: e.key, value: copy(e.value), revision: e.revision, expiresAt: e.expiresAt, flags: e.flags, size, slot };
-      this.slots[slot] = entry;
-    } else {
-      entry.value = copy(e.value);
-      entry.revision = e.revision;
-      entry.expiresAt = e.expiresAt;
-      entry.flags = e.flags;
-      entry.size = size;
-      this.lru.delete(e.key);
-    }
-    this.lru.set(e.key, entry, { size });
+    const current = this.index.get(e.key) ?? NONE;
+    this.place(e.key, e.value, e.revision, e.flags, e.expiresAt, current);
   }
 
   /**
@@ -395,11 +427,13 @@ export class CacheStore {
   snapshotPage(cursor: number, max: number): { entries: SnapshotEntry[]; next: number } {
     const entries: SnapshotEntry[] = [];
     let slot = cursor;
-    for (; slot < this.slots.length && entries.length < max; slot++) {
-      const e = this.slots[slot];
-      if (e !== undefined) entries.push({ key: e.key, value: e.value, revision: e.revision, expiresAt: e.expiresAt, flags: e.flags });
+    for (; slot < this.slotEnd && entries.length < max; slot++) {
+      const key = this.keys[slot];
+      if (key !== undefined) {
+        entries.push({ key, value: this.readValue(slot), revision: this.revisions[slot]!, expiresAt: this.expiries[slot]!, flags: this.flagsAt(slot) });
+      }
     }
-    return { entries, next: slot < this.slots.length ? slot : -1 };
+    return { entries, next: slot < this.slotEnd ? slot : -1 };
   }
 
   /**
@@ -410,98 +444,270 @@ export class CacheStore {
   digest(): { revision: number; digest: string; keys: number } {
     const acc = Buffer.alloc(32);
     const meta = Buffer.alloc(20);
-    for (const e of this.slots) {
-      if (e === undefined) continue;
-      meta.writeDoubleLE(e.revision, 0);
-      meta.writeDoubleLE(e.expiresAt, 8);
-      meta.writeUInt32LE(e.flags, 16);
-      const h = createHash("sha256").update(e.key, "utf8").update("\0").update(e.value).update(meta).digest();
-      for (let i = 0; i < 32; i++) acc[i] ^= h[i];
+    for (let slot = 0; slot < this.slotEnd; slot++) {
+      const key = this.keys[slot];
+      if (key === undefined) continue;
+      meta.writeDoubleLE(this.revisions[slot]!, 0);
+      meta.writeDoubleLE(this.expiries[slot]!, 8);
+      meta.writeUInt32LE(this.flagsAt(slot), 16);
+      const h = createHash("sha256").update(key, "utf8").update("\0").update(this.valueView(slot)).update(meta).digest();
+      for (let i = 0; i < 32; i++) acc[i] ^= h[i]!;
     }
-    return { revision: this.revision, digest: acc.toString("hex"), keys: this.lru.size };
+    return { revision: this.revision, digest: acc.toString("hex"), keys: this.index.size };
   }
 
   /** Slots in the table, live or free: the sweep's unit of work. */
   get slotCount(): number {
-    return this.slots.length;
+    return this.slotEnd;
+  }
+
+  /**
+   * Checks the store's internal bookkeeping (index, slots, recency list, byte
+   * count, arena). For tests; O(keys). Throws on the first inconsistency.
+   */
+  checkInvariants(): void {
+    let live = 0;
+    let bytes = 0;
+    for (let slot = 0; slot < this.slotEnd; slot++) {
+      const key = this.keys[slot];
+      if (key === undefined) continue;
+      live++;
+      if (this.index.get(key) !== slot) throw new Error(`slot ${slot}: index maps "${key}" elsewhere`);
+      bytes += this.entrySizeOf(slot);
+      const length = this.lengthOf(slot);
+      if ((this.values[slot] === LARGE) !== isLargeValue(length)) throw new Error(`slot ${slot}: value of ${length} bytes stored as the wrong kind`);
+      if (isLargeValue(length) !== this.large.has(slot)) throw new Error(`slot ${slot}: large value map out of step`);
+      if (this.oddFlags.has(slot) && this.flagsAt(slot) >>> 0 === this.flagsAt(slot)) throw new Error(`slot ${slot}: uint32 flags held as odd`);
+    }
+    if (live !== this.index.size) throw new Error(`${live} live slots, ${this.index.size} keys`);
+    if (bytes !== this.bytesUsed) throw new Error(`entries add up to ${bytes} bytes, bytesUsed says ${this.bytesUsed}`);
+    if (this.large.size > live || this.oddFlags.size > live) throw new Error("large values or flags of dead slots");
+    let n = 0;
+    let prev = NONE;
+    for (let slot = this.head; slot !== NONE; slot = this.older[slot]!) {
+      if (this.keys[slot] === undefined) throw new Error(`recency list holds free slot ${slot}`);
+      if (this.newer[slot] !== prev) throw new Error(`recency list broken at slot ${slot}`);
+      prev = slot;
+      if (++n > live) throw new Error("recency list has a cycle");
+    }
+    if (n !== live || prev !== this.tail) throw new Error(`recency list holds ${n} of ${live} keys`);
+    this.arena.check();
   }
 
   // --- internals -------------------------------------------------------------
 
-  /** The live entry for `key` without touching recency; expires it lazily. */
-  private live(key: string, now: number): Entry | undefined {
-    const entry = this.lru.peek(key);
-    if (entry === undefined || this.expireIfDue(entry, now)) return undefined;
-    return entry;
+  /** The live entry's slot for `key` without touching recency, or NONE; expires it lazily. */
+  private live(key: string, now: number): number {
+    const slot = this.index.get(key);
+    if (slot === undefined || this.expireIfDue(slot, now)) return NONE;
+    return slot;
   }
 
-  private expireIfDue(entry: Entry, now: number): boolean {
-    if (entry.expiresAt === 0 || entry.expiresAt > now) return false;
+  private expireIfDue(slot: number, now: number): boolean {
+    const expiresAt = this.expiries[slot]!;
+    if (expiresAt === 0 || expiresAt > now) return false;
     // A follower hides the key but leaves its removal to the primary's EXPIRE.
     if (this.follower) return true;
     this.expirations++;
-    this.remove(entry, "expire");
+    this.remove(slot, "expire");
     return true;
   }
 
   /**
-   * Writes a key (insert or in-place overwrite). A primary evicts LRU keys to
+   * Writes a key (insert, or overwrite of `current`'s slot, which never moves;
+   * `value` undefined keeps the current value). A primary evicts LRU keys to
    * make room and takes the next revision; a follower applies `revision` as
-   * its primary decided it and never evicts on its own.
+   * its primary decided it and never evicts on its own. Returns the revision.
    */
-  private write(key: string, value: Uint8Array, flags: number, expiresAt: number, current: Entry | undefined, replicated?: number): Entry {
-    const size = entrySize(key, value);
-    if (replicated === undefined) this.checkFits(size);
-    const entry = current;
-    while (replicated === undefined && this.lru.calculatedSize - (entry?.size ?? 0) + size > this.limits.maxMemoryBytes) {
-      // The key being written is never its own victim: evicting it frees
-      // nothing it will not take back, and would move it to another slot.
-      const victim = this.leastRecentlyUsed(key);
-      if (victim === undefined) break;
-      this.evictions++;
-      this.remove(victim, "evict");
+  private write(key: string, value: Uint8Array | undefined, flags: number, expiresAt: number, current: number, replicated?: number): number {
+    const size = entryBytes(key, value === undefined ? this.lengthOf(current) : value.byteLength);
+    if (replicated === undefined) {
+      this.checkFits(size);
+      const oldSize = current === NONE ? 0 : this.entrySizeOf(current);
+      while (this.bytesUsed - oldSize + size > this.limits.maxMemoryBytes) {
+        // The key being written is never its own victim: evicting it frees
+        // nothing it will not take back, and would move it to another slot.
+        const victim = this.tail === current ? this.newer[this.tail]! : this.tail;
+        if (victim === NONE) break;
+        this.evictions++;
+        this.remove(victim, "evict");
+      }
     }
     const revision = replicated ?? this.revision + 1;
     this.revision = revision;
-    let written: Entry;
-    if (entry === undefined) {
-      const slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.slots.length;
-      written = { key, value, revision, expiresAt, flags, size, slot };
-      this.slots[slot] = written;
+    const slot = this.place(key, value, revision, flags, expiresAt, current);
+    if (this.listeners.length > 0) {
+      // The change carries a value of its own: the arena's bytes are reused.
+      const published = value === undefined ? this.readValue(slot) : isLargeValue(value.byteLength) ? this.large.get(slot)! : copy(value);
+      this.publish({ type: "put", revision, key, value: published, flags, expiresAt });
+    }
+    return revision;
+  }
+
+  /** Stores an entry (new, or over `current`) as most recently used, and counts its bytes. */
+  private place(key: string, value: Uint8Array | undefined, revision: number, flags: number, expiresAt: number, current: number): number {
+    let slot = current;
+    if (slot === NONE) {
+      slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.slotEnd++;
+      if (slot >= this.capacity) this.allocateTables(this.capacity * 2, slot);
+      this.keys[slot] = key;
+      this.values[slot] = 0;
+      this.flagsOf[slot] = 0;
+      this.index.set(key, slot);
+      this.pushNewest(slot);
     } else {
-      written = entry;
-      written.value = value;
-      written.revision = revision;
-      written.expiresAt = expiresAt;
-      written.flags = flags;
-      written.size = size;
-      // lru-cache only re-counts the size when the value object changes; the
-      // entry is mutated in place (to keep its slot), so take it out first.
-      this.lru.delete(key);
+      this.bytesUsed -= this.entrySizeOf(slot);
+      this.use(slot);
     }
-    this.lru.set(key, written, { size });
-    this.publish({ type: "put", revision, key, value, flags, expiresAt });
-    return written;
+    if (value !== undefined) this.storeValue(slot, value);
+    this.revisions[slot] = revision;
+    this.expiries[slot] = expiresAt;
+    this.setFlags(slot, flags);
+    this.bytesUsed += this.entrySizeOf(slot);
+    return slot;
   }
 
-  /** The least recently used entry other than `except`'s. */
-  private leastRecentlyUsed(except: string): Entry | undefined {
-    // rvalues() walks from least to most recently used.
-    for (const entry of this.lru.rvalues()) {
-      if (entry !== undefined && entry.key !== except) return entry;
+  /** Copies `value` into the slot's storage, reusing its chunk when the size class is the same. */
+  private storeValue(slot: number, value: Uint8Array): void {
+    const length = value.byteLength;
+    const ref = this.values[slot]!;
+    const small = length > 0 && !isLargeValue(length);
+    if (small && ref > 0) {
+      const location = Math.floor(ref / LENGTH_RADIX);
+      if (this.arena.fits(location, length)) {
+        this.arena.write(location, value);
+        this.values[slot] = location * LENGTH_RADIX + length;
+        return;
+      }
     }
-    return undefined;
+    this.releaseValue(slot);
+    if (small) {
+      const location = this.arena.alloc(length, slot);
+      this.arena.write(location, value);
+      this.values[slot] = location * LENGTH_RADIX + length;
+    } else if (length > 0) {
+      this.large.set(slot, copy(value));
+      this.values[slot] = LARGE;
+    }
   }
 
-  private remove(entry: Entry, type: "delete" | "expire" | "evict", revision?: number): number {
-    this.unlink(entry);
-    return this.emit(type, entry.key, undefined, 0, 0, revision);
+  private releaseValue(slot: number): void {
+    const ref = this.values[slot]!;
+    if (ref === LARGE) this.large.delete(slot);
+    else if (ref > 0) this.arena.free(Math.floor(ref / LENGTH_RADIX));
+    this.values[slot] = 0;
   }
 
-  private unlink(entry: Entry): void {
-    this.lru.delete(entry.key);
-    this.slots[entry.slot] = undefined;
-    this.freeSlots.push(entry.slot);
+  /** Length of the slot's value. */
+  private lengthOf(slot: number): number {
+    const ref = this.values[slot]!;
+    if (ref === LARGE) return this.large.get(slot)!.byteLength;
+    return ref % LENGTH_RADIX;
+  }
+
+  private flagsAt(slot: number): number {
+    const flags = this.flagsOf[slot]!;
+    return flags === ODD_FLAGS && this.oddFlags.size > 0 ? (this.oddFlags.get(slot) ?? flags) : flags;
+  }
+
+  private setFlags(slot: number, flags: number): void {
+    if (this.oddFlags.size > 0) this.oddFlags.delete(slot);
+    if (flags >>> 0 === flags) {
+      this.flagsOf[slot] = flags;
+    } else {
+      this.flagsOf[slot] = ODD_FLAGS;
+      this.oddFlags.set(slot, flags);
+    }
+  }
+
+  /** The slot's value as a view: valid only until the next change to the store. */
+  private valueView(slot: number): Uint8Array {
+    const ref = this.values[slot]!;
+    if (ref === 0) return EMPTY;
+    if (ref === LARGE) return this.large.get(slot)!;
+    return this.arena.view(Math.floor(ref / LENGTH_RADIX), ref % LENGTH_RADIX);
+  }
+
+  /**
+   * The slot's value for a caller: a copy of arena bytes, or the large value's
+   * own buffer, which the store never writes again (an overwrite replaces it).
+   */
+  private readValue(slot: number): Uint8Array {
+    const ref = this.values[slot]!;
+    if (ref === 0) return new Uint8Array(0);
+    if (ref === LARGE) return this.large.get(slot)!;
+    return this.arena.read(Math.floor(ref / LENGTH_RADIX), ref % LENGTH_RADIX);
+  }
+
+  private view(slot: number, now: number, withValue: boolean): EntryView {
+    const expiresAt = this.expiries[slot]!;
+    return {
+      key: this.keys[slot]!,
+      value: withValue ? this.readValue(slot) : EMPTY,
+      revision: this.revisions[slot]!,
+      ttlMs: expiresAt === 0 ? 0 : Math.max(1, expiresAt - now),
+      flags: this.flagsAt(slot),
+    };
+  }
+
+  private entrySizeOf(slot: number): number {
+    return entryBytes(this.keys[slot]!, this.lengthOf(slot));
+  }
+
+  private remove(slot: number, type: "delete" | "expire" | "evict", revision?: number): number {
+    const key = this.keys[slot]!;
+    this.unlink(slot);
+    return this.emit(type, key, undefined, 0, 0, revision);
+  }
+
+  private unlink(slot: number): void {
+    this.bytesUsed -= this.entrySizeOf(slot);
+    this.index.delete(this.keys[slot]!);
+    this.unlinkRecency(slot);
+    this.releaseValue(slot);
+    if (this.oddFlags.size > 0) this.oddFlags.delete(slot);
+    this.keys[slot] = undefined;
+    this.freeSlots.push(slot);
+  }
+
+  /** Marks the slot most recently used. */
+  private use(slot: number): void {
+    if (this.head === slot) return;
+    this.unlinkRecency(slot);
+    this.pushNewest(slot);
+  }
+
+  private pushNewest(slot: number): void {
+    this.older[slot] = this.head;
+    this.newer[slot] = NONE;
+    if (this.head !== NONE) this.newer[this.head] = slot;
+    else this.tail = slot;
+    this.head = slot;
+  }
+
+  private unlinkRecency(slot: number): void {
+    const older = this.older[slot]!;
+    const newer = this.newer[slot]!;
+    if (newer !== NONE) this.older[newer] = older;
+    else this.head = older;
+    if (older !== NONE) this.newer[older] = newer;
+    else this.tail = newer;
+  }
+
+  /** (Re)allocates the per-slot tables with `capacity` slots, keeping the first `keep`. */
+  private allocateTables(capacity: number, keep: number): void {
+    const grow = <T extends Float64Array | Uint32Array | Int32Array>(old: T, make: (n: number) => T): T => {
+      const next = make(capacity);
+      next.set(old.subarray(0, keep));
+      return next;
+    };
+    this.revisions = grow(this.revisions, (n) => new Float64Array(n));
+    this.expiries = grow(this.expiries, (n) => new Float64Array(n));
+    this.flagsOf = grow(this.flagsOf, (n) => new Uint32Array(n));
+    this.values = grow(this.values, (n) => new Float64Array(n));
+    this.older = grow(this.older, (n) => new Int32Array(n));
+    this.newer = grow(this.newer, (n) => new Int32Array(n));
+    this.capacity = capacity;
   }
 
   /** Publishes a change at the next revision, or at `revision` when following a primary. */
@@ -547,26 +753,16 @@ export class CacheStore {
 
 const EMPTY = new Uint8Array(0);
 
-function view(entry: Entry, now: number): EntryView {
-  return {
-    key: entry.key,
-    value: entry.value,
-    revision: entry.revision,
-    ttlMs: entry.expiresAt === 0 ? 0 : Math.max(1, entry.expiresAt - now),
-    flags: entry.flags,
-  };
-}
-
-function conditionHolds(condition: SetCondition, current: Entry | undefined): boolean {
+function conditionHolds(condition: SetCondition, currentRevision: number | undefined): boolean {
   switch (condition.kind) {
     case "none":
       return true;
     case "ifAbsent":
-      return current === undefined;
+      return currentRevision === undefined;
     case "ifPresent":
-      return current !== undefined;
+      return currentRevision !== undefined;
     case "ifRevision":
-      return (current?.revision ?? 0) === condition.revision;
+      return (currentRevision ?? 0) === condition.revision;
   }
 }
 
@@ -580,8 +776,14 @@ function checkTtl(ttlMs: number): number {
   return ttlMs;
 }
 
-function entrySize(key: string, value: Uint8Array): number {
-  return Buffer.byteLength(key, "utf8") + value.byteLength + ENTRY_OVERHEAD_BYTES;
+/**
+ * Bytes counted against --max-memory for an entry: the key's UTF-8 bytes, what
+ * its value takes in the arena (`chargedValueBytes`: the value rounded up to its
+ * size class's share of a slab, or a large value's bytes and its buffer's
+ * overhead) and ENTRY_OVERHEAD_BYTES.
+ */
+export function entryBytes(key: string, valueBytes: number): number {
+  return Buffer.byteLength(key, "utf8") + chargedValueBytes(valueBytes) + ENTRY_OVERHEAD_BYTES;
 }
 
 /** Values arrive as views into request buffers: keep a copy of exactly the bytes. */

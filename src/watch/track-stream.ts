@@ -4,7 +4,7 @@ import { ResyncReason, type TrackRequest, type TrackResponseSchema } from "../ge
 import type { Change, ChangeType } from "../store/change.js";
 import { changeBytes } from "../store/change-log.js";
 import type { StreamCounters, Subscriber, WatchHub } from "./hub.js";
-import { endOfStream, EVENT_TYPES, MAX_BATCH_EVENTS } from "./watch-stream.js";
+import { endOfStream, EVENT_TYPES, MAX_BATCH_EVENTS, releaseOnAbort } from "./watch-stream.js";
 
 type TrackResponseInit = MessageInitShape<typeof TrackResponseSchema>;
 
@@ -222,6 +222,8 @@ export async function* trackStream(hub: WatchHub, requests: AsyncIterable<TrackR
   const reader = (async () => {
     try {
       for await (const req of requests) {
+        // Once the stream is released, a late request must not subscribe keys again.
+        if (signal.aborted) break;
         apply(req);
         // Backpressure: a client that sends pings without reading pongs is not read further.
         while (outbox.pendingReplies >= MAX_PENDING_REPLIES && !signal.aborted) {
@@ -237,6 +239,12 @@ export async function* trackStream(hub: WatchHub, requests: AsyncIterable<TrackR
   })();
 
   hub.addSubscriber(outbox);
+  // Released when the signal aborts even if this generator stays suspended (see releaseOnAbort).
+  const unregister = releaseOnAbort(signal, () => {
+    forgetAll();
+    hub.removeSubscriber(outbox);
+    release();
+  });
   try {
     while (!signal.aborted) {
       if (readerError !== undefined) throw readerError;
@@ -253,9 +261,7 @@ export async function* trackStream(hub: WatchHub, requests: AsyncIterable<TrackR
     }
     endOfStream(signal);
   } finally {
-    forgetAll();
-    hub.removeSubscriber(outbox);
-    release();
+    unregister();
     // Lets a reader parked on backpressure finish; it ends with the request stream.
     replyRoom?.();
     void reader;

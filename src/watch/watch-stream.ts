@@ -1,11 +1,12 @@
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   EventType,
   ResyncReason,
   type Event,
+  WatchResponseSchema,
   type WatchRequest,
-  type WatchResponseSchema,
+  type WatchResponse,
 } from "../gen/ripplecache/v1/cache_pb.js";
 import type { Change, ChangeType } from "../store/change.js";
 import { ChangeQueue } from "./change-queue.js";
@@ -56,6 +57,12 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
   hub.addSubscriber(queue);
   if (target.case === "key") hub.addKey(target.value, queue);
   else hub.addPrefix(target.value ?? "", queue);
+  const unregister = releaseOnAbort(signal, () => {
+    if (target.case === "key") hub.removeKey(target.value, queue);
+    else hub.removePrefix(target.value ?? "", queue);
+    hub.removeSubscriber(queue);
+    release();
+  });
   try {
     const registeredAt = log.latestRevision;
     yield { kind: { case: "created", value: { revision: BigInt(registeredAt) } } };
@@ -93,14 +100,18 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
     }
     endOfStream(signal);
   } finally {
-    if (target.case === "key") hub.removeKey(target.value, queue);
-    else hub.removePrefix(target.value ?? "", queue);
-    hub.removeSubscriber(queue);
-    release();
+    unregister();
   }
 
   /** Sends changes as batches; a flush splits the run and becomes a Resync. */
   function* deliver(changes: readonly Change[]): Generator<WatchResponseInit> {
+    // The common case of a fan-out: one change, matched. Every watcher of it gets the same message
+    // object, which the fast path encodes once for all of them.
+    if (changes.length === 1 && changes[0].type !== "flush" && matches(changes[0].key)) {
+      hub.counters.delivered.watch += 1;
+      yield singleEvent(changes[0], withValues);
+      return;
+    }
     let events: EventInit[] = [];
     for (const c of changes) {
       if (c.type === "flush") {
@@ -123,6 +134,32 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
 }
 
 /**
+ * Runs `cleanup` (a stream's unregistering from the hub and its slot) once:
+ * when `signal` aborts, or when the returned function is called (the
+ * generator's finally), whichever comes first.
+ *
+ * The finally alone is not enough. A generator suspended at a `yield` runs
+ * its finally only when its consumer resumes or returns it, and connect-node
+ * never does when an HTTP/1.1 client goes away while the response waits for
+ * "drain": its write() listens for "drain" and "error", and a closed socket
+ * emits neither. The stream then held its --max-streams slot and its hub
+ * subscription forever (found by test/soak.test.ts: a canceled Connect
+ * HTTP/1.1 watch, in a replay, stayed counted in Info.streams). The signal
+ * does abort (connect-node listens for "close"), so cleanup hangs on it.
+ */
+export function releaseOnAbort(signal: AbortSignal, cleanup: () => void): () => void {
+  let done = false;
+  const run = () => {
+    if (done) return;
+    done = true;
+    signal.removeEventListener("abort", run);
+    cleanup();
+  };
+  signal.addEventListener("abort", run, { once: true });
+  return run;
+}
+
+/**
  * Ends a stream whose signal aborted with the reason's error: UNAVAILABLE on
  * server shutdown (clients reconnect elsewhere), DEADLINE_EXCEEDED at the
  * deadline. Returning instead would end it with OK, as if it were complete.
@@ -137,6 +174,16 @@ function resync(reason: ResyncReason, revision: number): WatchResponseInit {
 }
 
 const NO_VALUE = new Uint8Array(0);
+
+/** The one-event response of a change, with and without its value, made once per change. */
+const singleEvents = new WeakMap<Change, { with?: WatchResponse; without?: WatchResponse }>();
+
+function singleEvent(c: Change, withValues: boolean): WatchResponse {
+  let cached = singleEvents.get(c);
+  if (cached === undefined) singleEvents.set(c, (cached = {}));
+  const key = withValues ? "with" : "without";
+  return (cached[key] ??= create(WatchResponseSchema, { kind: { case: "events", value: { events: [toEvent(c, withValues)] } } }));
+}
 
 function toEvent(c: Change, withValues: boolean): EventInit {
   const put = c.type === "put" && withValues;
