@@ -48,6 +48,35 @@ describe("near cache", () => {
     }
   });
 
+  test("holds copies within its byte bound; a copy pushed out is untracked", async () => {
+    const reader = new CacheClient({ addr: server.addr, protocol: "grpc" });
+    const writer = new CacheClient({ addr: server.addr, protocol: "connect" });
+    const value = "v".repeat(1000);
+    // Room for three copies of 1,000-byte values (plus key and overhead), not four.
+    const near = new NearCache(reader, { maxBytes: 3 * 1120 });
+    try {
+      for (let i = 0; i < 5; i++) await writer.set(`nc/b${i}`, value);
+      for (let i = 0; i < 5; i++) assert.equal((await near.get(`nc/b${i}`))!.value.byteLength, 1000);
+      assert.equal(near.size, 3, "the two least recently used copies were dropped");
+      assert.equal(near.stats.hits, 0);
+      assert.ok(await near.get("nc/b4"));
+      assert.equal(near.stats.hits, 1, "a held copy is served locally");
+      // The server forgot the dropped keys: a write to one reports nothing; a write to a held one does.
+      const before = near.stats.invalidations;
+      const w0 = await writer.set("nc/b0", "new");
+      await near.waitForRevision(w0.revision);
+      assert.equal(near.stats.invalidations, before, "no invalidation for an untracked key");
+      const w4 = await writer.set("nc/b4", "new");
+      await near.waitForRevision(w4.revision);
+      assert.equal(near.stats.invalidations, before + 1);
+      assert.equal(new TextDecoder().decode((await near.get("nc/b4"))!.value), "new");
+    } finally {
+      near.close();
+      reader.close();
+      writer.close();
+    }
+  });
+
   test("no stale read once the invalidation for a write was delivered (concurrent readers and writers)", async () => {
     const reader = new CacheClient({ addr: server.addr, protocol: "grpc" });
     const writerA = new CacheClient({ addr: server.addr, protocol: "grpc" });

@@ -1,4 +1,5 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { LRUCache } from "lru-cache";
 import type { TrackRequestSchema, TrackResponse } from "../gen/ripplecache/v1/cache_pb.js";
 import type { CacheClient, ValueResult } from "./client.js";
 import { PushQueue } from "./push-queue.js";
@@ -6,6 +7,8 @@ import { PushQueue } from "./push-queue.js";
 export interface NearCacheOptions {
   /** Most copies held locally; the least recently used is dropped (and untracked) beyond it. Default 10,000. */
   readonly maxEntries?: number;
+  /** Most bytes of copies (keys, values and 100 bytes each) held locally, as maxEntries. Default 64 MiB. */
+  readonly maxBytes?: number;
   /**
    * How long copies may still be served after the invalidation stream broke,
    * in ms. Beyond it every copy is dropped: the cache never serves a copy it
@@ -33,6 +36,9 @@ interface Copy {
 
 type TrackRequestInit = MessageInitShape<typeof TrackRequestSchema>;
 
+/** What a copy costs beyond its key and value bytes (entry, result object, the value's buffer header), roughly. */
+const COPY_OVERHEAD_BYTES = 100;
+
 /** One Track stream and the keys the server tracks on it. */
 interface Session {
   readonly requests: PushQueue<TrackRequestInit>;
@@ -59,10 +65,10 @@ interface Session {
  */
 export class NearCache {
   readonly stats: NearCacheStats = { hits: 0, misses: 0, invalidations: 0, resyncs: 0, reconnects: 0 };
-  private readonly copies = new Map<string, Copy>();
+  /** The copies, least recently used dropped first (and untracked) beyond the entry or byte bound. */
+  private readonly copies: LRUCache<string, Copy>;
   /** Highest invalidation revision seen per key while a fetch of it is in flight. */
   private readonly inflight = new Map<string, { invalidatedAt: number; count: number }>();
-  private readonly maxEntries: number;
   private readonly maxDisconnectedMs: number;
   private readonly initialBackoffMs: number;
   private readonly maxBackoffMs: number;
@@ -80,7 +86,15 @@ export class NearCache {
     private readonly client: CacheClient,
     options: NearCacheOptions = {},
   ) {
-    this.maxEntries = options.maxEntries ?? 10_000;
+    this.copies = new LRUCache<string, Copy>({
+      max: Math.max(1, options.maxEntries ?? 10_000),
+      maxSize: Math.max(1, options.maxBytes ?? 64 * 1024 * 1024),
+      sizeCalculation: (copy, key) => Buffer.byteLength(key) + copy.result.value.byteLength + COPY_OVERHEAD_BYTES,
+      // A copy pushed out by the bound is no longer worth the server's tracking.
+      dispose: (_copy, key, reason) => {
+        if (reason === "evict") this.untrack(key);
+      },
+    });
     this.maxDisconnectedMs = options.maxDisconnectedMs ?? 0;
     this.initialBackoffMs = options.initialBackoffMs ?? 100;
     this.maxBackoffMs = options.maxBackoffMs ?? 5000;
@@ -102,11 +116,9 @@ export class NearCache {
   }
 
   async get(key: string): Promise<ValueResult | undefined> {
-    const copy = this.copies.get(key);
+    const copy = this.copies.peek(key);
     if (copy !== undefined && this.canServe(copy)) {
-      // Refresh recency: Map order is the LRU order.
-      this.copies.delete(key);
-      this.copies.set(key, copy);
+      this.copies.get(key); // refreshes its recency
       this.stats.hits++;
       return copy.result;
     }
@@ -172,15 +184,13 @@ export class NearCache {
   }
 
   private store(key: string, result: ValueResult): void {
-    this.copies.delete(key);
     this.copies.set(key, { result, expiresAt: result.ttlMs === 0 ? 0 : Date.now() + result.ttlMs });
-    while (this.copies.size > this.maxEntries) {
-      const oldest = this.copies.keys().next().value as string;
-      this.copies.delete(oldest);
-      if (this.session?.tracked.delete(oldest)) {
-        this.session.requests.push({ kind: { case: "untrack", value: { keys: [oldest] } } });
-        this.session.acks.push(() => {});
-      }
+  }
+
+  private untrack(key: string): void {
+    if (this.session?.tracked.delete(key)) {
+      this.session.requests.push({ kind: { case: "untrack", value: { keys: [key] } } });
+      this.session.acks.push(() => {});
     }
   }
 
