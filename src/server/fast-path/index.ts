@@ -2,6 +2,7 @@ import type * as http2 from "node:http2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
 import { createMethodSerializationLookup, transformParseEnvelope } from "@connectrpc/connect/protocol";
+import { fastEncoder } from "./encode.js";
 import { CallSignal, header, type FastMethod, type FastPathOptions, type Protocol } from "./call.js";
 import { serverStreamInvoker, ServerStreamCall, type ServerStreamingImplementation, type StreamChain } from "./server-stream.js";
 import { unaryInvoker, UnaryCall, type UnaryChain, type UnaryImplementation } from "./unary.js";
@@ -45,10 +46,11 @@ export function createFastPath(options: FastPathOptions): FastStreamHandler {
       const lookup = createMethodSerializationLookup(spec.method, undefined, undefined, { readMaxBytes: options.readMaxBytes, writeMaxBytes: 0xffffffff });
       const input = lookup.getI(true);
       const output = lookup.getO(true);
+      const encode = fastEncoder(spec.method.output);
       const method: FastMethod = {
         desc: spec.method,
         parse: (bytes) => input.parse(bytes),
-        serialize: (message) => output.serialize(message),
+        serialize: encode === undefined ? (message) => output.serialize(message) : (message) => encode(message) ?? output.serialize(message),
         parseEnvelope: transformParseEnvelope<Message>(input),
       };
       const path = `/${spec.method.parent.typeName}/${spec.method.name}`;

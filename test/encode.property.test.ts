@@ -1,0 +1,40 @@
+// The fast path's hand-written encoders (src/server/fast-path/encode.ts) must
+// write exactly what @bufbuild/protobuf's toBinary writes, for any message.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import fc from "fast-check";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { EntrySchema, GetManyResponseSchema, GetResponseSchema } from "../src/gen/ripplecache/v1/cache_pb.js";
+import { encodeGetManyResponse, encodeGetResponse } from "../src/server/fast-path/encode.js";
+
+const int64 = fc.oneof(fc.constant(0n), fc.bigInt({ min: 0n, max: 2n ** 53n }), fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }));
+const uint32 = fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 0xffffffff }));
+const bytes = fc.oneof(fc.constant(new Uint8Array(0)), fc.uint8Array({ maxLength: 300 }));
+const fields = { found: fc.boolean(), value: bytes, revision: int64, ttlMs: int64, flags: uint32 };
+
+test("GetResponse: the fast encoder writes toBinary's bytes", () => {
+  fc.assert(
+    fc.property(fc.record(fields), (init) => {
+      const m = create(GetResponseSchema, init);
+      assert.deepEqual(Buffer.from(encodeGetResponse(m)!), Buffer.from(toBinary(GetResponseSchema, m)));
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+test("GetManyResponse: the fast encoder writes toBinary's bytes", () => {
+  const entry = fc.record({ key: fc.oneof(fc.constant(""), fc.string({ unit: "binary", maxLength: 40 })), ...fields });
+  fc.assert(
+    fc.property(fc.array(entry, { maxLength: 30 }), (entries) => {
+      const m = create(GetManyResponseSchema, { entries: entries.map((e) => create(EntrySchema, e)) });
+      assert.deepEqual(Buffer.from(encodeGetManyResponse(m)!), Buffer.from(toBinary(GetManyResponseSchema, m)));
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+test("a message with unknown fields is left to toBinary", () => {
+  const m = create(GetResponseSchema, { found: true });
+  m.$unknown = [{ no: 99, wireType: 0, data: new Uint8Array([1]) }];
+  assert.equal(encodeGetResponse(m), undefined);
+});
