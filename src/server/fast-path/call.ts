@@ -258,15 +258,19 @@ export abstract class FastCall {
     const socket = this.stream.session?.socket;
     const authority = header(headers, ":authority") ?? header(headers, "host") ?? undefined;
     const encrypted = socket !== undefined && (socket as TLSSocket).encrypted === true;
-    const network: CallNetwork = {
-      httpVersion: "2.0",
-      authority,
-      localAddress: socket?.localAddress,
-      localPort: socket?.localPort,
-      remoteAddress: socket?.remoteAddress,
-      remotePort: socket?.remotePort,
-    };
-    const values = (this.options.contextValues?.(network) ?? createContextValues()) as CallContextValues;
+    // Only tracing wants the addresses, and each read of one is a system call.
+    const values = (
+      this.options.contextValues === undefined
+        ? createContextValues()
+        : this.options.contextValues({
+            httpVersion: "2.0",
+            authority,
+            localAddress: socket?.localAddress,
+            localPort: socket?.localPort,
+            remoteAddress: socket?.remoteAddress,
+            remotePort: socket?.remotePort,
+          } satisfies CallNetwork)
+    ) as CallContextValues;
     const signal = this.signal;
     const context: HandlerContext = {
       method: this.method.desc,
