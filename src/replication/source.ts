@@ -250,6 +250,7 @@ export class ReplicationSource {
       fullResync?.fail("the Sync stream ended before the snapshot was done");
       this.hub.removePrefix("", queue);
       this.hub.removeSubscriber(queue);
+      queue.close();
       this.links.delete(link);
       this.notifyAcks();
       void reader;

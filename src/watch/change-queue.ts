@@ -14,7 +14,10 @@ export class ChangeQueue implements Subscriber {
   private items: Change[] = [];
   private bytes = 0;
   private overflow = false;
-  private waiter: (() => void) | undefined;
+  private waiter: ((why: "woken" | "timeout") => void) | undefined;
+  private signal: AbortSignal | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private timerMs = 0;
 
   constructor(
     private readonly maxBytes: number,
@@ -59,25 +62,45 @@ export class ChangeQueue implements Subscriber {
 
   /** Wakes a pending `wait`. */
   wake(): void {
-    const w = this.waiter;
-    this.waiter = undefined;
-    w?.();
+    this.settle("woken");
   }
 
-  /** Resolves when something is delivered, `wake` is called, `ms` pass ("timeout"), or `signal` aborts. */
+  /**
+   * Resolves when something is delivered, `wake` is called, `ms` pass ("timeout"), or `signal` aborts.
+   * One consumer. The abort listener is added once per signal and the timer is re-armed
+   * (`refresh`), not made anew: a fan-out wakes thousands of queues per write.
+   */
   wait(ms: number, signal: AbortSignal): Promise<"woken" | "timeout"> {
     if (this.items.length > 0 || this.overflow || signal.aborted) return Promise.resolve("woken");
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => done("timeout"), ms);
-      const onAbort = () => done("woken");
-      const done = (why: "woken" | "timeout") => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", onAbort);
-        this.waiter = undefined;
-        resolve(why);
-      };
-      this.waiter = () => done("woken");
-      signal.addEventListener("abort", onAbort, { once: true });
-    });
+    if (this.signal !== signal) {
+      this.signal?.removeEventListener("abort", this.onAbort);
+      this.signal = signal;
+      signal.addEventListener("abort", this.onAbort, { once: true });
+    }
+    if (this.timer === undefined || this.timerMs !== ms) {
+      clearTimeout(this.timer);
+      this.timerMs = ms;
+      this.timer = setTimeout(() => this.settle("timeout"), ms);
+    } else {
+      this.timer.refresh();
+    }
+    return new Promise((resolve) => (this.waiter = resolve));
+  }
+
+  /** The stream is over: no timer or listener outlives it. */
+  close(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.signal?.removeEventListener("abort", this.onAbort);
+    this.signal = undefined;
+    this.settle("woken");
+  }
+
+  private readonly onAbort = () => this.settle("woken");
+
+  private settle(why: "woken" | "timeout"): void {
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.(why);
   }
 }

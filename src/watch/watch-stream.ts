@@ -61,6 +61,7 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
     if (target.case === "key") hub.removeKey(target.value, queue);
     else hub.removePrefix(target.value ?? "", queue);
     hub.removeSubscriber(queue);
+    queue.close();
     release();
   });
   try {
