@@ -63,7 +63,10 @@ export function encodeGetManyResponse(m: GetManyResponse): Uint8Array | undefine
   return p === size ? out : undefined;
 }
 
-function getResponseSize(m: GetResponse): number {
+/** The fields GetResponse and Entry share, numbered from `first` (GetResponse 1-5, Entry 2-6 after its key). */
+type ValueFields = Pick<GetResponse, "found" | "value" | "revision" | "ttlMs" | "flags">;
+
+function valueFieldsSize(m: ValueFields): number {
   let n = 0;
   if (m.found) n += 2;
   if (m.value.byteLength > 0) n += 1 + varintSize(m.value.byteLength) + m.value.byteLength;
@@ -73,33 +76,32 @@ function getResponseSize(m: GetResponse): number {
   return n;
 }
 
-function writeGetResponse(out: Buffer, p: number, m: GetResponse): number {
+function writeValueFields(out: Buffer, p: number, m: ValueFields, first: number): number {
   if (m.found) {
-    out[p++] = tag(1, VARINT);
+    out[p++] = tag(first, VARINT);
     out[p++] = 1;
   }
-  if (m.value.byteLength > 0) p = writeBytes(out, p, 2, m.value);
-  if (m.revision !== 0n) p = writeInt64(out, p, 3, m.revision);
-  if (m.ttlMs !== 0n) p = writeInt64(out, p, 4, m.ttlMs);
+  if (m.value.byteLength > 0) p = writeBytes(out, p, first + 1, m.value);
+  if (m.revision !== 0n) p = writeInt64(out, p, first + 2, m.revision);
+  if (m.ttlMs !== 0n) p = writeInt64(out, p, first + 3, m.ttlMs);
   if (m.flags !== 0) {
-    out[p++] = tag(5, VARINT);
+    out[p++] = tag(first + 4, VARINT);
     p = writeVarint(out, p, m.flags);
   }
   return p;
 }
 
+function getResponseSize(m: GetResponse): number {
+  return valueFieldsSize(m);
+}
+
+function writeGetResponse(out: Buffer, p: number, m: GetResponse): number {
+  return writeValueFields(out, p, m, 1);
+}
+
 function entrySize(e: Entry): number {
-  let n = 0;
-  if (e.key.length > 0) {
-    const k = Buffer.byteLength(e.key);
-    n += 1 + varintSize(k) + k;
-  }
-  if (e.found) n += 2;
-  if (e.value.byteLength > 0) n += 1 + varintSize(e.value.byteLength) + e.value.byteLength;
-  if (e.revision !== 0n) n += 1 + int64Size(e.revision);
-  if (e.ttlMs !== 0n) n += 1 + int64Size(e.ttlMs);
-  if (e.flags !== 0) n += 1 + varintSize(e.flags);
-  return n;
+  const k = e.key.length > 0 ? Buffer.byteLength(e.key) : 0;
+  return (k > 0 ? 1 + varintSize(k) + k : 0) + valueFieldsSize(e);
 }
 
 function writeEntry(out: Buffer, p: number, e: Entry): number {
@@ -108,18 +110,7 @@ function writeEntry(out: Buffer, p: number, e: Entry): number {
     p = writeVarint(out, p, Buffer.byteLength(e.key));
     p += out.write(e.key, p, "utf8");
   }
-  if (e.found) {
-    out[p++] = tag(2, VARINT);
-    out[p++] = 1;
-  }
-  if (e.value.byteLength > 0) p = writeBytes(out, p, 3, e.value);
-  if (e.revision !== 0n) p = writeInt64(out, p, 4, e.revision);
-  if (e.ttlMs !== 0n) p = writeInt64(out, p, 5, e.ttlMs);
-  if (e.flags !== 0) {
-    out[p++] = tag(6, VARINT);
-    p = writeVarint(out, p, e.flags);
-  }
-  return p;
+  return writeValueFields(out, p, e, 2);
 }
 
 function writeBytes(out: Buffer, p: number, field: number, bytes: Uint8Array): number {
