@@ -84,13 +84,22 @@ export function networkContextValues(network: CallNetwork): ContextValues {
 /** For connectNodeAdapter's `contextValues`: the connection of a Node request. */
 export function nodeRequestContextValues(req: NodeServerRequest): ContextValues {
   const socket = req.socket;
+  // Read when a sampled span asks: each address is a system call.
   return networkContextValues({
     httpVersion: req.httpVersion,
     authority: (req.headers[":authority"] as string | undefined) ?? req.headers.host,
-    localAddress: socket?.localAddress,
-    localPort: socket?.localPort,
-    remoteAddress: socket?.remoteAddress,
-    remotePort: socket?.remotePort,
+    get localAddress() {
+      return socket?.localAddress;
+    },
+    get localPort() {
+      return socket?.localPort;
+    },
+    get remoteAddress() {
+      return socket?.remoteAddress;
+    },
+    get remotePort() {
+      return socket?.remotePort;
+    },
   });
 }
 

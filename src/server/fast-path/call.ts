@@ -1,6 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import type * as http2 from "node:http2";
-import type { TLSSocket } from "node:tls";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type ContextValues, type HandlerContext, type Interceptor, type ServiceImplSpec, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import {
@@ -257,18 +256,25 @@ export abstract class FastCall {
     }
     const socket = this.stream.session?.socket;
     const authority = header(headers, ":authority") ?? header(headers, "host") ?? undefined;
-    const encrypted = socket !== undefined && (socket as TLSSocket).encrypted === true;
-    // Only tracing wants the addresses, and each read of one is a system call.
+    // Only tracing wants the addresses, for sampled calls: each read of one is a system call.
     const values = (
       this.options.contextValues === undefined
         ? createContextValues()
         : this.options.contextValues({
             httpVersion: "2.0",
             authority,
-            localAddress: socket?.localAddress,
-            localPort: socket?.localPort,
-            remoteAddress: socket?.remoteAddress,
-            remotePort: socket?.remotePort,
+            get localAddress() {
+              return socket?.localAddress;
+            },
+            get localPort() {
+              return socket?.localPort;
+            },
+            get remoteAddress() {
+              return socket?.remoteAddress;
+            },
+            get remotePort() {
+              return socket?.remotePort;
+            },
           } satisfies CallNetwork)
     ) as CallContextValues;
     const signal = this.signal;
@@ -285,7 +291,8 @@ export abstract class FastCall {
       responseTrailer: new Headers(responseTrailer),
       protocolName: protocol === "grpc" ? "grpc" : "connect",
       values,
-      url: `${encrypted ? "https" : "http"}://${authority ?? ""}${headers[":path"] ?? ""}`,
+      // HTTP/2 names the scheme in the request (connect-node asks the socket; they agree).
+      url: `${header(headers, ":scheme") ?? "http"}://${authority ?? ""}${headers[":path"] ?? ""}`,
     };
     values[CALL_CONTEXT] = context;
     return { context, timeoutError: timeout.error };
