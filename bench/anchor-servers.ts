@@ -3,9 +3,14 @@
  *   node dist/bench/anchor-servers.js grpcjs PORT   a minimal @grpc/grpc-js server: Get from a Map
  *   node dist/bench/anchor-servers.js raw PORT      raw node:http2 answering every call with fixed gRPC bytes
  *   node dist/bench/anchor-servers.js sink PORT     an OTLP/HTTP sink: accepts every export and discards it
+ *   node dist/bench/anchor-servers.js latency URL FILE N
+ *                                                   N gRPC calls one at a time (body from FILE) over one
+ *                                                   HTTP/2 connection; prints {"p50Us","p99Us"} of the last 90%
  * Each prints "listening" when ready.
  */
+import { readFileSync } from "node:fs";
 import * as http from "node:http";
+import { performance } from "node:perf_hooks";
 import * as http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -64,7 +69,29 @@ if (kind === "grpcjs") {
     req.on("end", () => res.writeHead(200, { "content-type": "application/x-protobuf" }).end());
   });
   server.listen(port, "127.0.0.1", () => console.log("listening"));
+} else if (kind === "latency") {
+  const [url, file, count] = process.argv.slice(3);
+  const body = readFileSync(file);
+  const session = http2.connect(url);
+  const call = () =>
+    new Promise<void>((resolve, reject) => {
+      const req = session.request({ ":method": "POST", ":path": new URL(url).pathname, "content-type": "application/grpc", te: "trailers" });
+      req.on("data", () => {});
+      req.on("trailers", (t) => (t["grpc-status"] === "0" ? resolve() : reject(new Error(`grpc-status ${String(t["grpc-status"])}`))));
+      req.on("error", reject);
+      req.end(body);
+    });
+  const n = Number(count);
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await call();
+    if (i >= n / 10) times.push((performance.now() - t0) * 1000);
+  }
+  times.sort((a, b) => a - b);
+  console.log(JSON.stringify({ p50Us: times[Math.floor(times.length * 0.5)], p99Us: times[Math.floor(times.length * 0.99)] }));
+  session.close();
 } else {
-  console.error("usage: anchor-servers.js grpcjs|raw|sink PORT");
+  console.error("usage: anchor-servers.js grpcjs|raw|sink PORT | latency URL FILE N");
   process.exit(2);
 }

@@ -3,7 +3,8 @@
  * 10 streams, gRPC framing, 100-byte values) against RippleCache (fast path
  * on and off), a minimal @grpc/grpc-js server, raw node:http2 answering fixed
  * gRPC bytes (the ceiling in Node) and etcd's Range/Put; plus GetMany(100)
- * keys/s against Redis MGET of 100 keys (redis-benchmark -P 1). Every server
+ * keys/s against Redis MGET of 100 keys (redis-benchmark -P 1); and p99 of one
+ * call in flight, Get against etcd Range (a probe in anchor-servers.ts). Every server
  * runs pinned to one core, h2load to the other. Anchors that are not installed
  * are reported as such; `npm run bench -- --with-anchors` installs them
  * (Debian: nghttp2-client, etcd-server, redis-server).
@@ -40,6 +41,8 @@ export interface AnchorResult {
 }
 
 const VALUE = Buffer.alloc(100, 0x78);
+/** Calls of the one-in-flight latency probe (the first 10% are warm-up). */
+const LATENCY_CALLS = 5000;
 const KEYS = 1000;
 
 function bin<D extends DescMessage>(schema: D, init: MessageInitShape<D>): Buffer {
@@ -62,6 +65,21 @@ async function freePort(): Promise<number> {
   const port = (s.address() as AddressInfo).port;
   await new Promise((r) => s.close(r));
   return port;
+}
+
+/** p50 and p99 of one call at a time (bench/anchor-servers.js latency), in µs. */
+function latency(pin: Pinning, url: string, body: Buffer, calls: number): { p50Us: number; p99Us: number } | undefined {
+  const dir = mkdtempSync(join(tmpdir(), "rc-latency-"));
+  const file = join(dir, "body");
+  writeFileSync(file, body);
+  const [cmd, args] = command(pin.load, [process.execPath, join(ROOT, "dist/bench/anchor-servers.js"), "latency", url, file, String(calls)]);
+  const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 120_000 });
+  rmSync(dir, { recursive: true, force: true });
+  try {
+    return JSON.parse(r.stdout.trim()) as { p50Us: number; p99Us: number };
+  } catch {
+    return undefined;
+  }
 }
 
 /** h2load's completed requests per second, or undefined when it failed. */
@@ -147,6 +165,10 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
       const base = `${server.url}/ripplecache.v1.CacheService`;
       const g = h2load(pin, `${base}/Get`, get, "application/grpc", n);
       rows.push({ name: `${label}: Get (gRPC)`, rate: g.rate, unit: "calls/s", note: g.note });
+      if (fast && env === undefined) {
+        const l = latency(pin, `${base}/Get`, get, LATENCY_CALLS);
+        rows.push({ name: "RippleCache: Get (gRPC), one call in flight", rate: l?.p99Us, unit: "µs p99", note: l === undefined ? "failed" : `p50 ${Math.round(l.p50Us)} µs` });
+      }
       if (env !== undefined) return;
       const c = h2load(pin, `${base}/Get`, get.subarray(5), "application/proto", n);
       rows.push({ name: `${label}: Get (Connect proto)`, rate: c.rate, unit: "calls/s", note: c.note });
@@ -213,6 +235,8 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
       rows.push({ name: "etcd: Range, linearizable", rate: lin.rate, unit: "calls/s", note: lin.note });
       const ser = h2load(pin, `${base}/Range`, frame(Buffer.concat([range, Buffer.from([0x38, 0x01])])), "application/grpc", n);
       rows.push({ name: "etcd: Range, serializable", rate: ser.rate, unit: "calls/s", note: ser.note });
+      const l = latency(pin, `${base}/Range`, frame(Buffer.concat([range, Buffer.from([0x38, 0x01])])), LATENCY_CALLS);
+      rows.push({ name: "etcd: Range (serializable), one call in flight", rate: l?.p99Us, unit: "µs p99", note: l === undefined ? "failed" : `p50 ${Math.round(l.p50Us)} µs` });
       const p = h2load(pin, `${base}/Put`, frame(put), "application/grpc", Math.round(n / 2));
       rows.push({ name: "etcd: Put", rate: p.rate, unit: "calls/s", note: p.note });
     } finally {
@@ -250,6 +274,7 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
   const ratios = [
     { name: "Get (gRPC) / etcd Range (serializable)", value: ratio("RippleCache: Get (gRPC)", "etcd: Range, serializable"), target: ">= 2" },
     { name: "Get (Connect) / etcd Range (serializable)", value: ratio("RippleCache: Get (Connect proto)", "etcd: Range, serializable"), target: ">= 2" },
+    { name: "Get p99, one in flight / etcd Range's", value: ratio("RippleCache: Get (gRPC), one call in flight", "etcd: Range (serializable), one call in flight"), target: "<= 1" },
     { name: "Get (gRPC) / minimal grpc-js", value: ratio("RippleCache: Get (gRPC)", "minimal @grpc/grpc-js server: Get (gRPC)"), target: ">= 1" },
     { name: "Get (gRPC) / raw node:http2", value: ratio("RippleCache: Get (gRPC)", "raw node:http2, fixed gRPC bytes: Get"), target: "(ceiling)" },
     { name: "Set (gRPC) / etcd Put", value: ratio("RippleCache: Set (gRPC)", "etcd: Put"), target: ">= 2" },
