@@ -83,11 +83,18 @@ export function networkContextValues(network: CallNetwork): ContextValues {
 
 /** For connectNodeAdapter's `contextValues`: the connection of a Node request. */
 export function nodeRequestContextValues(req: NodeServerRequest): ContextValues {
-  const socket = req.socket;
-  // Read when a sampled span asks: each address is a system call.
-  return networkContextValues({
-    httpVersion: req.httpVersion,
-    authority: (req.headers[":authority"] as string | undefined) ?? req.headers.host,
+  return networkContextValues(callNetwork(req.httpVersion, (req.headers[":authority"] as string | undefined) ?? req.headers.host, req.socket));
+}
+
+/** A call's connection, its addresses read when a sampled span asks (each read is a system call). */
+export function callNetwork(
+  httpVersion: string,
+  authority: string | undefined,
+  socket: { readonly localAddress?: string; readonly localPort?: number; readonly remoteAddress?: string; readonly remotePort?: number } | undefined,
+): CallNetwork {
+  return {
+    httpVersion,
+    authority,
     get localAddress() {
       return socket?.localAddress;
     },
@@ -100,7 +107,7 @@ export function nodeRequestContextValues(req: NodeServerRequest): ContextValues 
     get remotePort() {
       return socket?.remotePort;
     },
-  });
+  };
 }
 
 const headerGetter: TextMapGetter<Headers> = {

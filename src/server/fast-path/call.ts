@@ -15,7 +15,7 @@ import {
 import * as grpc from "@connectrpc/connect/protocol-grpc";
 import * as connect from "@connectrpc/connect/protocol-connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
-import type { CallNetwork } from "../../telemetry/rpc.js";
+import { callNetwork, type CallNetwork } from "../../telemetry/rpc.js";
 import { incompleteMessage } from "../client-faults.js";
 
 /** What the fast path needs of the server: the same implementations and interceptors connect-node runs. */
@@ -260,22 +260,7 @@ export abstract class FastCall {
     const values = (
       this.options.contextValues === undefined
         ? createContextValues()
-        : this.options.contextValues({
-            httpVersion: "2.0",
-            authority,
-            get localAddress() {
-              return socket?.localAddress;
-            },
-            get localPort() {
-              return socket?.localPort;
-            },
-            get remoteAddress() {
-              return socket?.remoteAddress;
-            },
-            get remotePort() {
-              return socket?.remotePort;
-            },
-          } satisfies CallNetwork)
+        : this.options.contextValues(callNetwork("2.0", authority, socket))
     ) as CallContextValues;
     const signal = this.signal;
     const context: HandlerContext = {
