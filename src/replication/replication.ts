@@ -4,7 +4,6 @@ import type { WatchHub } from "../watch/hub.js";
 import { ReplicaFollower, type FollowerOptions } from "./follower.js";
 import { NodeRole } from "./node-role.js";
 import { ReplicationSource } from "./source.js";
-import { registerRole } from "./revision-waiter.js";
 import { withActivity } from "../telemetry/spans.js";
 
 export interface ReplicationOptions {
@@ -36,8 +35,6 @@ export class Replication {
     private readonly options: ReplicationOptions,
   ) {
     this.source = new ReplicationSource(store, log, hub, this.role, { bufferBytes: options.bufferBytes, heartbeatMs: options.heartbeatMs });
-    // min_revision reads wait while a full resync loads (see RevisionWaiter).
-    registerRole(log, this.role);
     if (options.replicaOf !== undefined) {
       // A new node holds no history: its first sync is a full resync.
       this.role.replicationId = "";

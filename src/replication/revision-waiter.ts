@@ -2,17 +2,6 @@ import type { ChangeLog } from "../store/change-log.js";
 import type { NodeRole } from "./node-role.js";
 
 /**
- * The role of the node whose store feeds each change log, registered by
- * `Replication` (which is built after the waiter in src/server/server.ts).
- */
-const roles = new WeakMap<ChangeLog, NodeRole>();
-
-/** Tells the waiters of `log` which node role says whether the dataset is complete. */
-export function registerRole(log: ChangeLog, role: NodeRole): void {
-  roles.set(log, role);
-}
-
-/**
  * Read-your-writes across nodes: resolves once this node has applied a
  * revision. Waiters are checked as changes are appended, so a read that asks
  * for `min_revision` answers as soon as the replica catches up.
@@ -26,27 +15,18 @@ export function registerRole(log: ChangeLog, role: NodeRole): void {
  */
 export class RevisionWaiter {
   private readonly waiters = new Set<{ revision: number; resolve: () => void }>();
-  private watchedRole: NodeRole | undefined;
 
   constructor(
     private readonly log: ChangeLog,
-    private readonly explicitRole?: NodeRole,
+    private readonly role: NodeRole,
   ) {
     log.subscribe(() => this.check());
-  }
-
-  private get role(): NodeRole | undefined {
-    const role = this.explicitRole ?? roles.get(this.log);
-    if (role !== undefined && role !== this.watchedRole) {
-      // The end of a snapshot appends nothing: hear it from the role.
-      this.watchedRole = role;
-      role.subscribe(() => this.check());
-    }
-    return role;
+    // The end of a snapshot appends nothing: hear it from the role.
+    role.subscribe(() => this.check());
   }
 
   private applied(revision: number): boolean {
-    return this.log.latestRevision >= revision && this.role?.loadingSnapshot !== true;
+    return this.log.latestRevision >= revision && !this.role.loadingSnapshot;
   }
 
   private check(): void {

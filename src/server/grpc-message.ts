@@ -23,7 +23,8 @@ export function specEncodeGrpcMessage(value: string): string {
 
 type Headers = OutgoingHttpHeaders | IncomingHttpHeaders;
 
-function fix(headers: Headers | undefined): void {
+/** Spec-encodes the `grpc-message` in a Node headers object, if there is one. */
+export function specEncodeGrpcMessageHeader(headers: Headers | undefined): void {
   const m = headers?.["grpc-message"];
   if (headers !== undefined && typeof m === "string") headers["grpc-message"] = specEncodeGrpcMessage(m);
 }
@@ -33,12 +34,12 @@ export function fixGrpcMessageEncoding(res: ResponseHeaders): void {
   const writeHead = res.writeHead.bind(res);
   res.writeHead = (status: number, ...rest: unknown[]) => {
     const last = rest[rest.length - 1];
-    if (last !== null && typeof last === "object" && !Array.isArray(last)) fix(last as Headers);
+    if (last !== null && typeof last === "object" && !Array.isArray(last)) specEncodeGrpcMessageHeader(last as Headers);
     return writeHead(status, ...rest);
   };
   const addTrailers = res.addTrailers.bind(res);
   res.addTrailers = (headers: Headers) => {
-    fix(headers);
+    specEncodeGrpcMessageHeader(headers);
     addTrailers(headers);
   };
 }

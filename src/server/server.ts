@@ -54,7 +54,6 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   });
   const sweeper = new ExpirySweeper(store);
   sweeper.start();
-  const revisions = new RevisionWaiter(log);
   const replication = new Replication(store, log, hub, {
     replicaOf: config.replicaOf,
     token: config.replicationToken ?? config.authToken,
@@ -66,6 +65,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
         ? http2TlsOptions({ caFile: config.replicationTlsCaFile, certFile: config.replicationTlsCertFile, keyFile: config.replicationTlsKeyFile })
         : undefined,
   });
+  // min_revision reads: they also wait while a full resync loads (the role says when).
+  const revisions = new RevisionWaiter(log, replication.role);
 
   let ownAddress = "";
   let draining = false;

@@ -4,7 +4,7 @@ import type { Compression } from "@connectrpc/connect/protocol";
 import * as grpc from "@connectrpc/connect/protocol-grpc";
 import * as connect from "@connectrpc/connect/protocol-connect";
 import { requestFaultError } from "../client-faults.js";
-import { specEncodeGrpcMessage } from "../grpc-message.js";
+import { specEncodeGrpcMessageHeader } from "../grpc-message.js";
 import { asConnectError, COMPRESS_MIN_BYTES, copyHeaders, envelope, FastCall, handlerContext, nodeHeaders, type FastMethod } from "./call.js";
 
 export type UnaryImplementation = (message: Message, ctx: HandlerContext) => unknown;
@@ -118,7 +118,6 @@ export class UnaryCall extends FastCall {
 /** gRPC trailers for node:http2, grpc-message encoded as the spec says (see grpc-message.ts). */
 export function grpcTrailers(trailer: Headers): ReturnType<typeof nodeHeaders> {
   const trailers = nodeHeaders(trailer);
-  const message = trailers["grpc-message"];
-  if (typeof message === "string") trailers["grpc-message"] = specEncodeGrpcMessage(message);
+  specEncodeGrpcMessageHeader(trailers);
   return trailers;
 }
