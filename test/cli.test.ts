@@ -50,7 +50,7 @@ describe("ripplecache CLI", () => {
 
   test("watch prints events as they come and exits 0 on SIGINT", async () => {
     const watcher = spawn(process.execPath, [CLI, "watch", "--prefix", "cliwatch/", "--json", "--addr", server.addr], { stdio: ["ignore", "pipe", "pipe"] });
-    const records: { type: string; key?: string; value?: string; revision: number }[] = [];
+    const records: { type: string; key?: string; value?: string; revision: number; history?: string }[] = [];
     const lines = createInterface({ input: watcher.stdout! });
     const seen = (n: number) =>
       new Promise<void>((resolve, reject) => {
@@ -72,6 +72,7 @@ describe("ripplecache CLI", () => {
     try {
       await seen(1);
       assert.equal(records[0].type, "CREATED");
+      assert.match(records[0].history ?? "", /^[0-9a-f]{40}$/, "Created names the history to resume with (--from-history)");
       assert.equal(cli(["set", "cliwatch/a", "v1", "--addr", server.addr]).code, 0);
       assert.equal(cli(["set", "other", "v1", "--addr", server.addr]).code, 0);
       assert.equal(cli(["del", "cliwatch/a", "--addr", server.addr]).code, 0);

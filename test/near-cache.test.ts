@@ -135,6 +135,11 @@ describe("near cache", () => {
       writer.close();
       await near.get("dc/a");
       assert.equal(near.size, 1);
+      const w1 = new CacheClient({ addr: own.addr });
+      for (let i = 0; i < 20; i++) await w1.set(`dc/other${i}`, "x");
+      w1.close();
+      await near.waitForRevision(21);
+      const revisionBefore = near.revision;
       assert.equal(await own.stop("SIGKILL"), null);
       // The copy is not served: the fetch goes to the (dead) server and fails.
       const deadline = Date.now() + 5000;
@@ -158,6 +163,11 @@ describe("near cache", () => {
       }
       assert.equal(value, "2");
       assert.ok(near.stats.reconnects >= 1);
+      // The restarted server holds another history: its revision 2 is not the
+      // old server's revision 2. The cache resumed with since_history, was told
+      // (Resync HISTORY), dropped its copies and follows the new revisions.
+      assert.ok(near.stats.resyncs >= 1, "a resume into another history resyncs");
+      assert.ok(near.revision < revisionBefore, `the revision went back to the new history's (${near.revision}, was ${revisionBefore})`);
     } finally {
       near.close();
       reader.close();

@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type { CacheClient } from "../src/client/client.js";
-import { Role } from "../src/gen/ripplecache/v1/cache_pb.js";
+import { ResyncReason, Role, type WatchResponse } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { ReplicationService, type SyncResponse } from "../src/gen/ripplecache/v1/replication_pb.js";
 import {
   Cluster,
@@ -62,6 +62,28 @@ async function resyncsAfter(node: Node, since: number, timeoutMs = 10_000): Prom
   // Let a second resync (the thing we check for) show up if there is one.
   await sleep(100);
   return resyncs(node, since).map((r) => r.msg!);
+}
+
+/** The first messages of a Watch of every key resumed at (history, revision), summarized. */
+async function resumeWatch(node: Node, startHistory: string, startRevision: number): Promise<string[]> {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), 5000);
+  const out: string[] = [];
+  try {
+    const stream = node.client.rpc.watch({ target: { case: "prefix", value: "" }, startRevision: BigInt(startRevision), startHistory }, { signal: abort.signal });
+    for await (const m of stream as AsyncIterable<WatchResponse>) {
+      const k = m.kind;
+      if (k.case === "created") out.push(`created ${k.value.history}`);
+      else if (k.case === "resync") out.push(`resync ${ResyncReason[k.value.reason]}`);
+      else if (k.case === "events") out.push(`events from ${k.value.events[0].revision}`);
+      else out.push(String(k.case));
+      if (out.length === 2) break;
+    }
+  } finally {
+    clearTimeout(timer);
+    abort.abort();
+  }
+  return out;
 }
 
 function bearer(token: string | undefined): Interceptor[] {
@@ -416,6 +438,9 @@ describe("replication", { concurrency: 2 }, () => {
       assert.equal(r1i.role, Role.PRIMARY);
       assert.equal(r1i.replicationId, promoted.replicationId);
       assert.equal(await health(r1), SERVING);
+      // A watcher of the old primary resumes on the promoted node: it
+      // continues the old history up to the promotion.
+      assert.deepEqual(await resumeWatch(r1, oldId, Number(before.revision)), [`created ${promoted.replicationId}`, `events from ${before.revision}`]);
 
       await expectCode(r2.client.admin.replicaOf({ primaryAddress: r2.addr }), Code.InvalidArgument);
       await expectCode(r2.client.admin.replicaOf({ primaryAddress: "not an address" }), Code.InvalidArgument);
@@ -448,6 +473,11 @@ describe("replication", { concurrency: 2 }, () => {
       assert.equal(r2i.role, Role.REPLICA);
       assert.equal(r2i.primaryAddress, r1.addr);
       assert.equal(r2i.replicationId, promoted.replicationId);
+      // Past the promotion, the old history's revisions name writes the new
+      // primary never had: a watcher resuming there with them must resync.
+      assert.deepEqual(await resumeWatch(r1, oldId, Number(after.revision)), [`created ${promoted.replicationId}`, "resync HISTORY"]);
+      assert.deepEqual(await resumeWatch(r1, promoted.replicationId, Number(before.revision) + 1), [`created ${promoted.replicationId}`, `events from ${before.revision + 1n}`]);
+      assert.deepEqual(await resumeWatch(r2, promoted.replicationId, Number(before.revision) + 1), [`created ${promoted.replicationId}`, `events from ${before.revision + 1n}`]);
       await expectWritesRefused(r2, r1.addr);
       const info = await waitReplicasStreaming(r1, [r2]);
       assert.equal(info.replicas[0].fullResyncs, 0n, "the re-pointed replica needed no full resync");

@@ -29,8 +29,8 @@ class Tracker {
     this.it = client.rpc.track(this.requests, { signal: this.controller.signal })[Symbol.asyncIterator]();
   }
 
-  track(keys: string[], sinceRevision = 0): void {
-    this.requests.push({ kind: { case: "track", value: { keys, sinceRevision: BigInt(sinceRevision) } } });
+  track(keys: string[], sinceRevision = 0, sinceHistory = ""): void {
+    this.requests.push({ kind: { case: "track", value: { keys, sinceRevision: BigInt(sinceRevision), sinceHistory } } });
   }
 
   untrack(keys: string[]): void {
@@ -461,6 +461,38 @@ describe("Track limits", () => {
       const s = await writer.set("cmp/a", "tracked again");
       b = await t.barrier();
       assert.deepEqual(b.before, [`PUT cmp/a @${s.revision}`]);
+    } finally {
+      t.cancel();
+      client.close();
+    }
+  });
+
+  test("since_history: the same history replays since_revision; another gets Resync (HISTORY) and nothing stays tracked", async () => {
+    const client = new CacheClient({ addr: server.addr, protocol: "grpc" });
+    const t = await openTracker(client);
+    try {
+      const history = (await writer.info()).replicationId;
+      const a1 = await writer.set("hist/a", "1");
+      const a2 = await writer.set("hist/a", "2");
+      t.track(["hist/a"], a1.revision, history);
+      // The replayed change comes first, then the acknowledgement.
+      const replayed = await t.next();
+      assert.deepEqual(describeMessages(replayed), [`PUT hist/a @${a2.revision}`], "a change after since_revision, replayed");
+      const ack = await t.next();
+      assert.equal(ack.kind.case, "tracked");
+      assert.equal(ack.kind.value.history, history, "Tracked names the history of its revision");
+      let b = await t.barrier();
+      assert.deepEqual(b.before, []);
+      // Revisions of a history this node never held (a restarted or failed-over
+      // primary's) name other changes: the client must drop everything.
+      t.track(["hist/b"], a1.revision, "f".repeat(40));
+      const current = Number((await writer.info()).revision);
+      assert.deepEqual(await t.ack(), [current, 2]);
+      b = await t.barrier();
+      assert.deepEqual(b.before, [`resync HISTORY @${current}`]);
+      await writer.set("hist/a", "3");
+      b = await t.barrier();
+      assert.deepEqual(b.before, [], "the Resync cleared tracking");
     } finally {
       t.cancel();
       client.close();

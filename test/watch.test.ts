@@ -522,6 +522,72 @@ describe("Watch", () => {
   });
 });
 
+describe("Watch across histories", () => {
+  test("a resume names its history: replayed on the same node, RESYNC (HISTORY) on a restarted one", async () => {
+    const first = await startServer();
+    let second: ServerProcess | undefined;
+    const clients: CacheClient[] = [];
+    const connect = (addr: string) => {
+      const c = new CacheClient({ addr, protocol: "grpc" });
+      clients.push(c);
+      return c;
+    };
+    try {
+      const c1 = connect(first.addr);
+      const revs: number[] = [];
+      for (let i = 0; i < 6; i++) revs.push((await c1.set(`h/${i}`, `v${i}`)).revision);
+      const live = new Watch(c1, { target: { case: "prefix", value: "h/" }, progressIntervalMs: 100 });
+      const m = await live.next();
+      assert.equal(m.kind.case, "created");
+      const history = m.kind.value.history;
+      assert.match(history, /^[0-9a-f]{40}$/, "a primary names its history (its replication id)");
+      assert.equal(history, (await c1.info()).replicationId);
+      const progress = await live.next(3000);
+      assert.equal(progress.kind.case, "progress");
+      assert.equal(progress.kind.value.history, history, "progress names the history too");
+      live.cancel();
+
+      // Same node, same history: the replay, no resync.
+      const same = new Watch(c1, { target: { case: "prefix", value: "h/" }, startRevision: BigInt(revs[3]), startHistory: history });
+      assert.equal(await same.created(), revs[5]);
+      assert.deepEqual(summary(await same.until(revs[5])), [[`PUT h/3 @${revs[3]}`, `PUT h/4 @${revs[4]}`, `PUT h/5 @${revs[5]}`]]);
+      same.cancel();
+      // A history this node never had: nothing to replay.
+      const bogus = new Watch(c1, { target: { case: "prefix", value: "h/" }, startRevision: 2n, startHistory: "0".repeat(40) });
+      assert.equal(await bogus.created(), revs[5]);
+      const r = await bogus.next();
+      assert.equal(r.kind.case, "resync");
+      assert.equal(r.kind.value.reason, ResyncReason.HISTORY);
+      assert.equal(Number(r.kind.value.revision), revs[5]);
+      assert.equal(r.kind.value.history, history);
+      bogus.cancel();
+
+      // The node restarts empty: revisions start again from 0 with other changes.
+      assert.equal(await first.stop("SIGKILL"), null);
+      second = await startServer();
+      const c2 = connect(second.addr);
+      const reused = await c2.set("h/new", "other data");
+      assert.ok(reused.revision < revs[5]);
+      const resumed = new Watch(c2, { target: { case: "prefix", value: "h/" }, startRevision: BigInt(reused.revision), startHistory: history });
+      assert.equal(await resumed.created(), reused.revision);
+      const rr = await resumed.next();
+      assert.equal(rr.kind.case, "resync", "a resume into another history is told so, not replayed or left waiting");
+      assert.equal(rr.kind.value.reason, ResyncReason.HISTORY);
+      assert.equal(Number(rr.kind.value.revision), reused.revision);
+      const newHistory = rr.kind.value.history;
+      assert.match(newHistory, /^[0-9a-f]{40}$/);
+      assert.notEqual(newHistory, history);
+      const next = await c2.set("h/after", "x");
+      assert.deepEqual(summary(await resumed.until(next.revision)), [[`PUT h/after @${next.revision}`]]);
+      resumed.cancel();
+    } finally {
+      for (const c of clients) c.close();
+      await first.stop("SIGKILL");
+      if (second !== undefined) assert.equal(await second.stop(), 0);
+    }
+  });
+});
+
 describe("Watch against a small change log", () => {
   let server: ServerProcess;
   let writer: CacheClient;

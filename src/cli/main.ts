@@ -23,7 +23,7 @@ Usage:
   ripplecache promote                           make a replica the primary (admin token)
   ripplecache replica-of HOST:PORT              make a node a replica of HOST:PORT (admin token)
   ripplecache digest                            print the dataset checksum at the current revision
-  ripplecache watch [KEY | --prefix P] [--from-revision N] [--json]
+  ripplecache watch [KEY | --prefix P] [--from-revision N [--from-history H]] [--json]
                                                 print changes as they come (every key without KEY or --prefix)
 
 Client flags:
@@ -55,6 +55,7 @@ const CLIENT_OPTIONS = {
   limit: { type: "string" },
   prefix: { type: "string" },
   "from-revision": { type: "string" },
+  "from-history": { type: "string" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsConfig["options"];
@@ -213,7 +214,7 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
         return 0;
       }
       case "watch":
-        return await watch(client, positionals[0], values.prefix, number(values["from-revision"] ?? "0", "--from-revision"), values.json === true);
+        return await watch(client, positionals[0], values.prefix, number(values["from-revision"] ?? "0", "--from-revision"), values["from-history"] ?? "", values.json === true);
       case "info": {
         const i = await client.info();
         const out = {
@@ -252,7 +253,7 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
 }
 
 /** Prints a watch stream until interrupted; exits 0 on SIGINT/SIGTERM, 2 when the stream fails. */
-async function watch(client: CacheClient, key: string | undefined, prefix: string | undefined, fromRevision: number, json: boolean): Promise<number> {
+async function watch(client: CacheClient, key: string | undefined, prefix: string | undefined, fromRevision: number, fromHistory: string, json: boolean): Promise<number> {
   if (key !== undefined && prefix !== undefined) throw new UsageError("watch takes a KEY or --prefix, not both");
   const stop = new AbortController();
   process.once("SIGINT", () => stop.abort());
@@ -260,12 +261,12 @@ async function watch(client: CacheClient, key: string | undefined, prefix: strin
   const target = key !== undefined ? { case: "key" as const, value: key } : { case: "prefix" as const, value: prefix ?? "" };
   const out = (record: Record<string, unknown>, text: string) => process.stdout.write(json ? `${JSON.stringify(record)}\n` : `${text}\n`);
   try {
-    const stream = client.rpc.watch({ target, startRevision: BigInt(fromRevision), withValues: true }, { signal: stop.signal, timeoutMs: 0 });
+    const stream = client.rpc.watch({ target, startRevision: BigInt(fromRevision), startHistory: fromHistory, withValues: true }, { signal: stop.signal, timeoutMs: 0 });
     for await (const m of stream) {
       const k = m.kind;
       switch (k.case) {
         case "created":
-          out({ type: "CREATED", revision: Number(k.value.revision) }, `# watching at revision ${k.value.revision}`);
+          out({ type: "CREATED", revision: Number(k.value.revision), history: k.value.history }, `# watching at revision ${k.value.revision} of history ${k.value.history}`);
           break;
         case "events":
           for (const e of k.value.events) {
@@ -275,10 +276,10 @@ async function watch(client: CacheClient, key: string | undefined, prefix: strin
           }
           break;
         case "progress":
-          if (json) out({ type: "PROGRESS", revision: Number(k.value.revision) }, "");
+          if (json) out({ type: "PROGRESS", revision: Number(k.value.revision), history: k.value.history }, "");
           break;
         case "resync":
-          out({ type: "RESYNC", reason: ResyncReason[k.value.reason], revision: Number(k.value.revision) }, `# RESYNC (${ResyncReason[k.value.reason]}): drop cached copies; continuing after revision ${k.value.revision}`);
+          out({ type: "RESYNC", reason: ResyncReason[k.value.reason], revision: Number(k.value.revision), history: k.value.history }, `# RESYNC (${ResyncReason[k.value.reason]}): drop cached copies; continuing after revision ${k.value.revision}`);
           break;
       }
     }

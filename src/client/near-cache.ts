@@ -1,6 +1,6 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { LRUCache } from "lru-cache";
-import type { TrackRequestSchema, TrackResponse } from "../gen/ripplecache/v1/cache_pb.js";
+import { ResyncReason, type TrackRequestSchema, type TrackResponse } from "../gen/ripplecache/v1/cache_pb.js";
 import type { CacheClient, ValueResult } from "./client.js";
 import { PushQueue } from "./push-queue.js";
 
@@ -74,6 +74,8 @@ export class NearCache {
   private readonly maxBackoffMs: number;
   private session: Session | undefined;
   private lastRevision = 0;
+  /** The history lastRevision belongs to (Tracked.history), sent back when resuming. */
+  private history = "";
   private disconnectedAt = 0;
   private failures = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
@@ -211,7 +213,8 @@ export class NearCache {
     return new Promise<number>((resolve, reject) => {
       session.acks.push(resolve);
       session.abort.signal.addEventListener("abort", () => reject(new Error("track stream ended")), { once: true });
-      session.requests.push({ kind: { case: "track", value: { keys, sinceRevision: BigInt(sinceRevision) } } });
+      const sinceHistory = sinceRevision > 0 ? this.history : "";
+      session.requests.push({ kind: { case: "track", value: { keys, sinceRevision: BigInt(sinceRevision), sinceHistory } } });
     });
   }
 
@@ -258,6 +261,7 @@ export class NearCache {
     const k = res.kind;
     switch (k.case) {
       case "tracked":
+        this.history = k.value.history;
         this.advance(Number(k.value.revision));
         session.acks.shift()?.(Number(k.value.revision));
         break;
@@ -280,6 +284,9 @@ export class NearCache {
         this.epoch++;
         this.copies.clear();
         session.tracked.clear();
+        this.history = k.value.history;
+        // After a change of history (a restart, a failover) revisions may go back.
+        if (k.value.reason === ResyncReason.HISTORY) this.lastRevision = Number(k.value.revision);
         this.advance(Number(k.value.revision));
         break;
     }

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import type { RevisionHistory } from "../watch/history.js";
 
 /** A fresh replication id: 40 hex characters, as Redis's replid. */
 export function newReplicationId(): string {
@@ -14,7 +15,7 @@ export function newReplicationId(): string {
  * reached (`previous`): replicas of the same old primary that have not gone
  * past that revision share its history and may continue partially.
  */
-export class NodeRole {
+export class NodeRole implements RevisionHistory {
   role: "primary" | "replica" = "primary";
   /** The history this node's dataset belongs to; "" for a replica that holds no complete history. */
   replicationId = newReplicationId();
@@ -30,6 +31,24 @@ export class NodeRole {
   /** For a replica: when the link last went down (ms since epoch); 0 while up. */
   linkDownSince = 0;
   private readonly listeners = new Set<() => void>();
+
+  /** The history watchers are told; none while a snapshot is half loaded. */
+  get current(): string {
+    return this.loadingSnapshot ? "" : this.replicationId;
+  }
+
+  /**
+   * Whether this node's data is `history` through `revision`: it is the
+   * history this node holds, or the one it continued when it was promoted,
+   * up to where it had followed it. A replica that followed a promoted
+   * primary does not know that primary's previous history and answers false:
+   * a needless Resync, never a silent gap.
+   */
+  continues(history: string, revision: number): boolean {
+    if (history === "" || this.loadingSnapshot) return false;
+    if (history === this.replicationId) return true;
+    return this.previous !== undefined && history === this.previous.id && revision <= this.previous.upTo;
+  }
 
   get isReplica(): boolean {
     return this.role === "replica";

@@ -2,7 +2,7 @@ import type { CacheStore } from "../store/store.js";
 import type { ChangeLog } from "../store/change-log.js";
 import type { WatchHub } from "../watch/hub.js";
 import { ReplicaFollower, type FollowerOptions } from "./follower.js";
-import { NodeRole } from "./node-role.js";
+import type { NodeRole } from "./node-role.js";
 import { ReplicationSource } from "./source.js";
 import { withActivity } from "../telemetry/spans.js";
 
@@ -23,7 +23,6 @@ export interface ReplicationOptions {
  * Role changes (promote, replica-of) happen here and nowhere else.
  */
 export class Replication {
-  readonly role = new NodeRole();
   readonly source: ReplicationSource;
   private follower: ReplicaFollower | undefined;
   private ownAddress = "";
@@ -32,6 +31,8 @@ export class Replication {
     private readonly store: CacheStore,
     log: ChangeLog,
     hub: WatchHub,
+    /** Shared with the watch hub, which asks it which history revisions belong to. */
+    readonly role: NodeRole,
     private readonly options: ReplicationOptions,
   ) {
     this.source = new ReplicationSource(store, log, hub, this.role, { bufferBytes: options.bufferBytes, heartbeatMs: options.heartbeatMs });

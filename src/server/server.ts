@@ -15,6 +15,7 @@ import { AdminService, ReplicationService } from "../gen/ripplecache/v1/replicat
 import { ServerReflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionAlpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { Replication } from "../replication/replication.js";
+import { NodeRole } from "../replication/node-role.js";
 import { RevisionWaiter } from "../replication/revision-waiter.js";
 import { logLine } from "../log.js";
 import { startTelemetry } from "../telemetry/telemetry.js";
@@ -47,14 +48,19 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   });
   const log = new ChangeLog({ maxEvents: config.changeLogEvents, maxBytes: config.changeLogBytes });
   store.onChange((change) => log.append(change));
-  const hub = new WatchHub(log, {
-    maxStreams: config.maxStreams,
-    streamBufferBytes: config.streamBufferBytes,
-    maxTrackKeys: config.maxTrackKeys,
-  });
+  const role = new NodeRole();
+  const hub = new WatchHub(
+    log,
+    {
+      maxStreams: config.maxStreams,
+      streamBufferBytes: config.streamBufferBytes,
+      maxTrackKeys: config.maxTrackKeys,
+    },
+    role,
+  );
   const sweeper = new ExpirySweeper(store);
   sweeper.start();
-  const replication = new Replication(store, log, hub, {
+  const replication = new Replication(store, log, hub, role, {
     replicaOf: config.replicaOf,
     token: config.replicationToken ?? config.authToken,
     bufferBytes: config.replicationBufferBytes,

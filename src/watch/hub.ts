@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Change } from "../store/change.js";
 import type { ChangeLog } from "../store/change-log.js";
+import { SINGLE_HISTORY, type RevisionHistory } from "./history.js";
 
 /** Receives, synchronously and in revision order, the changes it registered for. */
 export interface Subscriber {
@@ -58,6 +59,8 @@ export class WatchHub {
   constructor(
     readonly log: ChangeLog,
     limits: Partial<StreamLimits> = {},
+    /** Which history the log's revisions belong to, for resuming streams. */
+    readonly history: RevisionHistory = SINGLE_HISTORY,
   ) {
     this.limits = { ...DEFAULT_STREAM_LIMITS, ...limits };
     this.unsubscribe = log.subscribe((change) => this.dispatch(change));

@@ -4,6 +4,7 @@ import { ResyncReason, type TrackRequest, type TrackResponseSchema } from "../ge
 import type { Change, ChangeType } from "../store/change.js";
 import { changeBytes } from "../store/change-log.js";
 import type { StreamCounters, Subscriber, WatchHub } from "./hub.js";
+import type { RevisionHistory } from "./history.js";
 import { endOfStream, EVENT_TYPES, MAX_BATCH_EVENTS, releaseOnAbort } from "./watch-stream.js";
 
 type TrackResponseInit = MessageInitShape<typeof TrackResponseSchema>;
@@ -29,6 +30,7 @@ class TrackOutbox implements Subscriber {
     private readonly maxBytes: number,
     private readonly onResync: () => void,
     private readonly latest: () => number,
+    private readonly history: RevisionHistory,
     private readonly counters?: StreamCounters,
   ) {}
 
@@ -85,7 +87,7 @@ class TrackOutbox implements Subscriber {
     this.items = this.items.filter((item) => !isChange(item));
     this.changeBytes = 0;
     this.onResync();
-    this.reply({ kind: { case: "resync", value: { reason, revision: BigInt(revision) } } });
+    this.reply({ kind: { case: "resync", value: { reason, revision: BigInt(revision), history: this.history.current } } });
   }
 
   /** The next message: a reply, or a batch of consecutive invalidations. */
@@ -139,7 +141,8 @@ function isChange(item: Change | TrackResponseInit): item is Change {
  * once, so every later change to them reaches the outbox. The generator sends
  * the outbox in order.
  *
- * On Resync (overflow, flush, or a since_revision the log no longer holds)
+ * On Resync (overflow, flush, a since_revision the log no longer holds, or
+ * one of a history this node does not continue)
  * the server forgets every tracked key: the client has dropped its copies
  * and tracks again what it fetches again.
  *
@@ -154,13 +157,13 @@ export async function* trackStream(hub: WatchHub, requests: AsyncIterable<TrackR
     for (const key of tracked) hub.removeKey(key, outbox);
     tracked.clear();
   };
-  const outbox = new TrackOutbox(hub.limits.streamBufferBytes, forgetAll, () => hub.log.latestRevision, hub.counters);
+  const outbox = new TrackOutbox(hub.limits.streamBufferBytes, forgetAll, () => hub.log.latestRevision, hub.history, hub.counters);
   let replyRoom: (() => void) | undefined;
   let readerDone = false;
   let readerError: unknown;
 
   const trackedReply = (): TrackResponseInit => ({
-    kind: { case: "tracked", value: { revision: BigInt(hub.log.latestRevision), trackedKeys: tracked.size } },
+    kind: { case: "tracked", value: { revision: BigInt(hub.log.latestRevision), trackedKeys: tracked.size, history: hub.history.current } },
   });
 
   const apply = (req: TrackRequest) => {
@@ -179,6 +182,13 @@ export async function* trackStream(hub: WatchHub, requests: AsyncIterable<TrackR
           tracked.add(key);
           added.add(key);
           hub.addKey(key, outbox);
+        }
+        if (since > 0 && k.value.sinceHistory !== "" && !hub.history.continues(k.value.sinceHistory, since)) {
+          // The client's revisions name changes of data this node does not
+          // hold (a restart or a failover): nothing to replay, drop everything.
+          outbox.reply(trackedReply());
+          outbox.resync(ResyncReason.HISTORY, hub.log.latestRevision);
+          break;
         }
         if (since > 0 && since + 1 < hub.log.oldestRevision) {
           // The changes the client asks about are gone from the log: after the

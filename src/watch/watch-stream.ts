@@ -33,7 +33,8 @@ export const EVENT_TYPES: Record<Exclude<ChangeType, "flush">, EventType> = {
  * work, all of it synchronous between yields, is what makes it gap-free:
  * 1. register with the hub, so every later change is queued;
  * 2. note the log's latest revision R: changes after R arrive through the queue;
- * 3. replay start_revision..R from the log (or Resync COMPACTED when gone);
+ * 3. replay start_revision..R from the log (or Resync COMPACTED when gone, or
+ *    Resync HISTORY when start_revision belongs to data this node does not hold);
  * 4. send queued changes, Resync on overflow or flush, Progress when idle.
  */
 export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: AbortSignal): AsyncGenerator<WatchResponseInit> {
@@ -66,15 +67,20 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
   });
   try {
     const registeredAt = log.latestRevision;
-    yield { kind: { case: "created", value: { revision: BigInt(registeredAt) } } };
+    yield { kind: { case: "created", value: { revision: BigInt(registeredAt), history: hub.history.current } } };
 
-    if (start > 0 && start <= registeredAt) {
+    if (start > 0 && req.startHistory !== "" && !hub.history.continues(req.startHistory, start - 1)) {
+      // Replaying, or waiting for, revisions of another history would hand
+      // the watcher different changes under numbers it has already seen.
+      hub.counters.resync("watch", "HISTORY");
+      yield resync(ResyncReason.HISTORY, registeredAt, hub.history.current);
+    } else if (start > 0 && start <= registeredAt) {
       let from = start;
       while (from <= registeredAt) {
         const chunk = log.readFrom(from, MAX_BATCH_EVENTS);
         if (chunk === "compacted") {
           hub.counters.resync("watch", "COMPACTED");
-          yield resync(ResyncReason.COMPACTED, registeredAt);
+          yield resync(ResyncReason.COMPACTED, registeredAt, hub.history.current);
           break;
         }
         const upTo = chunk.filter((c) => c.revision <= registeredAt);
@@ -87,7 +93,7 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
     while (!signal.aborted) {
       if (queue.takeOverflow()) {
         hub.counters.resync("watch", "OVERFLOW");
-        yield resync(ResyncReason.OVERFLOW, log.latestRevision);
+        yield resync(ResyncReason.OVERFLOW, log.latestRevision, hub.history.current);
         continue;
       }
       const changes = queue.take(MAX_BATCH_EVENTS);
@@ -96,7 +102,7 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
         continue;
       }
       if ((await queue.wait(progressMs, signal)) === "timeout") {
-        yield { kind: { case: "progress", value: { revision: BigInt(log.latestRevision) } } };
+        yield { kind: { case: "progress", value: { revision: BigInt(log.latestRevision), history: hub.history.current } } };
       }
     }
     endOfStream(signal);
@@ -119,7 +125,7 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
         if (events.length > 0) yield sent(events);
         events = [];
         hub.counters.resync("watch", "FLUSH");
-        yield resync(ResyncReason.FLUSH, c.revision);
+        yield resync(ResyncReason.FLUSH, c.revision, hub.history.current);
       } else if (matches(c.key)) {
         events.push(toEvent(c, withValues));
       }
@@ -170,8 +176,8 @@ export function endOfStream(signal: AbortSignal): never {
   throw reason instanceof ConnectError ? reason : new ConnectError("the stream was canceled", Code.Canceled);
 }
 
-function resync(reason: ResyncReason, revision: number): WatchResponseInit {
-  return { kind: { case: "resync", value: { reason, revision: BigInt(revision) } } };
+function resync(reason: ResyncReason, revision: number, history: string): WatchResponseInit {
+  return { kind: { case: "resync", value: { reason, revision: BigInt(revision), history } } };
 }
 
 const NO_VALUE = new Uint8Array(0);
