@@ -17,6 +17,7 @@ import * as connect from "@connectrpc/connect/protocol-connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { callNetwork, type CallNetwork } from "../../telemetry/rpc.js";
 import { incompleteMessage } from "../client-faults.js";
+import { CallHeaders } from "./call-headers.js";
 
 /** What the fast path needs of the server: the same implementations and interceptors connect-node runs. */
 export interface FastPathOptions {
@@ -271,9 +272,9 @@ export abstract class FastCall {
       },
       timeoutMs,
       requestMethod: "POST",
-      requestHeader: webHeaders(headers),
-      responseHeader: new Headers({ "content-type": responseContentType }),
-      responseTrailer: new Headers(responseTrailer),
+      requestHeader: CallHeaders.fromNode(headers),
+      responseHeader: new CallHeaders({ "content-type": responseContentType }),
+      responseTrailer: new CallHeaders(responseTrailer),
       protocolName: protocol === "grpc" ? "grpc" : "connect",
       values,
       // HTTP/2 names the scheme in the request (connect-node asks the socket; they agree).
@@ -312,19 +313,6 @@ export function asConnectError(e: unknown): ConnectError {
 export function header(headers: IncomingHttpHeaders, name: string): string | null {
   const v = headers[name];
   return v === undefined ? null : Array.isArray(v) ? v.join(", ") : v;
-}
-
-/** Request headers as connect-node presents them (nodeHeaderToWebHeader): no pseudo-headers. */
-function webHeaders(headers: IncomingHttpHeaders): Headers {
-  const out = new Headers();
-  for (const key in headers) {
-    if (key.charCodeAt(0) === 58 /* ":" */) continue;
-    const v = headers[key];
-    if (v === undefined) continue;
-    if (typeof v === "string") out.append(key, v);
-    else for (const e of v) out.append(key, e);
-  }
-  return out;
 }
 
 /** Response headers for node:http2 (connect-node's webHeaderToNodeHeaders keeps repeated values as arrays). */
