@@ -1,4 +1,4 @@
-import type { BatchObservableResult, Histogram, Meter } from "@opentelemetry/api";
+import type { BatchObservableResult, Meter } from "@opentelemetry/api";
 import { MeterProvider, MetricReader, PeriodicExportingMetricReader, type IMetricReader } from "@opentelemetry/sdk-metrics";
 import type { Resource } from "@opentelemetry/resources";
 import type { Replication } from "../replication/replication.js";
@@ -7,6 +7,7 @@ import type { CacheStore } from "../store/store.js";
 import type { WatchHub } from "../watch/hub.js";
 import { VERSION } from "../version.js";
 import { prometheusText } from "./prometheus-text.js";
+import { CallDurations } from "./call-durations.js";
 
 /** What the metrics observe. They read it when collected; nothing here is on the path of a request. */
 export interface MetricSources {
@@ -28,7 +29,7 @@ export interface MetricsOptions {
 
 export interface ServerMetrics {
   /** rpc.server.call.duration, recorded by the RPC interceptor. */
-  readonly callDuration: Histogram;
+  readonly callDuration: CallDurations;
   /** Every instrument, collected now, in the Prometheus text format. */
   prometheus(): Promise<string>;
   /** Pushes a last OTLP export (if on) and stops. */
@@ -39,13 +40,6 @@ export interface ServerMetrics {
 export const ATTR_STREAM_KIND = "ripplecache.stream.kind";
 export const ATTR_RESYNC_REASON = "ripplecache.resync.reason";
 export const ATTR_REPLICA = "ripplecache.replica.address";
-
-/**
- * Buckets of rpc.server.call.duration, in seconds: the semantic conventions'
- * advice starts at 5 ms, too coarse for a cache answering in tens of
- * microseconds, so ours starts at 50 µs.
- */
-const DURATION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
 /** Collects on demand, for /metrics. */
 class PullReader extends MetricReader {
@@ -60,21 +54,19 @@ class PullReader extends MetricReader {
  */
 export async function startMetrics(sources: MetricSources, options: MetricsOptions): Promise<ServerMetrics> {
   const env = options.env ?? process.env;
-  const pull = new PullReader();
+  // rpc.server.call.duration is ours (call-durations.ts): every reader also collects it.
+  const callDuration = new CallDurations();
+  const metricProducers = [callDuration];
+  const pull = new PullReader({ metricProducers });
   const readers: IMetricReader[] = [pull];
   if (options.otlp) {
     const { OTLPMetricExporter } = await import("@opentelemetry/exporter-metrics-otlp-proto");
     const interval = positive(env.OTEL_METRIC_EXPORT_INTERVAL) ?? 60_000;
     const timeout = Math.min(positive(env.OTEL_METRIC_EXPORT_TIMEOUT) ?? 30_000, interval);
-    readers.push(new PeriodicExportingMetricReader({ exporter: new OTLPMetricExporter(), exportIntervalMillis: interval, exportTimeoutMillis: timeout }));
+    readers.push(new PeriodicExportingMetricReader({ exporter: new OTLPMetricExporter(), exportIntervalMillis: interval, exportTimeoutMillis: timeout, metricProducers }));
   }
   const provider = new MeterProvider({ readers, ...(options.resource !== undefined ? { resource: options.resource } : {}) });
   const meter = provider.getMeter("ripplecache", VERSION);
-  const callDuration = meter.createHistogram("rpc.server.call.duration", {
-    unit: "s",
-    description: "Duration of RPCs handled by this server; for a stream, its whole life.",
-    advice: { explicitBucketBoundaries: DURATION_BUCKETS },
-  });
   observeServer(meter, sources);
   return {
     callDuration,

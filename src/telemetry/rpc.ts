@@ -23,12 +23,13 @@ import {
   trace,
   type Attributes,
   type Context,
-  type Histogram,
   type Span,
   type TextMapGetter,
   type Tracer,
 } from "@opentelemetry/api";
 import { debugEnabled, logLine } from "../log.js";
+import type { CallDurations, DurationSeries } from "./call-durations.js";
+import type { DescMethod } from "@bufbuild/protobuf";
 
 /**
  * Telemetry of every RPC, as a Connect interceptor (first in the list, so it
@@ -43,7 +44,7 @@ import { debugEnabled, logLine } from "../log.js";
  *   whole life, with the count of messages each way and the reason it ended.
  */
 export interface RpcTelemetryOptions {
-  readonly callDuration: Histogram;
+  readonly callDuration: CallDurations;
   readonly tracer?: Tracer;
   /** True once the server is shutting down (streams then end "server_shutdown"). */
   readonly shuttingDown?: () => boolean;
@@ -123,17 +124,22 @@ function systemOf(req: UnaryRequest | StreamRequest): System {
   return type !== null && type.startsWith("application/grpc") ? "grpc" : "connect_rpc";
 }
 
-/** The metric's attributes, cached per (system, service, method, code): the set is small and fixed. */
-const attributeCache = new Map<string, Attributes>();
+/** Codes 0 (OK, for no error) to 16, per system: the index of a call's series among its method's. */
+const CODES = 17;
 
-function metricAttributes(system: System, service: string, method: string, code: Code | undefined): Attributes {
-  const cacheKey = `${system}/${service}/${method}/${code ?? ""}`;
-  let a = attributeCache.get(cacheKey);
-  if (a === undefined) {
-    a = { [RPC_SYSTEM]: system, [RPC_SERVICE]: service, [RPC_METHOD]: method, ...codeAttribute(system, code) };
-    attributeCache.set(cacheKey, a);
-  }
-  return a;
+/**
+ * The duration series of a (system, method, code), found by the method's
+ * descriptor and two small integers: no string is built per call.
+ */
+function durationSeries(durations: CallDurations, desc: DescMethod, system: System, service: string, method: string, code: Code | undefined): DurationSeries {
+  const all = durations.slotsOf(desc);
+  const i = (system === "grpc" ? 0 : CODES) + (code ?? 0);
+  return (all[i] ??= durations.seriesOf(`${system}/${service}/${method}/${code ?? ""}`, () => ({
+    [RPC_SYSTEM]: system,
+    [RPC_SERVICE]: service,
+    [RPC_METHOD]: method,
+    ...codeAttribute(system, code),
+  })));
 }
 
 /** rpc.grpc.status_code (always, 0 = OK) for gRPC; rpc.connect_rpc.error_code (on errors only) for Connect. */
@@ -154,6 +160,7 @@ class Call {
   constructor(
     private readonly options: RpcTelemetryOptions,
     private readonly system: System,
+    private readonly desc: DescMethod,
     private readonly service: string,
     private readonly method: string,
     readonly span: Span | undefined,
@@ -164,7 +171,7 @@ class Call {
     if (this.ended) return;
     this.ended = true;
     const code = error === undefined ? undefined : ConnectError.from(error).code;
-    this.options.callDuration.record((performance.now() - this.started) / 1000, metricAttributes(this.system, this.service, this.method, code));
+    durationSeries(this.options.callDuration, this.desc, this.system, this.service, this.method, code).record((performance.now() - this.started) / 1000);
     const span = this.span;
     if (debugEnabled()) this.log(code, reason, span);
     if (span === undefined) return;
@@ -229,7 +236,7 @@ export function rpcTelemetry(options: RpcTelemetryOptions): Interceptor {
       if (span.isRecording()) span.setAttributes(spanAttributes(req, system, service, method));
       ctx = trace.setSpan(parent, span);
     }
-    const call = new Call(options, system, service, method, span, streaming);
+    const call = new Call(options, system, req.method, service, method, span, streaming);
     if (req.stream) req = { ...req, message: counted(req.message, () => call.received++) };
     if (streaming) {
       // A backstop: connect-node aborts the signal when the call is over, so a
