@@ -22,8 +22,13 @@ function normalizeValue(value: string): string {
  * header it sends, and request headers come from its parser.
  */
 export class CallHeaders implements Headers {
-  private readonly map = new Map<string, string>();
+  /** Made on the first write: most response trailers stay empty until the end of a long stream. */
+  private entries_: Map<string, string> | undefined;
   private cookies: string[] | undefined;
+
+  private get map(): Map<string, string> {
+    return (this.entries_ ??= new Map());
+  }
 
   constructor(init?: HeadersInit) {
     if (init === undefined) return;
@@ -68,18 +73,18 @@ export class CallHeaders implements Headers {
   delete(name: string): void {
     const key = name.toLowerCase();
     if (key === "set-cookie") this.cookies = undefined;
-    else this.map.delete(key);
+    else this.entries_?.delete(key);
   }
 
   get(name: string): string | null {
     const key = name.toLowerCase();
     if (key === "set-cookie") return this.cookies === undefined ? null : this.cookies.join(", ");
-    return this.map.get(key) ?? null;
+    return this.entries_?.get(key) ?? null;
   }
 
   has(name: string): boolean {
     const key = name.toLowerCase();
-    return key === "set-cookie" ? this.cookies !== undefined : this.map.has(key);
+    return key === "set-cookie" ? this.cookies !== undefined : (this.entries_?.has(key) ?? false);
   }
 
   getSetCookie(): string[] {
@@ -113,7 +118,7 @@ export class CallHeaders implements Headers {
   /** As the Fetch standard's "sort and combine": by name, each set-cookie value on its own. */
   private sorted(): [string, string][] {
     const out: [string, string][] = [];
-    for (const e of this.map) out.push(e);
+    if (this.entries_ !== undefined) for (const e of this.entries_) out.push(e);
     if (this.cookies !== undefined) for (const c of this.cookies) out.push(["set-cookie", c]);
     if (out.length > 1) out.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
     return out;

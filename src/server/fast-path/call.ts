@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import type * as http2 from "node:http2";
-import type { DescMethod, Message } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextValues, type ContextValues, type HandlerContext, type Interceptor, type ServiceImplSpec, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
+import type { DescMethod, DescService, Message } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ContextKey, type ContextValues, type HandlerContext, type Interceptor, type ServiceImplSpec, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import {
   compressionNegotiate,
   createAsyncIterable,
@@ -106,28 +106,74 @@ function deadlineExceeded(): ConnectError {
   return new ConnectError("the operation timed out", Code.DeadlineExceeded);
 }
 
+/**
+ * Context values as connect's createContextValues makes them, with the
+ * methods on a prototype rather than three closures per call (a Watch keeps
+ * its values for its whole life).
+ */
+class CallValues implements ContextValues {
+  get<T>(key: ContextKey<T>): T {
+    const self = this as unknown as Record<symbol, unknown>;
+    return key.id in self ? (self[key.id] as T) : key.defaultValue;
+  }
+
+  set<T>(key: ContextKey<T>, value: T): this {
+    (this as unknown as Record<symbol, unknown>)[key.id] = value;
+    return this;
+  }
+
+  delete(key: ContextKey<unknown>): this {
+    delete (this as unknown as Record<symbol, unknown>)[key.id];
+    return this;
+  }
+}
+
 /** The handler context travels to the innermost function through the request's context values. */
 export const CALL_CONTEXT = Symbol("fast-path call context");
 export type CallContextValues = ContextValues & { [CALL_CONTEXT]: HandlerContext };
 
+/**
+ * A HandlerContext as a class: an object literal with a getter and eleven
+ * fields became a dictionary-mode object, and a Watch keeps two of them for
+ * its whole life.
+ */
+class FastHandlerContext implements HandlerContext {
+  constructor(
+    readonly method: DescMethod,
+    readonly service: DescService,
+    /** Whatever holds the call's signal (a CallSignal, or the intercepted request): read when asked. */
+    private readonly signalSource: { readonly signal: AbortSignal },
+    readonly timeoutMs: () => number | undefined,
+    readonly requestMethod: string,
+    readonly requestHeader: Headers,
+    readonly responseHeader: Headers,
+    readonly responseTrailer: Headers,
+    readonly protocolName: string,
+    readonly values: ContextValues,
+    readonly url: string,
+  ) {}
+
+  get signal(): AbortSignal {
+    return this.signalSource.signal;
+  }
+}
+
 /** The context a handler gets, as connect's mergeRequest makes it from the (possibly intercepted) request. */
 export function handlerContext(req: { service: HandlerContext["service"]; header: Headers; signal: AbortSignal; contextValues: ContextValues }): HandlerContext {
   const ctx = (req.contextValues as CallContextValues)[CALL_CONTEXT];
-  return {
-    method: ctx.method,
-    service: req.service,
-    get signal() {
-      return req.signal;
-    },
-    timeoutMs: ctx.timeoutMs,
-    requestMethod: ctx.requestMethod,
-    requestHeader: req.header,
-    responseHeader: ctx.responseHeader,
-    responseTrailer: ctx.responseTrailer,
-    protocolName: ctx.protocolName,
-    values: req.contextValues,
-    url: ctx.url,
-  };
+  return new FastHandlerContext(
+    ctx.method,
+    req.service,
+    req,
+    ctx.timeoutMs,
+    ctx.requestMethod,
+    req.header,
+    ctx.responseHeader,
+    ctx.responseTrailer,
+    ctx.protocolName,
+    req.contextValues,
+    ctx.url,
+  );
 }
 
 /**
@@ -145,7 +191,7 @@ export abstract class FastCall {
     protected readonly options: FastPathOptions,
     protected readonly method: FastMethod,
     protected readonly stream: http2.ServerHttp2Stream,
-    protected readonly headers: IncomingHttpHeaders,
+    protected headers: IncomingHttpHeaders,
     protected readonly protocol: Protocol,
     inFlight: Set<CallSignal>,
   ) {
@@ -171,6 +217,16 @@ export abstract class FastCall {
     stream.once("end", () => {
       if (this.received <= limit) void this.run();
     });
+  }
+
+  /**
+   * Forgets the request's headers and body once they are parsed and the
+   * handler context is made: a Watch would otherwise keep them (a
+   * dictionary-mode object from Node's parser) for its whole life.
+   */
+  protected releaseRequest(): void {
+    this.headers = RELEASED_HEADERS;
+    this.chunks.length = 0;
   }
 
   /** Serves the call once the request body is in (or over the limit). */
@@ -260,30 +316,29 @@ export abstract class FastCall {
     // Only tracing wants the addresses, for sampled calls: each read of one is a system call.
     const values = (
       this.options.contextValues === undefined
-        ? createContextValues()
+        ? new CallValues()
         : this.options.contextValues(callNetwork("2.0", authority, socket))
     ) as CallContextValues;
-    const signal = this.signal;
-    const context: HandlerContext = {
-      method: this.method.desc,
-      service: this.method.desc.parent,
-      get signal() {
-        return signal.signal;
-      },
+    const context = new FastHandlerContext(
+      this.method.desc,
+      this.method.desc.parent,
+      this.signal,
       timeoutMs,
-      requestMethod: "POST",
-      requestHeader: CallHeaders.fromNode(headers),
-      responseHeader: new CallHeaders({ "content-type": responseContentType }),
-      responseTrailer: new CallHeaders(responseTrailer),
-      protocolName: protocol === "grpc" ? "grpc" : "connect",
+      "POST",
+      CallHeaders.fromNode(headers),
+      new CallHeaders({ "content-type": responseContentType }),
+      new CallHeaders(responseTrailer),
+      protocol === "grpc" ? "grpc" : "connect",
       values,
       // HTTP/2 names the scheme in the request (connect-node asks the socket; they agree).
-      url: `${header(headers, ":scheme") ?? "http"}://${authority ?? ""}${headers[":path"] ?? ""}`,
-    };
+      `${header(headers, ":scheme") ?? "http"}://${authority ?? ""}${headers[":path"] ?? ""}`,
+    );
     values[CALL_CONTEXT] = context;
     return { context, timeoutError: timeout.error };
   }
 }
+
+const RELEASED_HEADERS: IncomingHttpHeaders = Object.freeze({});
 
 /** The request encoding header and the accept-encoding header of each protocol. */
 const ENCODING_HEADERS: Record<Protocol, readonly [string, string]> = {

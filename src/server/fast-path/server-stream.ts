@@ -109,6 +109,8 @@ export class ServerStreamCall extends FastCall {
     let it: AsyncIterator<Message> | undefined;
     try {
       const res = await this.chain(this.request<StreamRequest>(context, true, input));
+      // The chain has read the request (the invoker takes its one message first).
+      this.releaseRequest();
       copyHeaders(res.header, context.responseHeader);
       it = (res.message as AsyncIterable<Message>)[Symbol.asyncIterator]();
       for (;;) {
