@@ -306,31 +306,52 @@ function counted<T>(source: AsyncIterable<T>, onMessage: () => void): AsyncItera
  * and ends the call when the handler finishes, fails, or is stopped.
  */
 function outgoing<T>(source: AsyncIterable<T>, call: Call, ctx: Context | undefined): AsyncIterable<T> {
-  return {
-    [Symbol.asyncIterator]() {
-      const it = source[Symbol.asyncIterator]();
-      return {
-        async next() {
-          try {
-            const r = ctx === undefined ? await it.next() : await context.with(ctx, () => it.next());
-            if (r.done) call.end(undefined, "completed");
-            else call.sent++;
-            return r;
-          } catch (err) {
-            call.end(err);
-            throw err;
-          }
-        },
-        async return(value?: unknown) {
-          call.end(new ConnectError("the stream was stopped", Code.Canceled), "cancelled");
-          return it.return === undefined ? { done: true as const, value: value as T } : it.return(value as never);
-        },
-        async throw(err?: unknown) {
-          call.end(err);
-          if (it.throw === undefined) throw err;
-          return it.throw(err);
-        },
-      };
-    },
-  };
+  return new OutgoingMessages(source, call, ctx);
+}
+
+/** One object with its methods on a prototype: a Watch keeps it for its whole life. */
+class OutgoingMessages<T> implements AsyncIterable<T>, AsyncIterator<T> {
+  private it: AsyncIterator<T> | undefined;
+
+  constructor(
+    private readonly source: AsyncIterable<T>,
+    private readonly call: Call,
+    private readonly ctx: Context | undefined,
+  ) {}
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    this.inner();
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<T>> {
+    const it = this.inner();
+    const ctx = this.ctx;
+    try {
+      const r = ctx === undefined ? await it.next() : await context.with(ctx, () => it.next());
+      if (r.done === true) this.call.end(undefined, "completed");
+      else this.call.sent++;
+      return r;
+    } catch (err) {
+      this.call.end(err);
+      throw err;
+    }
+  }
+
+  async return(value?: unknown): Promise<IteratorResult<T>> {
+    this.call.end(new ConnectError("the stream was stopped", Code.Canceled), "cancelled");
+    const it = this.inner();
+    return it.return === undefined ? { done: true, value: value as T } : it.return(value as never);
+  }
+
+  async throw(err?: unknown): Promise<IteratorResult<T>> {
+    this.call.end(err);
+    const it = this.inner();
+    if (it.throw === undefined) throw err;
+    return it.throw(err);
+  }
+
+  private inner(): AsyncIterator<T> {
+    return (this.it ??= this.source[Symbol.asyncIterator]());
+  }
 }

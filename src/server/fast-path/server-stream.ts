@@ -41,17 +41,44 @@ async function single<T>(messages: AsyncIterable<T>): Promise<T> {
 
 /** Full messages of what the implementation yields, as connect's normalizeIterable (a mapping iterator, not another generator). */
 function normalized(output: AsyncIterable<unknown>, schema: DescMessage): AsyncIterable<Message> {
-  const toMessage = (r: IteratorResult<unknown>): IteratorResult<Message> => (r.done === true ? r : { done: false, value: create(schema, r.value as never) });
-  return {
-    [Symbol.asyncIterator]() {
-      const it = output[Symbol.asyncIterator]();
-      return {
-        next: () => it.next().then(toMessage),
-        ...(it.return !== undefined ? { return: (v?: unknown) => it.return!(v).then(toMessage) } : {}),
-        ...(it.throw !== undefined ? { throw: (e?: unknown) => it.throw!(e).then(toMessage) } : {}),
-      };
-    },
-  };
+  return new NormalizedMessages(output, schema);
+}
+
+/** One object with its methods on a prototype: a Watch keeps it for its whole life. */
+class NormalizedMessages implements AsyncIterable<Message>, AsyncIterator<Message> {
+  private it: AsyncIterator<unknown> | undefined;
+
+  constructor(
+    private readonly output: AsyncIterable<unknown>,
+    private readonly schema: DescMessage,
+  ) {}
+
+  [Symbol.asyncIterator](): AsyncIterator<Message> {
+    this.it ??= this.output[Symbol.asyncIterator]();
+    return this;
+  }
+
+  next(): Promise<IteratorResult<Message>> {
+    return this.inner().next().then((r) => this.toMessage(r));
+  }
+
+  return(value?: unknown): Promise<IteratorResult<Message>> {
+    const it = this.inner();
+    return it.return === undefined ? Promise.resolve({ done: true, value: undefined }) : it.return(value).then((r) => this.toMessage(r));
+  }
+
+  throw(error?: unknown): Promise<IteratorResult<Message>> {
+    const it = this.inner();
+    return it.throw === undefined ? Promise.reject(error) : it.throw(error).then((r) => this.toMessage(r));
+  }
+
+  private inner(): AsyncIterator<unknown> {
+    return (this.it ??= this.output[Symbol.asyncIterator]());
+  }
+
+  private toMessage(r: IteratorResult<unknown>): IteratorResult<Message> {
+    return r.done === true ? r : { done: false, value: create(this.schema, r.value as never) };
+  }
 }
 
 /** Encoded messages by identity: messages handed to a stream are never changed afterwards. */
