@@ -48,9 +48,7 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
   if (req.startRevision < 0n) throw new ConnectError(`start_revision ${req.startRevision} is negative`, Code.InvalidArgument);
   const start = req.startRevision > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(req.startRevision);
   const target = req.target;
-  const matches =
-    target.case === "key" ? (key: string) => key === target.value : (key: string) => key.startsWith(target.value ?? "");
-  const withValues = req.withValues;
+  const scope = new WatchScope(hub, target.case === "key", target.case === "key" ? target.value : (target.value ?? ""), req.withValues);
   const log = hub.log;
 
   const release = hub.admit("watch");
@@ -85,7 +83,7 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
         }
         const upTo = chunk.filter((c) => c.revision <= registeredAt);
         from += chunk.length;
-        yield* deliver(upTo);
+        yield* deliver(scope, upTo);
         if (upTo.length < chunk.length) break;
       }
     }
@@ -98,7 +96,7 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
       }
       const changes = queue.take(MAX_BATCH_EVENTS);
       if (changes.length > 0) {
-        yield* deliver(changes);
+        yield* deliver(scope, changes);
         continue;
       }
       if ((await queue.wait(progressMs, signal)) === "timeout") {
@@ -110,34 +108,54 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
     unregister();
   }
 
-  /** Sends changes as batches; a flush splits the run and becomes a Resync. */
-  function* deliver(changes: readonly Change[]): Generator<WatchResponseInit> {
-    // The common case of a fan-out: one change, matched. Every watcher of it gets the same message
-    // object, which the fast path encodes once for all of them.
-    if (changes.length === 1 && changes[0].type !== "flush" && matches(changes[0].key)) {
-      hub.counters.delivered.watch += 1;
-      yield singleEvent(changes[0], withValues);
-      return;
-    }
-    let events: EventInit[] = [];
-    for (const c of changes) {
-      if (c.type === "flush") {
-        if (events.length > 0) yield sent(events);
-        events = [];
-        hub.counters.resync("watch", "FLUSH");
-        yield resync(ResyncReason.FLUSH, c.revision, hub.history.current);
-      } else if (matches(c.key)) {
-        events.push(toEvent(c, withValues));
-      }
-    }
-    if (events.length > 0) yield sent(events);
+}
+
+/**
+ * What a Watch delivers, and to whom it counts. An object rather than
+ * closures inside the generator: a Watch lives long and there can be tens of
+ * thousands of them, so what each one keeps matters.
+ */
+class WatchScope {
+  constructor(
+    readonly hub: WatchHub,
+    private readonly exactKey: boolean,
+    private readonly target: string,
+    readonly withValues: boolean,
+  ) {}
+
+  matches(key: string): boolean {
+    return this.exactKey ? key === this.target : key.startsWith(this.target);
   }
 
   /** An events message, counted as delivered. */
-  function sent(events: EventInit[]): WatchResponseInit {
-    hub.counters.delivered.watch += events.length;
+  sent(events: EventInit[]): WatchResponseInit {
+    this.hub.counters.delivered.watch += events.length;
     return { kind: { case: "events", value: { events } } };
   }
+}
+
+/** Sends changes as batches; a flush splits the run and becomes a Resync. */
+function* deliver(scope: WatchScope, changes: readonly Change[]): Generator<WatchResponseInit> {
+  const { hub, withValues } = scope;
+  // The common case of a fan-out: one change, matched. Every watcher of it gets the same message
+  // object, which the fast path encodes once for all of them.
+  if (changes.length === 1 && changes[0].type !== "flush" && scope.matches(changes[0].key)) {
+    hub.counters.delivered.watch += 1;
+    yield singleEvent(changes[0], withValues);
+    return;
+  }
+  let events: EventInit[] = [];
+  for (const c of changes) {
+    if (c.type === "flush") {
+      if (events.length > 0) yield scope.sent(events);
+      events = [];
+      hub.counters.resync("watch", "FLUSH");
+      yield resync(ResyncReason.FLUSH, c.revision, hub.history.current);
+    } else if (scope.matches(c.key)) {
+      events.push(toEvent(c, withValues));
+    }
+  }
+  if (events.length > 0) yield scope.sent(events);
 }
 
 /**
