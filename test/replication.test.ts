@@ -4,7 +4,9 @@ import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type { CacheClient } from "../src/client/client.js";
 import { ResyncReason, Role, type WatchResponse } from "../src/gen/ripplecache/v1/cache_pb.js";
-import { ReplicationService, type SyncResponse } from "../src/gen/ripplecache/v1/replication_pb.js";
+import { ReplicationService, SyncRequestSchema, type SyncResponse } from "../src/gen/ripplecache/v1/replication_pb.js";
+import { create, toBinary } from "@bufbuild/protobuf";
+import * as http2 from "node:http2";
 import {
   Cluster,
   expectCode,
@@ -601,6 +603,37 @@ describe("replication", { concurrency: 2 }, () => {
       const again = await p.client.rpc.set({ key: "s5/durable", value: enc.encode("d3"), minReplicas: 2, replicaTimeoutMs: 5000 });
       assert.equal(again.replicasAcked, 2);
     } finally {
+      await c.stopAll();
+    }
+  });
+
+  test("a replica that stops reading during a full resync and then vanishes is dropped by the primary", { timeout: SCENARIO_TIMEOUT_MS }, async () => {
+    const c = new Cluster();
+    const sessions: http2.ClientHttp2Session[] = [];
+    try {
+      const p = await c.start("primary", [...HEARTBEAT, "--keepalive-interval", "300", "--keepalive-timeout", "600"]);
+      // Megabytes of snapshot: far more than HTTP/2's flow-control window, so the primary's write blocks.
+      const big = new Uint8Array(8192).fill(7);
+      for (let i = 0; i < 400; i += 100) await p.client.rpc.setMany({ entries: Array.from({ length: 100 }, (_, j) => ({ key: `big/${i + j}`, value: big })) });
+      // A replica over raw HTTP/2: hello, then it never reads.
+      const session = http2.connect(p.server.url);
+      session.on("error", () => {});
+      sessions.push(session);
+      const req = session.request({ ":method": "POST", ":path": "/ripplecache.v1.ReplicationService/Sync", "content-type": "application/grpc", te: "trailers" });
+      req.on("error", () => {});
+      const hello = toBinary(SyncRequestSchema, create(SyncRequestSchema, { kind: { case: "hello", value: { replicationId: "", appliedRevision: 0n, address: "stalled:1" } } }));
+      const frame = Buffer.alloc(5 + hello.length);
+      frame.writeUInt32BE(hello.length, 1);
+      frame.set(hello, 5);
+      req.write(frame);
+      req.pause();
+      await waitFor("the primary to list the stalled replica in its full resync", async () => (await p.client.info()).replicas.some((r) => r.address === "stalled:1" && r.state === "full-resync"));
+      await sleep(300);
+      // It vanishes (as a killed process would: the connection closes).
+      session.destroy();
+      await waitFor("the primary to drop the vanished replica", async () => (await p.client.info()).replicas.every((r) => r.address !== "stalled:1"), 5000);
+    } finally {
+      for (const s of sessions) s.destroy();
       await c.stopAll();
     }
   });

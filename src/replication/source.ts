@@ -10,6 +10,7 @@ import type { Change, ChangeType } from "../store/change.js";
 import { changeBytes, type ChangeLog } from "../store/change-log.js";
 import type { CacheStore } from "../store/store.js";
 import { ChangeQueue } from "../watch/change-queue.js";
+import { releaseOnAbort } from "../watch/watch-stream.js";
 import type { WatchHub } from "../watch/hub.js";
 import type { NodeRole } from "./node-role.js";
 import { startActivity, type Activity } from "../telemetry/spans.js";
@@ -174,6 +175,19 @@ export class ReplicationSource {
     this.countSent(address, 0);
     const reader = this.readAcks(it, link, queue);
     let fullResync: Activity | undefined;
+    // On abort as well as in the finally: a replica that stops reading and
+    // then vanishes leaves this generator suspended at a yield whose write
+    // waits for a "drain" that never comes, and the finally would never run
+    // (the link, its queue and its hub subscription held forever; found by
+    // test/chaos.test.ts). The signal does abort: connect-node listens for "close".
+    const unregister = releaseOnAbort(signal, () => {
+      fullResync?.fail("the Sync stream ended before the snapshot was done");
+      this.hub.removePrefix("", queue);
+      this.hub.removeSubscriber(queue);
+      queue.close();
+      this.links.delete(link);
+      this.notifyAcks();
+    });
     try {
       const from = applied + 1;
       const registeredAt = this.log.latestRevision;
@@ -247,12 +261,7 @@ export class ReplicationSource {
         }
       }
     } finally {
-      fullResync?.fail("the Sync stream ended before the snapshot was done");
-      this.hub.removePrefix("", queue);
-      this.hub.removeSubscriber(queue);
-      queue.close();
-      this.links.delete(link);
-      this.notifyAcks();
+      unregister();
       void reader;
     }
   }
