@@ -6,9 +6,21 @@
  * process (bench/writer.ts, load CPU, shared with the replica) writes to the
  * primary while this process asks the primary for Info every `sampleMs` and
  * records replicas[0].lag_revisions and lag_ms. Scenarios: Set at the maximum
- * rate (closed loop), SetMany at the maximum rate, and Set at a fixed rate
- * (given, or half the maximum Set rate just measured). After each: the time
+ * rate (closed loop), SetMany at the maximum rate, Set at a fixed rate
+ * (given, or half the maximum Set rate just measured), and the performance
+ * issue's target: SetMany(`targetBatch`) paced open loop at `targetRate` keys/s
+ * (what a client pushing 20,000 writes/s does: it batches; the writer cannot
+ * issue 20,000 single Sets/s from one shared core). After each: the time
  * until lag_revisions is 0 again; at the end: Digest on both nodes must match.
+ *
+ * The Info samples are coarse (every `sampleMs`, and lag_ms is the age of the
+ * oldest unacknowledged batch, so it includes the ack's trip back). The
+ * fixed-rate scenarios also measure lag per write, precisely: the writer
+ * watches a probe key on the replica and writes it in every batch (every
+ * tenth Set), and times from the primary's answer to the replica's Watch
+ * event for that revision, both on the writer's clock (bench/writer.ts says
+ * how). That is the lag a client sees: the primary said yes, a reader of the
+ * replica can see it.
  *
  * Full resync: a fresh primary (server CPU) loaded with `keys` keys by a
  * writer process (SetMany batches over several connections, load CPU), then a
@@ -109,6 +121,9 @@ export interface LagOptions {
   readonly setManyBatch: number;
   /** Fixed-rate scenario: writes/s; 0 = half the maximum Set rate measured just before. */
   readonly rate: number;
+  /** The target scenario: keys/s, written as SetMany of `targetBatch` entries (0 = skip it). */
+  readonly targetRate: number;
+  readonly targetBatch: number;
   readonly sampleMs: number;
 }
 
@@ -210,6 +225,7 @@ export async function runLag(pin: Pinning, opts: LagOptions): Promise<LagResult>
           rate,
           keys: opts.keys,
           valueBytes: opts.valueBytes,
+          probeUrl: mode === "rate" ? replica!.url : undefined,
         },
         {
           start: (pid) => {
@@ -261,6 +277,9 @@ export async function runLag(pin: Pinning, opts: LagOptions): Promise<LagResult>
       log(
         `replication lag: ${name}: ${Math.round(writer.writesPerSec)} writes/s; lag revisions p50 ${result.lagRevisions.p50} p99 ${result.lagRevisions.p99}; ` +
           `lag ms p50 ${result.lagMs.p50} p99 ${result.lagMs.p99}; ${samples.length} samples` +
+          (writer.lag === undefined
+            ? ""
+            : `; answer -> applied on the replica p50 ${writer.lag.p50Ms.toFixed(2)} p99 ${writer.lag.p99Ms.toFixed(2)} max ${writer.lag.maxMs.toFixed(2)} ms (${writer.lag.probes} probes, ${writer.lag.missing} missing)`) +
           (writer.errors > 0 ? `; ${writer.errors} errors (${writer.firstError})` : ""),
       );
       return result;
@@ -282,6 +301,10 @@ export async function runLag(pin: Pinning, opts: LagOptions): Promise<LagResult>
     const rate = opts.rate > 0 ? opts.rate : Number.isFinite(maxSet) ? Math.max(50, Math.floor(maxSet / 2 / 50) * 50) : 200;
     const rateName = `Set, fixed ${rate}/s${opts.rate > 0 ? "" : " (half the max)"}`;
     await attempt(rateName, () => scenario(rateName, "rate", 1, rate));
+    if (opts.targetRate > 0) {
+      const targetName = `SetMany(${opts.targetBatch}), fixed ${opts.targetRate} keys/s (${Math.round(opts.targetRate / opts.targetBatch)} calls/s, open loop)`;
+      await attempt(targetName, () => scenario(targetName, "rate", opts.targetBatch, opts.targetRate));
+    }
 
     const digest = await digests(pc, rc);
     const info = await pc.info();
@@ -490,16 +513,42 @@ export function formatLag(r: LagResult, opts: LagOptions, pin: Pinning): string 
     fmtPct(s.writer.cpu),
     fmtPct(s.otherCpu),
     `${s.samples}${s.notStreaming > 0 ? ` (${s.notStreaming} not streaming)` : ""}`,
+    s.writer.lag === undefined ? "-" : fmtMs(s.writer.lag.p50Ms),
+    s.writer.lag === undefined ? "-" : fmtMs(s.writer.lag.p99Ms),
+    s.writer.lag === undefined ? "-" : fmtMs(s.writer.lag.maxMs),
+    s.writer.lag === undefined ? "-" : `${s.writer.lag.probes}${s.writer.lag.missing > 0 ? ` (${s.writer.lag.missing} missing)` : ""}`,
     String(s.writer.errors),
   ]);
-  const header = ["Writes", "writes/s", "call p50 ms", "lag rev p50", "p99", "max", "lag ms p50", "p99", "max", "catch-up ms", "primary CPU", "replica CPU", "writer CPU", "other CPU", "samples", "errors"];
+  const header = [
+    "Writes",
+    "writes/s",
+    "call p50 ms",
+    "lag rev p50",
+    "p99",
+    "max",
+    "lag ms p50",
+    "p99",
+    "max",
+    "catch-up ms",
+    "primary CPU",
+    "replica CPU",
+    "writer CPU",
+    "other CPU",
+    "samples",
+    "applied ms p50",
+    "p99",
+    "max",
+    "probes",
+    "errors",
+  ];
   if (body.length > 0) out.push(table(header, body, 1));
   for (const s of r.scenarios) if (s.status === "failed") out.push(`${s.name}: FAILED: ${s.message}`);
   if (r.status === "failed") out.push(`FAILED: ${r.message}`);
   if (r.digest !== undefined) out.push(`  Digest on primary and replica after the scenarios: ${r.digest.note}; full resyncs of the replica: ${r.fullResyncs ?? "?"}`);
   out.push(
     "lag rev: replicas[0].lag_revisions (primary revision - replica's acked revision); lag ms: replicas[0].lag_ms (age of the oldest change sent and not acknowledged). " +
-      "catch-up: from the end of the window until lag_revisions was 0.",
+      "catch-up: from the end of the window until lag_revisions was 0. " +
+      "applied ms: per probe write, from the primary's answer to the replica's Watch event for its revision, on the writer's clock (fixed-rate scenarios).",
   );
   return out.join("\n");
 }

@@ -7,11 +7,26 @@
  * - "max": closed loop, `concurrency` calls in flight per connection, Set
  *   (batch 1) or SetMany of `batch` entries, random keys of `keys`; warm-up,
  *   then a measured window.
- * - "rate": open loop at `rate` writes/s (Set), issued on a 5 ms tick and
- *   spread over the connections; at most `concurrency` x `connections` in
- *   flight (when that cap holds calls back, the achieved rate shows it).
+ * - "rate": open loop at `rate` writes/s (keys written per second: Set, or
+ *   SetMany of `batch` entries at rate/batch calls/s), issued on a 5 ms tick
+ *   and spread over the connections; at most `concurrency` x `connections`
+ *   in flight (when that cap holds calls back, the achieved rate shows it).
  * - "load": writes keys 0..keys-1 once, SetMany batches of `batch`, as fast as
  *   `connections` x `concurrency` calls in flight allow.
+ *
+ * Replication lag probe (`probeUrl`, the replica's URL, "rate" mode): the
+ * writer keeps a Watch on the replica for one key, PROBE_KEY, and makes every
+ * SetMany (or every PROBE_EVERY-th Set) write that key as its last entry. The
+ * primary's answer carries the probe's revision R; the replica's Watch event
+ * for R arrives once the replica applied the batch (its watch hub hears a
+ * change only after CacheStore.applyChange). Lag of one write = arrival of
+ * the event - arrival of the answer, both on this process's clock, so no
+ * clock sync is involved and the figure is what a client sees: "the primary
+ * said yes" until "a reader of the replica can see it". It includes the
+ * replica's Watch delivery (one event per batch, small) and this process's
+ * own scheduling delays on the shared core, so it is an upper bound on the
+ * replica's apply lag. An event that comes before the answer counts as 0.
+ * Probes with no event within 2 s after the window are counted as missing.
  *
  * Messages on the IPC channel: "ready" (connections open), "measure-start",
  * "measure-end", then "result" or "error".
@@ -20,7 +35,15 @@ import { performance } from "node:perf_hooks";
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import { CacheService, SetManyRequestSchema, SetRequestSchema, type SetManyRequest, type SetRequest } from "../src/gen/ripplecache/v1/cache_pb.js";
+import {
+  CacheService,
+  SetManyRequestSchema,
+  SetRequestSchema,
+  type SetManyRequest,
+  type SetManyResponse,
+  type SetRequest,
+  type SetResponse,
+} from "../src/gen/ripplecache/v1/cache_pb.js";
 import { keyName } from "./common.js";
 
 export interface WriterConfig {
@@ -36,6 +59,19 @@ export interface WriterConfig {
   readonly rate: number;
   readonly keys: number;
   readonly valueBytes: number;
+  /** The replica's URL: measure replication lag with a watched probe key (mode "rate"). */
+  readonly probeUrl?: string;
+}
+
+/** Replica apply lag seen by the writer, ms (see the file header). */
+export interface ProbeLag {
+  /** Probe writes answered by the primary within the window. */
+  readonly probes: number;
+  /** Of those, how many the replica's Watch never reported. */
+  readonly missing: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
 }
 
 export interface WriterResult {
@@ -51,7 +87,14 @@ export interface WriterResult {
   readonly firstError: string | undefined;
   /** This process's CPU over the window / its length (1 = one core). */
   readonly cpu: number;
+  /** With `probeUrl`. */
+  readonly lag?: ProbeLag;
 }
+
+/** The key every probe write sets (kept out of keyName's range). */
+const PROBE_KEY = "bench:lag-probe";
+/** In Set mode, one call in this many is a probe (SetMany: every call). */
+const PROBE_EVERY = 10;
 
 export type WriterMessage =
   | { readonly type: "ready" }
@@ -97,10 +140,11 @@ async function run(config: WriterConfig): Promise<WriterResult> {
   let errors = 0;
   let firstError: string | undefined;
   let latencies: number[] = [];
-  const timed = async (call: () => Promise<unknown>, entries: number) => {
+  const timed = async <R>(call: () => Promise<R>, entries: number, onAnswer?: (answer: R, at: number) => void) => {
     const t0 = performance.now();
+    let answer: R;
     try {
-      await call();
+      answer = await call();
     } catch (err) {
       if (measuring) {
         errors++;
@@ -109,9 +153,11 @@ async function run(config: WriterConfig): Promise<WriterResult> {
       return;
     }
     if (measuring) {
-      latencies.push(performance.now() - t0);
+      const at = performance.now();
+      latencies.push(at - t0);
       writes += entries;
       calls++;
+      onAnswer?.(answer, at);
     }
   };
 
@@ -151,19 +197,56 @@ async function run(config: WriterConfig): Promise<WriterResult> {
   // Requests built up front, so the writer spends its CPU on the RPCs.
   const setRequests: SetRequest[] = [];
   for (let i = 0; i < Math.min(config.keys, 65_536); i++) setRequests.push(create(SetRequestSchema, { key: keyName(Math.floor(random() * config.keys)), value }));
+  const probing = config.probeUrl !== undefined && config.mode === "rate";
+  // The probe's entry (the last of every SetMany, or every PROBE_EVERY-th Set).
+  const probeRequest = create(SetRequestSchema, { key: PROBE_KEY, value });
+  if (probing && config.batch === 1) for (let i = 0; i < setRequests.length; i += PROBE_EVERY) setRequests[i] = probeRequest;
   const manyRequests: SetManyRequest[] = [];
   if (config.batch > 1) {
     for (let i = 0; i < 1024; i++) {
       const entries: SetRequest[] = [];
-      for (let k = 0; k < config.batch; k++) entries.push(setRequests[Math.floor(random() * setRequests.length)]);
+      for (let k = 0; k < config.batch; k++) entries.push(probing && k === config.batch - 1 ? probeRequest : setRequests[Math.floor(random() * setRequests.length)]);
       manyRequests.push(create(SetManyRequestSchema, { entries }));
     }
   }
+
+  // Probe revision -> when the primary's answer arrived / when the replica's Watch reported it.
+  const answeredAt = new Map<number, number>();
+  const appliedAt = new Map<number, number>();
+  const probeAbort = new AbortController();
+  let probeManager: Http2SessionManager | undefined;
+  let probeStream: Promise<void> | undefined;
+  // Kept, not thrown, so that a failed Watch is reported at the end instead of as an unhandled rejection.
+  let probeError: unknown;
+  if (probing) {
+    probeManager = new Http2SessionManager(config.probeUrl!);
+    const replica = createClient(CacheService, createGrpcTransport({ baseUrl: config.probeUrl!, sessionManager: probeManager }));
+    const stream = replica.watch({ target: { case: "key", value: PROBE_KEY } }, { signal: probeAbort.signal, timeoutMs: 0 })[Symbol.asyncIterator]();
+    // Writes start only once the Watch is established, or early probes would be missing.
+    const first = await stream.next();
+    if (first.done || first.value.kind.case !== "created") throw new Error("the probe Watch on the replica did not start with created");
+    probeStream = (async () => {
+      try {
+        for (let next = await stream.next(); !next.done; next = await stream.next()) {
+          const at = performance.now();
+          const k = next.value.kind;
+          if (k.case === "events") for (const e of k.value.events) appliedAt.set(Number(e.revision), at);
+          else if (k.case === "resync") throw new Error(`the probe Watch on the replica was resynced (${k.value.reason})`);
+        }
+      } catch (err) {
+        if (!probeAbort.signal.aborted) probeError = err;
+      }
+    })();
+  }
+  const onSetMany = probing ? (r: SetManyResponse, at: number) => answeredAt.set(Number(r.results[r.results.length - 1].revision), at) : undefined;
+  const onSet = probing ? (r: SetResponse, at: number, probe: boolean) => (probe ? answeredAt.set(Number(r.revision), at) : undefined) : undefined;
+
   let pick = 0;
-  const oneCall = (client: Client<typeof CacheService>) =>
-    config.batch > 1
-      ? timed(() => client.setMany(manyRequests[pick++ % manyRequests.length]), config.batch)
-      : timed(() => client.set(setRequests[pick++ % setRequests.length]), 1);
+  const oneCall = (client: Client<typeof CacheService>) => {
+    if (config.batch > 1) return timed(() => client.setMany(manyRequests[pick++ % manyRequests.length]), config.batch, onSetMany);
+    const req = setRequests[pick++ % setRequests.length];
+    return timed(() => client.set(req), 1, onSet === undefined ? undefined : (r: SetResponse, at: number) => onSet(r, at, req === probeRequest));
+  };
 
   let cpuStart = process.cpuUsage();
   let measureStart = 0;
@@ -199,10 +282,11 @@ async function run(config: WriterConfig): Promise<WriterResult> {
     const t0 = performance.now();
     let issued = 0;
     let rr = 0;
+    // `issued` and `due` count keys: a SetMany of `batch` keys is due once that many are.
     const tick = setInterval(() => {
       const due = Math.floor(((performance.now() - t0) / 1000) * config.rate);
-      while (issued < due && inFlight.size < cap && !stopping) {
-        issued++;
+      while (issued + config.batch <= due && inFlight.size < cap && !stopping) {
+        issued += config.batch;
         const p: Promise<void> = oneCall(clients[rr++ % clients.length]).then(() => {
           inFlight.delete(p);
         });
@@ -219,9 +303,32 @@ async function run(config: WriterConfig): Promise<WriterResult> {
   const result = { writes, calls, errors, firstError };
   await Promise.all(inFlight);
   for (const m of managers) m.abort();
+  let lag: ProbeLag | undefined;
+  if (probing) {
+    const seen = () => [...answeredAt.keys()].every((r) => appliedAt.has(r));
+    for (const deadline = performance.now() + 2000; !seen() && performance.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
+    probeAbort.abort();
+    await probeStream;
+    probeManager?.abort();
+    if (probeError !== undefined) throw probeError;
+    const lags: number[] = [];
+    for (const [revision, answered] of answeredAt) {
+      const applied = appliedAt.get(revision);
+      if (applied !== undefined) lags.push(Math.max(0, applied - answered));
+    }
+    const sortedLags = Float64Array.from(lags).sort();
+    lag = {
+      probes: answeredAt.size,
+      missing: answeredAt.size - lags.length,
+      p50Ms: quantile(sortedLags, 50),
+      p99Ms: quantile(sortedLags, 99),
+      maxMs: sortedLags.length === 0 ? NaN : sortedLags[sortedLags.length - 1],
+    };
+  }
   const sorted = Float64Array.from(latencies).sort();
   return {
     ...result,
+    lag,
     elapsedMs,
     writesPerSec: (result.writes / elapsedMs) * 1000,
     p50Ms: quantile(sorted, 50),

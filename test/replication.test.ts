@@ -291,8 +291,11 @@ describe("replication", { concurrency: 2 }, () => {
         await p.client.delete("s2c/victim");
         await p.client.delete("s2c/k/0");
         await p.client.set("s2c/k/1", "new1");
+        // 2 MB: more than the replica's 1 MiB HTTP/2 window, so however much its
+        // socket buffers hold, the paused replica cannot have received it all
+        // before the primary drops the link.
         for (let b = 0; b < 10; b++) {
-          await p.client.rpc.setMany({ entries: Array.from({ length: 50 }, (_, i) => ({ key: `s2c/bulk/${b}/${i}`, value: enc.encode(`b${b}.${i}`) })) });
+          await p.client.rpc.setMany({ entries: Array.from({ length: 50 }, (_, i) => ({ key: `s2c/bulk/${b}/${i}`, value: enc.encode(`b${b}.${i}`.padEnd(4096, ".")) })) });
         }
         const pi = await p.client.info();
         assert.ok(pi.oldestRevision > 30n, `the backlog moved on (oldest ${pi.oldestRevision})`);

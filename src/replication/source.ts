@@ -84,6 +84,15 @@ export interface ReplicaStatus {
  *    acknowledges applied revisions, which measure its lag and satisfy
  *    `min_replicas` waits. A replica that falls more than the buffer behind
  *    is dropped; it reconnects and resyncs.
+ *
+ * Latency: a write's changes reach the queue during the write and wake the
+ * stream, so their batch is sent in the same turn of the event loop as the
+ * write's answer (no timer, no flush interval; a batch takes what queued
+ * while the previous one was being written). The replica asks for no
+ * compression (at 20,000 writes/s gzip took 11% of the primary's CPU and 18%
+ * of the replica's, with thread-pool hops per batch) and grants 1 MiB HTTP/2
+ * windows, so a replica briefly off its CPU is sent everything at once when
+ * it runs again (ReplicaFollower, follower.ts).
  */
 export class ReplicationSource {
   private readonly links = new Set<ReplicaLink>();
