@@ -4,7 +4,7 @@ import type { WatchHub } from "../watch/hub.js";
 import { ReplicaFollower, type FollowerOptions } from "./follower.js";
 import type { NodeRole } from "./node-role.js";
 import { ReplicationSource } from "./source.js";
-import { withActivity } from "../telemetry/spans.js";
+import { inSpan, withActivity } from "../telemetry/spans.js";
 
 export interface ReplicationOptions {
   /** Start as a replica of this primary (host:port). */
@@ -56,7 +56,7 @@ export class Replication {
     return withActivity("ripplecache.replication.promote", { "ripplecache.replication.previous_id": previousId }, async (span) => {
       const r = await this.promoteNow();
       span.setAttributes({ "ripplecache.replication.id": r.replicationId, "ripplecache.replication.revision": r.revision });
-      this.options.log?.("promoted", { replicationId: r.replicationId, revision: r.revision });
+      inSpan(span, () => this.options.log?.("promoted", { replicationId: r.replicationId, revision: r.revision }));
       return r;
     });
   }

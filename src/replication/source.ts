@@ -13,6 +13,7 @@ import { ChangeQueue } from "../watch/change-queue.js";
 import { releaseOnAbort } from "../watch/watch-stream.js";
 import type { WatchHub } from "../watch/hub.js";
 import type { NodeRole } from "./node-role.js";
+import type { Context } from "@opentelemetry/api";
 import { startActivity, type Activity } from "../telemetry/spans.js";
 
 type SyncResponseInit = MessageInitShape<typeof SyncResponseSchema>;
@@ -163,7 +164,8 @@ export class ReplicationSource {
     return acked();
   }
 
-  async *sync(requests: AsyncIterable<SyncRequest>, signal: AbortSignal, peer: string): AsyncGenerator<SyncResponseInit> {
+  /** One replica's Sync stream; `trace` is the call's trace context, the parent of its full-resync span. */
+  async *sync(requests: AsyncIterable<SyncRequest>, signal: AbortSignal, peer: string, trace?: Context): AsyncGenerator<SyncResponseInit> {
     if (this.role.isReplica) {
       throw new ConnectError(`this node is a replica of ${this.role.primaryAddress}: replicate from the primary`, Code.FailedPrecondition);
     }
@@ -221,7 +223,7 @@ export class ReplicationSource {
           "ripplecache.replication.role": "primary",
           "ripplecache.replica.address": address,
           "ripplecache.replication.revision": registeredAt,
-        });
+        }, false, trace);
         let sentEntries = 0;
         let sentBytes = 0;
         yield { kind: { case: "full", value: { replicationId: id, revision: BigInt(registeredAt) } } };

@@ -19,6 +19,7 @@ import { NodeRole } from "../replication/node-role.js";
 import { RevisionWaiter } from "../replication/revision-waiter.js";
 import { logLine } from "../log.js";
 import { startTelemetry } from "../telemetry/telemetry.js";
+import { TRACE_CONTEXT } from "../telemetry/rpc.js";
 import { startAdminHttp } from "./admin-http.js";
 import { listen } from "./listener.js";
 import { createFastPath } from "./fast-path/index.js";
@@ -122,7 +123,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const adminImpl = adminServiceImpl(store, replication, () => ownAddress);
   const routes = (router: ConnectRouter) => {
     router.service(CacheService, cacheImpl);
-    router.service(ReplicationService, { sync: (requests, ctx) => replication.source.sync(requests, ctx.signal, "") });
+    router.service(ReplicationService, { sync: (requests, ctx) => replication.source.sync(requests, ctx.signal, "", ctx.values.get(TRACE_CONTEXT)) });
     router.service(AdminService, adminImpl);
     registerHealth(router, health);
     registerReflection(router);

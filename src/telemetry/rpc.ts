@@ -3,7 +3,6 @@ import {
   Code,
   ConnectError,
   createContextKey,
-  createContextValues,
   type ContextValues,
   type Interceptor,
   type StreamRequest,
@@ -28,6 +27,7 @@ import {
   type Tracer,
 } from "@opentelemetry/api";
 import { debugEnabled, logLine } from "../log.js";
+import { CallValues } from "../context-values.js";
 import type { CallDurations, DurationSeries } from "./call-durations.js";
 import type { DescMethod } from "@bufbuild/protobuf";
 
@@ -39,9 +39,11 @@ import type { DescMethod } from "@bufbuild/protobuf";
  *   and the status code attribute of the protocol;
  * - with a tracer (tracing configured): a SERVER span per call that continues
  *   the caller's W3C traceparent, with the attributes of the OpenTelemetry RPC
- *   semantic conventions, made the active span while the handler runs (so log
- *   lines and child spans carry its ids). A stream gets one span for its
- *   whole life, with the count of messages each way and the reason it ended.
+ *   semantic conventions. It is the active span while the handler runs
+ *   synchronously (sync-context.ts: no AsyncLocalStorage), and its context
+ *   travels in the call's context values (TRACE_CONTEXT) to spans started
+ *   after an await. A stream gets one span for its whole life, with the count
+ *   of messages each way and the reason it ended.
  */
 export interface RpcTelemetryOptions {
   readonly callDuration: CallDurations;
@@ -77,9 +79,16 @@ export interface CallNetwork {
 
 const CALL_NETWORK = createContextKey<CallNetwork | undefined>(undefined, { description: "the connection of the call" });
 
+/**
+ * The call's trace context (its server span), for spans the handler starts
+ * after an await: the active context lasts only for the synchronous part of a
+ * call (sync-context.ts). Unset when tracing is off.
+ */
+export const TRACE_CONTEXT = createContextKey<Context | undefined>(undefined, { description: "the trace context of the call" });
+
 /** Context values carrying a call's connection, where the tracing interceptor reads it. Installed only when tracing is on. */
 export function networkContextValues(network: CallNetwork): ContextValues {
-  return createContextValues().set(CALL_NETWORK, network);
+  return new CallValues().set(CALL_NETWORK, network);
 }
 
 /** For connectNodeAdapter's `contextValues`: the connection of a Node request. */
@@ -87,28 +96,36 @@ export function nodeRequestContextValues(req: NodeServerRequest): ContextValues 
   return networkContextValues(callNetwork(req.httpVersion, (req.headers[":authority"] as string | undefined) ?? req.headers.host, req.socket));
 }
 
+type NetworkSocket = { readonly localAddress?: string; readonly localPort?: number; readonly remoteAddress?: string; readonly remotePort?: number };
+
 /** A call's connection, its addresses read when a sampled span asks (each read is a system call). */
-export function callNetwork(
-  httpVersion: string,
-  authority: string | undefined,
-  socket: { readonly localAddress?: string; readonly localPort?: number; readonly remoteAddress?: string; readonly remotePort?: number } | undefined,
-): CallNetwork {
-  return {
-    httpVersion,
-    authority,
-    get localAddress() {
-      return socket?.localAddress;
-    },
-    get localPort() {
-      return socket?.localPort;
-    },
-    get remoteAddress() {
-      return socket?.remoteAddress;
-    },
-    get remotePort() {
-      return socket?.remotePort;
-    },
-  };
+export function callNetwork(httpVersion: string, authority: string | undefined, socket: NetworkSocket | undefined): CallNetwork {
+  return new LazyCallNetwork(httpVersion, authority, socket);
+}
+
+/** A class, not an object literal with getters: that made a dictionary-mode object per traced call (2% of a Get). */
+class LazyCallNetwork implements CallNetwork {
+  constructor(
+    readonly httpVersion: string,
+    readonly authority: string | undefined,
+    private readonly socket: NetworkSocket | undefined,
+  ) {}
+
+  get localAddress(): string | undefined {
+    return this.socket?.localAddress;
+  }
+
+  get localPort(): number | undefined {
+    return this.socket?.localPort;
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.socket?.remoteAddress;
+  }
+
+  get remotePort(): number | undefined {
+    return this.socket?.remotePort;
+  }
 }
 
 const headerGetter: TextMapGetter<Headers> = {
@@ -235,6 +252,7 @@ export function rpcTelemetry(options: RpcTelemetryOptions): Interceptor {
       // Unsampled calls skip the attributes (a non-recording span would drop them anyway).
       if (span.isRecording()) span.setAttributes(spanAttributes(req, system, service, method));
       ctx = trace.setSpan(parent, span);
+      req.contextValues.set(TRACE_CONTEXT, ctx);
     }
     const call = new Call(options, system, req.method, service, method, span, streaming);
     if (req.stream) req = { ...req, message: counted(req.message, () => call.received++) };

@@ -1,4 +1,4 @@
-import { SpanStatusCode, trace, type Attributes, type Span } from "@opentelemetry/api";
+import { context, SpanStatusCode, trace, type Attributes, type Context, type Span } from "@opentelemetry/api";
 import { VERSION } from "../version.js";
 
 /**
@@ -18,12 +18,14 @@ export interface Activity {
 }
 
 /**
- * Starts an internal span: a child of the active span, or a new trace with
- * `root` (for work that outlives the call that started it, such as a
- * replica's link to its primary).
+ * Starts an internal span: a child of `parent` (a call's trace context, from
+ * its context values: the active context does not last across awaits, see
+ * sync-context.ts) or of the active span, or a new trace with `root` (for
+ * work that outlives the call that started it, such as a replica's link to
+ * its primary).
  */
-export function startActivity(name: string, attributes: Attributes, root = false): Activity {
-  const span: Span = tracer.startSpan(name, { attributes, root });
+export function startActivity(name: string, attributes: Attributes, root = false, parent?: Context): Activity {
+  const span: Span = tracer.startSpan(name, { attributes, root }, parent ?? context.active());
   let ended = false;
   return {
     end(more) {
@@ -41,6 +43,11 @@ export function startActivity(name: string, attributes: Attributes, root = false
       span.end();
     },
   };
+}
+
+/** Runs `fn` with `span` active, for what reads the active span (log lines' trace ids) after an await. */
+export function inSpan<T>(span: Span, fn: () => T): T {
+  return context.with(trace.setSpan(context.active(), span), fn);
 }
 
 /** Runs `fn` inside an internal span that ends with it (error status if it throws). */

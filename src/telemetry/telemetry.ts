@@ -6,6 +6,7 @@ import { startMetrics, type MetricSources } from "./metrics.js";
 import { otelSignals } from "./otel-env.js";
 import { networkContextValues, nodeRequestContextValues, rpcTelemetry, type CallNetwork } from "./rpc.js";
 import { tracer } from "./spans.js";
+import { SyncContextManager } from "./sync-context.js";
 
 export interface Telemetry {
   /** True when traces are exported (the SDK is started). */
@@ -50,6 +51,8 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
       // Metrics are ours (above); logs are JSON lines on stdout; no auto-instrumentation
       // (instrumentation-http would not see HTTP/2 and would trace /metrics scrapes).
       metricReaders: [],
+      // No AsyncLocalStorage (and so no promise hooks on every promise): see sync-context.ts.
+      contextManager: new SyncContextManager(),
       logRecordProcessors: [],
       instrumentations: [],
     });

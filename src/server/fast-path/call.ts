@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import type * as http2 from "node:http2";
 import type { DescMethod, DescService, Message } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ContextKey, type ContextValues, type HandlerContext, type Interceptor, type ServiceImplSpec, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
+import { Code, ConnectError, type ContextValues, type HandlerContext, type Interceptor, type ServiceImplSpec, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import {
   compressionNegotiate,
   createAsyncIterable,
@@ -18,6 +18,7 @@ import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { callNetwork, type CallNetwork } from "../../telemetry/rpc.js";
 import { incompleteMessage } from "../client-faults.js";
 import { CallHeaders } from "./call-headers.js";
+import { CallValues } from "../../context-values.js";
 
 /** What the fast path needs of the server: the same implementations and interceptors connect-node runs. */
 export interface FastPathOptions {
@@ -104,28 +105,6 @@ export class CallSignal {
 
 function deadlineExceeded(): ConnectError {
   return new ConnectError("the operation timed out", Code.DeadlineExceeded);
-}
-
-/**
- * Context values as connect's createContextValues makes them, with the
- * methods on a prototype rather than three closures per call (a Watch keeps
- * its values for its whole life).
- */
-class CallValues implements ContextValues {
-  get<T>(key: ContextKey<T>): T {
-    const self = this as unknown as Record<symbol, unknown>;
-    return key.id in self ? (self[key.id] as T) : key.defaultValue;
-  }
-
-  set<T>(key: ContextKey<T>, value: T): this {
-    (this as unknown as Record<symbol, unknown>)[key.id] = value;
-    return this;
-  }
-
-  delete(key: ContextKey<unknown>): this {
-    delete (this as unknown as Record<symbol, unknown>)[key.id];
-    return this;
-  }
 }
 
 /** The handler context travels to the innermost function through the request's context values. */
