@@ -186,14 +186,17 @@ export abstract class FastCall {
     });
     stream.on("error", () => {});
     const limit = this.protocol === "connect" ? this.options.readMaxBytes : this.options.readMaxBytes + 5;
-    stream.on("data", (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       if (this.received > limit) return;
       this.received += chunk.length;
       this.chunks.push(chunk);
       // Over the limit: stop keeping bytes and answer now (the listener discards the rest).
       if (this.received > limit) void this.run();
-    });
+    };
+    stream.on("data", onData);
     stream.once("end", () => {
+      // Nothing more comes; a Watch would otherwise keep the listener for its life.
+      stream.off("data", onData);
       if (this.received <= limit) void this.run();
     });
   }
@@ -284,7 +287,7 @@ export abstract class FastCall {
       protocol === "grpc"
         ? grpc.parseTimeout(header(headers, "grpc-timeout"), MAX_TIMEOUT_MS)
         : connect.parseTimeout(header(headers, "connect-timeout-ms"), MAX_TIMEOUT_MS);
-    let timeoutMs: () => number | undefined = () => undefined;
+    let timeoutMs = NO_DEADLINE;
     if (timeout.timeoutMs !== undefined) {
       const at = Date.now() + timeout.timeoutMs;
       timeoutMs = () => at - Date.now();
@@ -318,6 +321,7 @@ export abstract class FastCall {
 }
 
 const RELEASED_HEADERS: IncomingHttpHeaders = Object.freeze({});
+const NO_DEADLINE = (): number | undefined => undefined;
 
 /** The request encoding header and the accept-encoding header of each protocol. */
 const ENCODING_HEADERS: Record<Protocol, readonly [string, string]> = {

@@ -81,6 +81,24 @@ class NormalizedMessages implements AsyncIterable<Message>, AsyncIterator<Messag
   }
 }
 
+/**
+ * The request's messages, read when the implementation asks, with the
+ * request's error (compression, deadline) raised then. A class: a generator
+ * method in an object literal made a generator function, with its own
+ * prototype and hidden classes, per call; a Watch kept them for its life.
+ */
+class RequestMessages implements AsyncIterable<Message> {
+  constructor(
+    private readonly read: () => Promise<Message[]>,
+    private readonly error: ConnectError | undefined,
+  ) {}
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Message> {
+    if (this.error !== undefined) throw this.error;
+    yield* await this.read();
+  }
+}
+
 /** Encoded messages by identity: messages handed to a stream are never changed afterwards. */
 const plainFrames = new WeakMap<Message, Buffer>();
 
@@ -118,14 +136,7 @@ export class ServerStreamCall extends FastCall {
     const compression = this.compression();
     if (compression.response !== null) context.responseHeader.set(grpcCall ? "grpc-encoding" : "connect-content-encoding", compression.response.name);
     // As in connect, request errors (compression, timeout, decoding) surface when the implementation reads its message, inside the interceptors.
-    const self = this;
-    const input: AsyncIterable<Message> = {
-      async *[Symbol.asyncIterator]() {
-        if (compression.error) throw compression.error;
-        if (timeoutError !== undefined) throw timeoutError;
-        yield* await self.messages();
-      },
-    };
+    const input = new RequestMessages(() => this.messages(), compression.error ?? timeoutError);
     let error: ConnectError | undefined;
     let headersSent = false;
     const sendHeaders = () => {
