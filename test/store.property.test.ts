@@ -63,6 +63,7 @@ type InnerOp =
       readonly cond: CondSpec;
     }
   | { readonly op: "get"; readonly key: string }
+  | { readonly op: "getMany"; readonly keys: readonly string[] }
   | { readonly op: "delete"; readonly key: string; readonly ifRevision?: RevisionPick }
   | { readonly op: "incr"; readonly key: string; readonly delta: bigint; readonly ttl: number }
   | { readonly op: "touch"; readonly key: string; readonly ttl: number }
@@ -127,6 +128,7 @@ function arbitraries(maxValueLength: number, keys: readonly string[] = KEYS) {
       }),
     },
     { weight: 4, arbitrary: fc.record({ op: fc.constant("get" as const), key }) },
+    { weight: 2, arbitrary: fc.record({ op: fc.constant("getMany" as const), keys: fc.array(key, { maxLength: 5 }) }) },
     {
       weight: 2,
       arbitrary: fc.record(
@@ -495,6 +497,13 @@ class Harness {
         const got = store.get(op.key);
         actual = got === undefined ? undefined : viewRecord(got);
         expected = model.get(op.key);
+        break;
+      }
+      case "getMany": {
+        const got = store.getMany(op.keys);
+        actual = got.map((g) => (g === undefined ? undefined : viewRecord(g)));
+        for (const g of got) g?.value.fill(0xee); // copies: the store must not see this
+        expected = op.keys.map((k) => model.get(k));
         break;
       }
       case "delete": {

@@ -64,7 +64,8 @@ export function cacheServiceImpl(options: CacheServiceOptions): ServiceImpl<type
     async getMany(req, ctx) {
       checkBatch(req.keys.length, "GetMany");
       await applied(req.minRevision, ctx);
-      return { entries: req.keys.map((key) => toEntry(key, store.get(key))) };
+      const found = store.getMany(req.keys);
+      return { entries: req.keys.map((key, i) => toEntry(key, found[i])) };
     },
     async set(req, ctx) {
       const r = store.set(req.key, req.value, setOptions(req));

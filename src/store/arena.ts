@@ -157,6 +157,13 @@ export class Arena {
     return this.slabs[id]!.bytes.slice(offset, offset + length);
   }
 
+  /** Copies a chunk's bytes into `target` at `at` (a batch of values sharing one buffer). */
+  readInto(location: number, length: number, target: Uint8Array, at: number): void {
+    const id = Math.floor(location / SLAB_BYTES);
+    const offset = location - id * SLAB_BYTES;
+    target.set(this.slabs[id]!.bytes.subarray(offset, offset + length), at);
+  }
+
   free(location: number): void {
     const id = Math.floor(location / SLAB_BYTES);
     const slab = this.slabs[id]!;

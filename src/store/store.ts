@@ -233,6 +233,56 @@ export class CacheStore {
     return this.view(slot, now, true);
   }
 
+  /**
+   * `get` of each key, in order, with the same effects (hits, misses,
+   * recency, expiry). The values found share one new buffer: one allocation
+   * for the batch instead of one per value, which was a sixth of a
+   * GetMany(100)'s server time. Like `get`'s, the values are copies.
+   */
+  getMany(keys: readonly string[]): (EntryView | undefined)[] {
+    const now = this.clock.now();
+    const slots: number[] = new Array<number>(keys.length);
+    let bytes = 0;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      this.checkKey(key);
+      const slot = this.index.get(key);
+      if (slot !== undefined) this.use(slot);
+      if (slot === undefined || this.expireIfDue(slot, now)) {
+        this.misses++;
+        slots[i] = NONE;
+        continue;
+      }
+      this.hits++;
+      slots[i] = slot;
+      const ref = this.values[slot]!;
+      if (ref !== 0 && ref !== LARGE) bytes += ref % LENGTH_RADIX;
+    }
+    const batch = new Uint8Array(bytes);
+    let at = 0;
+    const out: (EntryView | undefined)[] = new Array<EntryView | undefined>(keys.length);
+    for (let i = 0; i < keys.length; i++) {
+      const slot = slots[i]!;
+      if (slot === NONE) {
+        out[i] = undefined;
+        continue;
+      }
+      const ref = this.values[slot]!;
+      let value: Uint8Array;
+      if (ref === 0) value = new Uint8Array(0);
+      else if (ref === LARGE) value = this.large.get(slot)!;
+      else {
+        const length = ref % LENGTH_RADIX;
+        this.arena.readInto(Math.floor(ref / LENGTH_RADIX), length, batch, at);
+        value = batch.subarray(at, at + length);
+        at += length;
+      }
+      const expiresAt = this.expiries[slot]!;
+      out[i] = { key: this.keys[slot]!, value, revision: this.revisions[slot]!, ttlMs: expiresAt === 0 ? 0 : Math.max(1, expiresAt - now), flags: this.flagsAt(slot) };
+    }
+    return out;
+  }
+
   /** Throws the error `set` would throw for these arguments, changing nothing. */
   validateSet(key: string, value: Uint8Array, ttlMs = 0): void {
     this.checkKey(key);
