@@ -11,6 +11,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { CacheClient, type ClientOptions } from "../src/client/client.js";
+import { ResumingWatch, type WatchUpdate } from "../src/client/resuming-watch.js";
 import {
   EventType,
   ResyncReason,
@@ -568,7 +569,8 @@ describe("Watch across histories", () => {
       const c2 = connect(second.addr);
       const reused = await c2.set("h/new", "other data");
       assert.ok(reused.revision < revs[5]);
-      const resumed = new Watch(c2, { target: { case: "prefix", value: "h/" }, startRevision: BigInt(reused.revision), startHistory: history });
+      // Resuming after the last revision seen, which this history has not reached yet.
+      const resumed = new Watch(c2, { target: { case: "prefix", value: "h/" }, startRevision: BigInt(revs[5] + 1), startHistory: history });
       assert.equal(await resumed.created(), reused.revision);
       const rr = await resumed.next();
       assert.equal(rr.kind.case, "resync", "a resume into another history is told so, not replayed or left waiting");
@@ -577,11 +579,66 @@ describe("Watch across histories", () => {
       const newHistory = rr.kind.value.history;
       assert.match(newHistory, /^[0-9a-f]{40}$/);
       assert.notEqual(newHistory, history);
+      // Every change after the resync is owed, though its revision is below start_revision.
       const next = await c2.set("h/after", "x");
+      assert.ok(next.revision <= revs[5]);
       assert.deepEqual(summary(await resumed.until(next.revision)), [[`PUT h/after @${next.revision}`]]);
       resumed.cancel();
     } finally {
       for (const c of clients) c.close();
+      await first.stop("SIGKILL");
+      if (second !== undefined) assert.equal(await second.stop(), 0);
+    }
+  });
+});
+
+describe("ResumingWatch (the client's watch that reconnects)", () => {
+  test("resumes across a server restart: the events before, RESYNC (HISTORY), the events after, none twice", async () => {
+    const first = await startServer();
+    let second: ServerProcess | undefined;
+    const port = first.port;
+    const client = new CacheClient({ addr: first.addr, protocol: "grpc" });
+    const stop = new AbortController();
+    const updates: string[] = [];
+    const watch = new ResumingWatch(client, { prefix: "rw/", withValues: true, initialBackoffMs: 50, maxBackoffMs: 200, signal: stop.signal });
+    const consumed = (async () => {
+      for await (const u of watch as AsyncIterable<WatchUpdate>) {
+        if (u.kind === "events") for (const e of u.events) updates.push(`${EventType[e.type]} ${e.key}=${dec(e.value)} @${e.revision}`);
+        else updates.push(`resync ${ResyncReason[u.reason]} @${u.revision}`);
+      }
+    })();
+    const writers: CacheClient[] = [];
+    const write = async (addr: string, key: string, value: string) => {
+      const w = new CacheClient({ addr });
+      writers.push(w);
+      return (await w.set(key, value)).revision;
+    };
+    try {
+      // Created comes first: wait until the watch is live before writing.
+      await eventually(async () => watch.position().history !== "", 5000, "the watch to be created");
+      const a = await write(first.addr, "rw/a", "1");
+      const b = await write(first.addr, "rw/b", "2");
+      await eventually(async () => updates.length >= 2, 5000, "the two events");
+      assert.deepEqual(updates, [`PUT rw/a=1 @${a}`, `PUT rw/b=2 @${b}`]);
+      const oldHistory = watch.position().history;
+
+      assert.equal(await first.stop("SIGKILL"), null);
+      second = await startServer(["--port", String(port)]);
+      await eventually(async () => updates.length >= 3, 10_000, "a resync after the restart");
+      assert.deepEqual(updates.slice(2), ["resync HISTORY @0"], "the restarted server's data is another history");
+      const c = await write(second.addr, "rw/c", "3");
+      await eventually(async () => updates.length >= 4, 5000, "the event after the restart");
+      assert.deepEqual(updates.slice(3), [`PUT rw/c=3 @${c}`]);
+      assert.ok(watch.reconnects >= 1);
+      const position = watch.position();
+      assert.equal(position.revision, c);
+      assert.notEqual(position.history, oldHistory);
+      assert.equal(position.history, (await client.info()).replicationId);
+    } finally {
+      stop.abort();
+      await consumed;
+      for (const w of writers) w.close();
+      client.close();
       await first.stop("SIGKILL");
       if (second !== undefined) assert.equal(await second.stop(), 0);
     }

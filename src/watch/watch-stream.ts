@@ -51,8 +51,10 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
   const scope = new WatchScope(hub, target.case === "key", target.case === "key" ? target.value : (target.value ?? ""), req.withValues);
   const log = hub.log;
 
+  // Revisions of another history: nothing to replay or wait for, every change from now on is owed.
+  const otherHistory = start > 0 && req.startHistory !== "" && !hub.history.continues(req.startHistory, start - 1);
   const release = hub.admit("watch");
-  const queue = new ChangeQueue(hub.limits.streamBufferBytes, start);
+  const queue = new ChangeQueue(hub.limits.streamBufferBytes, otherHistory ? 0 : start);
   hub.addSubscriber(queue);
   if (target.case === "key") hub.addKey(target.value, queue);
   else hub.addPrefix(target.value ?? "", queue);
@@ -67,7 +69,7 @@ export async function* watchStream(hub: WatchHub, req: WatchRequest, signal: Abo
     const registeredAt = log.latestRevision;
     yield { kind: { case: "created", value: { revision: BigInt(registeredAt), history: hub.history.current } } };
 
-    if (start > 0 && req.startHistory !== "" && !hub.history.continues(req.startHistory, start - 1)) {
+    if (otherHistory) {
       // Replaying, or waiting for, revisions of another history would hand
       // the watcher different changes under numbers it has already seen.
       hub.counters.resync("watch", "HISTORY");
