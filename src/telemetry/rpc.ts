@@ -1,4 +1,5 @@
 import { performance } from "node:perf_hooks";
+import type { DescMethod } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -29,7 +30,6 @@ import {
 import { debugEnabled, logLine } from "../log.js";
 import { CallValues } from "../context-values.js";
 import type { CallDurations, DurationSeries } from "./call-durations.js";
-import type { DescMethod } from "@bufbuild/protobuf";
 
 /**
  * Telemetry of every RPC, as a Connect interceptor (first in the list, so it

@@ -54,7 +54,7 @@ class NormalizedMessages implements AsyncIterable<Message>, AsyncIterator<Messag
   ) {}
 
   [Symbol.asyncIterator](): AsyncIterator<Message> {
-    this.it ??= this.output[Symbol.asyncIterator]();
+    this.inner();
     return this;
   }
 
