@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type { CacheClient } from "../src/client/client.js";
 import { ResyncReason, Role, type WatchResponse } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { ReplicationService, SyncRequestSchema, type SyncResponse } from "../src/gen/ripplecache/v1/replication_pb.js";
@@ -113,6 +113,28 @@ async function firstSyncMessage(node: Node, token: string | undefined): Promise<
   } finally {
     abort.abort();
     sessions.abort();
+  }
+}
+
+/**
+ * A Sync stream through `transport` as a replica with no history: reads the
+ * snapshot to its end, then calls `write` and returns the first ChangeBatch.
+ */
+async function firstChangeBatch(transport: Parameters<typeof createClient>[1], write: () => Promise<unknown>): Promise<SyncResponse> {
+  const client = createClient(ReplicationService, transport);
+  const abort = new AbortController();
+  async function* requests() {
+    yield { kind: { case: "hello" as const, value: { replicationId: "", appliedRevision: 0n, address: "codec-test" } } };
+    await new Promise((resolve) => abort.signal.addEventListener("abort", resolve, { once: true }));
+  }
+  try {
+    for await (const res of client.sync(requests(), { signal: abort.signal, timeoutMs: 10_000 })) {
+      if (res.kind.case === "done") await write();
+      if (res.kind.case === "changes") return res;
+    }
+    throw new Error("Sync ended without changes");
+  } finally {
+    abort.abort();
   }
 }
 
@@ -637,6 +659,33 @@ describe("replication", { concurrency: 2 }, () => {
       await waitFor("the primary to drop the vanished replica", async () => (await p.client.info()).replicas.every((r) => r.address !== "stalled:1"), 5000);
     } finally {
       for (const s of sessions) s.destroy();
+      await c.stopAll();
+    }
+  });
+
+  test("Sync's changes read the same through gRPC and Connect JSON (the primary encodes binary batches by hand)", { timeout: SCENARIO_TIMEOUT_MS }, async () => {
+    const c = new Cluster();
+    try {
+      const p = await c.start("primary", HEARTBEAT);
+      const grpc = createGrpcTransport({ baseUrl: p.url, sessionManager: new Http2SessionManager(p.url) });
+      const json = createConnectTransport({ baseUrl: p.url, httpVersion: "2", useBinaryFormat: false });
+      const seen: unknown[] = [];
+      for (const [name, transport] of [["grpc", grpc], ["connect+json", json]] as const) {
+        const key = `s8/${name}`;
+        const batch = await firstChangeBatch(transport, () => p.client.rpc.set({ key, value: enc.encode("v-é"), flags: 7, ttlMs: 60_000n }));
+        assert.equal(batch.kind.case, "changes", name);
+        const [change] = batch.kind.value.changes;
+        assert.equal(change.key, key, name);
+        assert.equal(text(change.value), "v-é", name);
+        assert.equal(change.flags, 7, name);
+        assert.equal(change.type, 1, `${name}: CHANGE_TYPE_PUT`);
+        assert.ok(change.expiresAtMs > BigInt(Date.now()), `${name}: expiry ${change.expiresAtMs}`);
+        const info = await p.client.info();
+        assert.equal(change.revision, info.revision, name);
+        seen.push(name);
+      }
+      assert.deepEqual(seen, ["grpc", "connect+json"]);
+    } finally {
       await c.stopAll();
     }
   });

@@ -4,16 +4,12 @@ import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { baseUrl, sendBearerToken } from "../client/client.js";
 import { PushQueue } from "../client/push-queue.js";
-import {
-  ChangeType as WireChangeType,
-  ReplicationService,
-  type ReplicatedChange,
-  type SyncRequestSchema,
-} from "../gen/ripplecache/v1/replication_pb.js";
-import type { Change, ChangeType } from "../store/change.js";
+import type { GenService } from "@bufbuild/protobuf/codegenv2";
+import { ReplicationService, SyncResponseEncodedSchema, type SyncRequestSchema } from "../gen/ripplecache/v1/replication_pb.js";
 import type { CacheStore } from "../store/store.js";
 import type { NodeRole } from "./node-role.js";
 import { startActivity, type Activity } from "../telemetry/spans.js";
+import { decodeChangeBatch, WireError } from "./change-batch-wire.js";
 
 type SyncRequestInit = MessageInitShape<typeof SyncRequestSchema>;
 
@@ -32,16 +28,21 @@ export interface FollowerOptions {
   readonly tls?: SecureClientSessionOptions;
 }
 
-const CHANGE_TYPES: Record<WireChangeType, ChangeType | undefined> = {
-  [WireChangeType.UNSPECIFIED]: undefined,
-  [WireChangeType.PUT]: "put",
-  [WireChangeType.DELETE]: "delete",
-  [WireChangeType.EXPIRE]: "expire",
-  [WireChangeType.EVICT]: "evict",
-  [WireChangeType.FLUSH]: "flush",
-};
-
 class ProtocolError extends Error {}
+
+/**
+ * ReplicationService as a replica calls it: Sync's answers read as
+ * SyncResponseEncoded, the same bytes with each ChangeBatch left encoded, for
+ * decodeChangeBatch (change-batch-wire.ts) to turn into the store's changes
+ * without a message object per change. Only the output's type differs; the
+ * path and the request are Sync's.
+ */
+const syncAsReplica = { ...ReplicationService.method.sync, output: SyncResponseEncodedSchema };
+const ReplicaSyncService = {
+  ...ReplicationService,
+  methods: [syncAsReplica],
+  method: { sync: syncAsReplica },
+} as unknown as GenService<{ sync: { methodKind: "bidi_streaming"; input: typeof SyncRequestSchema; output: typeof SyncResponseEncodedSchema } }>;
 
 /**
  * The HTTP/2 flow-control window the replica grants the primary, for the Sync
@@ -108,7 +109,7 @@ export class ReplicaFollower {
     // primary's CPU and 18% of the replica's, and zlib runs each message through
     // the thread pool and back, a hop per batch on the lag path. Replication
     // runs inside a cluster's network, where bytes are cheaper than latency.
-    this.client = createClient(ReplicationService, createGrpcTransport({ baseUrl: url, sessionManager: this.sessions, interceptors, acceptCompression: [] }));
+    this.client = createClient(ReplicaSyncService, createGrpcTransport({ baseUrl: url, sessionManager: this.sessions, interceptors, acceptCompression: [] }));
   }
 
   start(): void {
@@ -216,7 +217,10 @@ export class ReplicaFollower {
             break;
           case "changes":
             if (role.loadingSnapshot) throw new ProtocolError("changes before the snapshot was done");
-            for (const c of k.value.changes) store.applyChange(toChange(c, store.currentRevision));
+            for (const c of decodeChangeBatch(k.value)) {
+              if (c.revision !== store.currentRevision + 1) throw new ProtocolError(`change ${c.revision} does not follow applied revision ${store.currentRevision}`);
+              store.applyChange(c);
+            }
             ack(store.currentRevision);
             break;
           case "heartbeat":
@@ -225,7 +229,7 @@ export class ReplicaFollower {
       }
     } catch (err) {
       fullResync?.fail(err);
-      if (err instanceof ProtocolError) {
+      if (err instanceof ProtocolError || err instanceof WireError) {
         role.replicationId = "";
         this.options.log?.("replication protocol error", { error: err.message });
       } else if (!this.stopped) {
@@ -239,12 +243,4 @@ export class ReplicaFollower {
     }
     return reachedStreaming;
   }
-}
-
-function toChange(c: ReplicatedChange, applied: number): Change {
-  const type = CHANGE_TYPES[c.type];
-  const revision = Number(c.revision);
-  if (type === undefined) throw new ProtocolError(`unknown change type ${c.type}`);
-  if (revision !== applied + 1) throw new ProtocolError(`change ${revision} does not follow applied revision ${applied}`);
-  return { type, revision, key: c.key, value: type === "put" ? c.value : undefined, flags: c.flags, expiresAt: Number(c.expiresAtMs) };
 }

@@ -123,7 +123,9 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const adminImpl = adminServiceImpl(store, replication, () => ownAddress);
   const routes = (router: ConnectRouter) => {
     router.service(CacheService, cacheImpl);
-    router.service(ReplicationService, { sync: (requests, ctx) => replication.source.sync(requests, ctx.signal, "", ctx.values.get(TRACE_CONTEXT)) });
+    router.service(ReplicationService, {
+      sync: (requests, ctx) => replication.source.sync(requests, ctx.signal, "", !/json/i.test(ctx.requestHeader.get("content-type") ?? ""), ctx.values.get(TRACE_CONTEXT)),
+    });
     router.service(AdminService, adminImpl);
     registerHealth(router, health);
     registerReflection(router);

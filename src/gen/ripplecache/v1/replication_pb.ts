@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ripplecache/v1/replication.proto.
  */
 export const file_ripplecache_v1_replication: GenFile = /*@__PURE__*/
-  fileDesc("CiByaXBwbGVjYWNoZS92MS9yZXBsaWNhdGlvbi5wcm90bxIOcmlwcGxlY2FjaGUudjEiaQoLU3luY1JlcXVlc3QSKgoFaGVsbG8YASABKAsyGS5yaXBwbGVjYWNoZS52MS5TeW5jSGVsbG9IABImCgNhY2sYAiABKAsyFy5yaXBwbGVjYWNoZS52MS5TeW5jQWNrSABCBgoEa2luZCJOCglTeW5jSGVsbG8SFgoOcmVwbGljYXRpb25faWQYASABKAkSGAoQYXBwbGllZF9yZXZpc2lvbhgCIAEoAxIPCgdhZGRyZXNzGAMgASgJIiMKB1N5bmNBY2sSGAoQYXBwbGllZF9yZXZpc2lvbhgBIAEoAyKyAgoMU3luY1Jlc3BvbnNlEjAKB3BhcnRpYWwYASABKAsyHS5yaXBwbGVjYWNoZS52MS5QYXJ0aWFsUmVzeW5jSAASKgoEZnVsbBgCIAEoCzIaLnJpcHBsZWNhY2hlLnYxLkZ1bGxSZXN5bmNIABIuCgVjaHVuaxgDIAEoCzIdLnJpcHBsZWNhY2hlLnYxLlNuYXBzaG90Q2h1bmtIABIsCgRkb25lGAQgASgLMhwucmlwcGxlY2FjaGUudjEuU25hcHNob3REb25lSAASLgoHY2hhbmdlcxgFIAEoCzIbLnJpcHBsZWNhY2hlLnYxLkNoYW5nZUJhdGNoSAASLgoJaGVhcnRiZWF0GAYgASgLMhkucmlwcGxlY2FjaGUudjEuSGVhcnRiZWF0SABCBgoEa2luZCI+Cg1QYXJ0aWFsUmVzeW5jEhYKDnJlcGxpY2F0aW9uX2lkGAEgASgJEhUKDWZyb21fcmV2aXNpb24YAiABKAMiNgoKRnVsbFJlc3luYxIWCg5yZXBsaWNhdGlvbl9pZBgBIAEoCRIQCghyZXZpc2lvbhgCIAEoAyI/Cg1TbmFwc2hvdENodW5rEi4KB2VudHJpZXMYASADKAsyHS5yaXBwbGVjYWNoZS52MS5TbmFwc2hvdEVudHJ5ImMKDVNuYXBzaG90RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgMEhAKCHJldmlzaW9uGAMgASgDEhUKDWV4cGlyZXNfYXRfbXMYBCABKAMSDQoFZmxhZ3MYBSABKA0iIAoMU25hcHNob3REb25lEhAKCHJldmlzaW9uGAEgASgDIpABChBSZXBsaWNhdGVkQ2hhbmdlEigKBHR5cGUYASABKA4yGi5yaXBwbGVjYWNoZS52MS5DaGFuZ2VUeXBlEhAKCHJldmlzaW9uGAIgASgDEgsKA2tleRgDIAEoCRINCgV2YWx1ZRgEIAEoDBINCgVmbGFncxgFIAEoDRIVCg1leHBpcmVzX2F0X21zGAYgASgDIkAKC0NoYW5nZUJhdGNoEjEKB2NoYW5nZXMYASADKAsyIC5yaXBwbGVjYWNoZS52MS5SZXBsaWNhdGVkQ2hhbmdlIi4KCUhlYXJ0YmVhdBIQCghyZXZpc2lvbhgBIAEoAxIPCgd0aW1lX21zGAIgASgDIhAKDlByb21vdGVSZXF1ZXN0IjsKD1Byb21vdGVSZXNwb25zZRIWCg5yZXBsaWNhdGlvbl9pZBgBIAEoCRIQCghyZXZpc2lvbhgCIAEoAyIrChBSZXBsaWNhT2ZSZXF1ZXN0EhcKD3ByaW1hcnlfYWRkcmVzcxgBIAEoCSITChFSZXBsaWNhT2ZSZXNwb25zZSIPCg1EaWdlc3RSZXF1ZXN0IkAKDkRpZ2VzdFJlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgDEg4KBmRpZ2VzdBgCIAEoCRIMCgRrZXlzGAMgASgDKpwBCgpDaGFuZ2VUeXBlEhsKF0NIQU5HRV9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPQ0hBTkdFX1RZUEVfUFVUEAESFgoSQ0hBTkdFX1RZUEVfREVMRVRFEAISFgoSQ0hBTkdFX1RZUEVfRVhQSVJFEAMSFQoRQ0hBTkdFX1RZUEVfRVZJQ1QQBBIVChFDSEFOR0VfVFlQRV9GTFVTSBAFMlsKElJlcGxpY2F0aW9uU2VydmljZRJFCgRTeW5jEhsucmlwcGxlY2FjaGUudjEuU3luY1JlcXVlc3QaHC5yaXBwbGVjYWNoZS52MS5TeW5jUmVzcG9uc2UoATABMvoBCgxBZG1pblNlcnZpY2USSgoHUHJvbW90ZRIeLnJpcHBsZWNhY2hlLnYxLlByb21vdGVSZXF1ZXN0Gh8ucmlwcGxlY2FjaGUudjEuUHJvbW90ZVJlc3BvbnNlElAKCVJlcGxpY2FPZhIgLnJpcHBsZWNhY2hlLnYxLlJlcGxpY2FPZlJlcXVlc3QaIS5yaXBwbGVjYWNoZS52MS5SZXBsaWNhT2ZSZXNwb25zZRJMCgZEaWdlc3QSHS5yaXBwbGVjYWNoZS52MS5EaWdlc3RSZXF1ZXN0Gh4ucmlwcGxlY2FjaGUudjEuRGlnZXN0UmVzcG9uc2UiA5ACAWIGcHJvdG8z");
+  fileDesc("CiByaXBwbGVjYWNoZS92MS9yZXBsaWNhdGlvbi5wcm90bxIOcmlwcGxlY2FjaGUudjEiaQoLU3luY1JlcXVlc3QSKgoFaGVsbG8YASABKAsyGS5yaXBwbGVjYWNoZS52MS5TeW5jSGVsbG9IABImCgNhY2sYAiABKAsyFy5yaXBwbGVjYWNoZS52MS5TeW5jQWNrSABCBgoEa2luZCJOCglTeW5jSGVsbG8SFgoOcmVwbGljYXRpb25faWQYASABKAkSGAoQYXBwbGllZF9yZXZpc2lvbhgCIAEoAxIPCgdhZGRyZXNzGAMgASgJIiMKB1N5bmNBY2sSGAoQYXBwbGllZF9yZXZpc2lvbhgBIAEoAyKyAgoMU3luY1Jlc3BvbnNlEjAKB3BhcnRpYWwYASABKAsyHS5yaXBwbGVjYWNoZS52MS5QYXJ0aWFsUmVzeW5jSAASKgoEZnVsbBgCIAEoCzIaLnJpcHBsZWNhY2hlLnYxLkZ1bGxSZXN5bmNIABIuCgVjaHVuaxgDIAEoCzIdLnJpcHBsZWNhY2hlLnYxLlNuYXBzaG90Q2h1bmtIABIsCgRkb25lGAQgASgLMhwucmlwcGxlY2FjaGUudjEuU25hcHNob3REb25lSAASLgoHY2hhbmdlcxgFIAEoCzIbLnJpcHBsZWNhY2hlLnYxLkNoYW5nZUJhdGNoSAASLgoJaGVhcnRiZWF0GAYgASgLMhkucmlwcGxlY2FjaGUudjEuSGVhcnRiZWF0SABCBgoEa2luZCI+Cg1QYXJ0aWFsUmVzeW5jEhYKDnJlcGxpY2F0aW9uX2lkGAEgASgJEhUKDWZyb21fcmV2aXNpb24YAiABKAMiNgoKRnVsbFJlc3luYxIWCg5yZXBsaWNhdGlvbl9pZBgBIAEoCRIQCghyZXZpc2lvbhgCIAEoAyI/Cg1TbmFwc2hvdENodW5rEi4KB2VudHJpZXMYASADKAsyHS5yaXBwbGVjYWNoZS52MS5TbmFwc2hvdEVudHJ5ImMKDVNuYXBzaG90RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgMEhAKCHJldmlzaW9uGAMgASgDEhUKDWV4cGlyZXNfYXRfbXMYBCABKAMSDQoFZmxhZ3MYBSABKA0iIAoMU25hcHNob3REb25lEhAKCHJldmlzaW9uGAEgASgDIpABChBSZXBsaWNhdGVkQ2hhbmdlEigKBHR5cGUYASABKA4yGi5yaXBwbGVjYWNoZS52MS5DaGFuZ2VUeXBlEhAKCHJldmlzaW9uGAIgASgDEgsKA2tleRgDIAEoCRINCgV2YWx1ZRgEIAEoDBINCgVmbGFncxgFIAEoDRIVCg1leHBpcmVzX2F0X21zGAYgASgDIkAKC0NoYW5nZUJhdGNoEjEKB2NoYW5nZXMYASADKAsyIC5yaXBwbGVjYWNoZS52MS5SZXBsaWNhdGVkQ2hhbmdlIpwCChNTeW5jUmVzcG9uc2VFbmNvZGVkEjAKB3BhcnRpYWwYASABKAsyHS5yaXBwbGVjYWNoZS52MS5QYXJ0aWFsUmVzeW5jSAASKgoEZnVsbBgCIAEoCzIaLnJpcHBsZWNhY2hlLnYxLkZ1bGxSZXN5bmNIABIuCgVjaHVuaxgDIAEoCzIdLnJpcHBsZWNhY2hlLnYxLlNuYXBzaG90Q2h1bmtIABIsCgRkb25lGAQgASgLMhwucmlwcGxlY2FjaGUudjEuU25hcHNob3REb25lSAASEQoHY2hhbmdlcxgFIAEoDEgAEi4KCWhlYXJ0YmVhdBgGIAEoCzIZLnJpcHBsZWNhY2hlLnYxLkhlYXJ0YmVhdEgAQgYKBGtpbmQiLgoJSGVhcnRiZWF0EhAKCHJldmlzaW9uGAEgASgDEg8KB3RpbWVfbXMYAiABKAMiEAoOUHJvbW90ZVJlcXVlc3QiOwoPUHJvbW90ZVJlc3BvbnNlEhYKDnJlcGxpY2F0aW9uX2lkGAEgASgJEhAKCHJldmlzaW9uGAIgASgDIisKEFJlcGxpY2FPZlJlcXVlc3QSFwoPcHJpbWFyeV9hZGRyZXNzGAEgASgJIhMKEVJlcGxpY2FPZlJlc3BvbnNlIg8KDURpZ2VzdFJlcXVlc3QiQAoORGlnZXN0UmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMSDgoGZGlnZXN0GAIgASgJEgwKBGtleXMYAyABKAMqnAEKCkNoYW5nZVR5cGUSGwoXQ0hBTkdFX1RZUEVfVU5TUEVDSUZJRUQQABITCg9DSEFOR0VfVFlQRV9QVVQQARIWChJDSEFOR0VfVFlQRV9ERUxFVEUQAhIWChJDSEFOR0VfVFlQRV9FWFBJUkUQAxIVChFDSEFOR0VfVFlQRV9FVklDVBAEEhUKEUNIQU5HRV9UWVBFX0ZMVVNIEAUyWwoSUmVwbGljYXRpb25TZXJ2aWNlEkUKBFN5bmMSGy5yaXBwbGVjYWNoZS52MS5TeW5jUmVxdWVzdBocLnJpcHBsZWNhY2hlLnYxLlN5bmNSZXNwb25zZSgBMAEy+gEKDEFkbWluU2VydmljZRJKCgdQcm9tb3RlEh4ucmlwcGxlY2FjaGUudjEuUHJvbW90ZVJlcXVlc3QaHy5yaXBwbGVjYWNoZS52MS5Qcm9tb3RlUmVzcG9uc2USUAoJUmVwbGljYU9mEiAucmlwcGxlY2FjaGUudjEuUmVwbGljYU9mUmVxdWVzdBohLnJpcHBsZWNhY2hlLnYxLlJlcGxpY2FPZlJlc3BvbnNlEkwKBkRpZ2VzdBIdLnJpcHBsZWNhY2hlLnYxLkRpZ2VzdFJlcXVlc3QaHi5yaXBwbGVjYWNoZS52MS5EaWdlc3RSZXNwb25zZSIDkAIBYgZwcm90bzM");
 
 /**
  * SyncRequest is one message from a replica.
@@ -365,6 +365,66 @@ export const ChangeBatchSchema: GenMessage<ChangeBatch> = /*@__PURE__*/
   messageDesc(file_ripplecache_v1_replication, 10);
 
 /**
+ * SyncResponseEncoded is how a replica reads SyncResponse: the same message
+ * with ChangeBatch left as its encoded bytes (a message field read as bytes
+ * is wire-compatible), so the replica decodes changes straight into its own
+ * form instead of through a message object per change. No RPC returns it.
+ *
+ * @generated from message ripplecache.v1.SyncResponseEncoded
+ */
+export type SyncResponseEncoded = Message<"ripplecache.v1.SyncResponseEncoded"> & {
+  /**
+   * @generated from oneof ripplecache.v1.SyncResponseEncoded.kind
+   */
+  kind: {
+    /**
+     * @generated from field: ripplecache.v1.PartialResync partial = 1;
+     */
+    value: PartialResync;
+    case: "partial";
+  } | {
+    /**
+     * @generated from field: ripplecache.v1.FullResync full = 2;
+     */
+    value: FullResync;
+    case: "full";
+  } | {
+    /**
+     * @generated from field: ripplecache.v1.SnapshotChunk chunk = 3;
+     */
+    value: SnapshotChunk;
+    case: "chunk";
+  } | {
+    /**
+     * @generated from field: ripplecache.v1.SnapshotDone done = 4;
+     */
+    value: SnapshotDone;
+    case: "done";
+  } | {
+    /**
+     * An encoded ChangeBatch.
+     *
+     * @generated from field: bytes changes = 5;
+     */
+    value: Uint8Array;
+    case: "changes";
+  } | {
+    /**
+     * @generated from field: ripplecache.v1.Heartbeat heartbeat = 6;
+     */
+    value: Heartbeat;
+    case: "heartbeat";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message ripplecache.v1.SyncResponseEncoded.
+ * Use `create(SyncResponseEncodedSchema)` to create a new message.
+ */
+export const SyncResponseEncodedSchema: GenMessage<SyncResponseEncoded> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_replication, 11);
+
+/**
  * Heartbeat carries the primary's revision and clock.
  *
  * @generated from message ripplecache.v1.Heartbeat
@@ -386,7 +446,7 @@ export type Heartbeat = Message<"ripplecache.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_replication, 11);
+  messageDesc(file_ripplecache_v1_replication, 12);
 
 /**
  * PromoteRequest has no fields.
@@ -401,7 +461,7 @@ export type PromoteRequest = Message<"ripplecache.v1.PromoteRequest"> & {
  * Use `create(PromoteRequestSchema)` to create a new message.
  */
 export const PromoteRequestSchema: GenMessage<PromoteRequest> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_replication, 12);
+  messageDesc(file_ripplecache_v1_replication, 13);
 
 /**
  * PromoteResponse names the new history.
@@ -425,7 +485,7 @@ export type PromoteResponse = Message<"ripplecache.v1.PromoteResponse"> & {
  * Use `create(PromoteResponseSchema)` to create a new message.
  */
 export const PromoteResponseSchema: GenMessage<PromoteResponse> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_replication, 13);
+  messageDesc(file_ripplecache_v1_replication, 14);
 
 /**
  * ReplicaOfRequest points a node at a primary.
@@ -446,7 +506,7 @@ export type ReplicaOfRequest = Message<"ripplecache.v1.ReplicaOfRequest"> & {
  * Use `create(ReplicaOfRequestSchema)` to create a new message.
  */
 export const ReplicaOfRequestSchema: GenMessage<ReplicaOfRequest> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_replication, 14);
+  messageDesc(file_ripplecache_v1_replication, 15);
 
 /**
  * ReplicaOfResponse has no fields.
@@ -461,7 +521,7 @@ export type ReplicaOfResponse = Message<"ripplecache.v1.ReplicaOfResponse"> & {
  * Use `create(ReplicaOfResponseSchema)` to create a new message.
  */
 export const ReplicaOfResponseSchema: GenMessage<ReplicaOfResponse> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_replication, 15);
+  messageDesc(file_ripplecache_v1_replication, 16);
 
 /**
  * DigestRequest has no fields.
@@ -476,7 +536,7 @@ export type DigestRequest = Message<"ripplecache.v1.DigestRequest"> & {
  * Use `create(DigestRequestSchema)` to create a new message.
  */
 export const DigestRequestSchema: GenMessage<DigestRequest> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_replication, 16);
+  messageDesc(file_ripplecache_v1_replication, 17);
 
 /**
  * DigestResponse is a checksum of every entry (key, value, flags, expiry,
@@ -507,7 +567,7 @@ export type DigestResponse = Message<"ripplecache.v1.DigestResponse"> & {
  * Use `create(DigestResponseSchema)` to create a new message.
  */
 export const DigestResponseSchema: GenMessage<DigestResponse> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_replication, 17);
+  messageDesc(file_ripplecache_v1_replication, 18);
 
 /**
  * ChangeType is the kind of a replicated change.
