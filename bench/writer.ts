@@ -2,10 +2,10 @@
  * Write load for the replication sections of `npm run bench` (bench/replication.ts
  * starts it as a child process on its own core). gRPC over `node:http2`
  * directly, `connections` sessions, requests encoded once up front: like
- * h2load, the writer spends its CPU on HTTP/2 and not on protobuf-es encoding,
+ * h2load, the writer spends its CPU on HTTP/2 and not on protobuf-es,
  * because it shares its core with the replica whose lag is measured (with a
- * connect-node client, encoding SetMany(100) at 20,000 keys/s took 60% of that
- * core). Answers are decoded with protobuf-es (one small message per call).
+ * connect-node client, SetMany(100) at 20,000 keys/s took 60% of that core).
+ * Of an answer it reads only the revision it needs (`answerRevision`).
  *
  * Modes:
  * - "max": closed loop, `concurrency` calls in flight per connection, Set
@@ -31,24 +31,23 @@
  * own scheduling delays on the shared core, so it is an upper bound on the
  * replica's apply lag. An event that comes before the answer counts as 0.
  * Probes with no event within 2 s after the window are counted as missing.
+ * With LAG_DUMP=FILE in its environment the writer also writes every probe
+ * (ms into the window, lag ms; the first line the window's start as epoch ms),
+ * to line lag spikes up with other processes' logs (e.g. --trace-gc).
  *
  * Messages on the IPC channel: "ready" (connections open), "measure-start",
  * "measure-end", then "result" or "error".
  */
 import { performance } from "node:perf_hooks";
 import * as http2 from "node:http2";
-import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   CacheService,
   SetManyRequestSchema,
-  SetManyResponseSchema,
   SetRequestSchema,
-  SetResponseSchema,
-  type SetManyResponse,
   type SetRequest,
-  type SetResponse,
 } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { keyName } from "./common.js";
 
@@ -128,8 +127,8 @@ function frame(bytes: Uint8Array): Buffer {
   return out;
 }
 
-/** One unary gRPC call with an encoded request frame; resolves with the answer, rejects on a non-OK status. */
-function unary<O extends DescMessage>(session: http2.ClientHttp2Session, path: string, requestFrame: Buffer, output: O): Promise<MessageShape<O>> {
+/** One unary gRPC call with an encoded request frame; resolves with the answer's message bytes, rejects on a non-OK status. */
+function unary(session: http2.ClientHttp2Session, path: string, requestFrame: Buffer): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
     const chunks: Buffer[] = [];
@@ -144,11 +143,50 @@ function unary<O extends DescMessage>(session: http2.ClientHttp2Session, path: s
         reject(new Error("the answer is not one uncompressed gRPC frame"));
         return;
       }
-      resolve(fromBinary(output, body.subarray(5, 5 + body.readUInt32BE(1))));
+      resolve(body.subarray(5, 5 + body.readUInt32BE(1)));
     });
     req.on("error", reject);
     req.end(requestFrame);
   });
+}
+
+/** Reads a varint at `p`: [value, next position]. */
+function varint(b: Buffer, p: number): [number, number] {
+  let v = 0;
+  for (let scale = 1; ; scale *= 0x80) {
+    const byte = b[p++];
+    v += (byte & 0x7f) * scale;
+    if (byte < 0x80) return [v, p];
+  }
+}
+
+/**
+ * SetResponse.revision (field 2) of an encoded SetResponse, or with `many` of
+ * the last SetManyResponse.results (field 1); 0 when absent. Our server's
+ * answers only, so no checks beyond what a wrong answer would show.
+ */
+function answerRevision(b: Buffer, many: boolean): number {
+  let p = 0;
+  let end = b.length;
+  if (many) {
+    let last: [number, number] = [0, 0];
+    while (p < b.length) {
+      const [tag, q] = varint(b, p);
+      const [len, r] = tag & 7 ? varint(b, q) : [0, q];
+      if (tag === 0x0a) last = [r, r + len];
+      p = tag & 7 ? r + len : varint(b, q)[1];
+    }
+    [p, end] = last;
+  }
+  let revision = 0;
+  while (p < end) {
+    const [tag, q] = varint(b, p);
+    if ((tag & 7) !== 0) return revision;
+    const [v, r] = varint(b, q);
+    if (tag === 0x10) revision = v;
+    p = r;
+  }
+  return revision;
 }
 
 const SET = "/ripplecache.v1.CacheService/Set";
@@ -222,7 +260,7 @@ async function run(config: WriterConfig): Promise<WriterResult> {
         const from = next;
         next += config.batch;
         const req = requests(from);
-        await timed(() => unary(session, SET_MANY, req.frame, SetManyResponseSchema), req.entries);
+        await timed(() => unary(session, SET_MANY, req.frame), req.entries);
         if (errors > 0) return;
       }
     };
@@ -282,14 +320,14 @@ async function run(config: WriterConfig): Promise<WriterResult> {
       }
     })();
   }
-  const onSetMany = probing ? (r: SetManyResponse, at: number) => answeredAt.set(Number(r.results[r.results.length - 1].revision), at) : undefined;
-  const onSet = probing ? (r: SetResponse, at: number, probe: boolean) => (probe ? answeredAt.set(Number(r.revision), at) : undefined) : undefined;
+  const onSetMany = probing ? (answer: Buffer, at: number) => answeredAt.set(answerRevision(answer, true), at) : undefined;
+  const onSet = probing ? (answer: Buffer, at: number, probe: boolean) => (probe ? answeredAt.set(answerRevision(answer, false), at) : undefined) : undefined;
 
   let pick = 0;
   const oneCall = (session: http2.ClientHttp2Session) => {
-    if (config.batch > 1) return timed(() => unary(session, SET_MANY, manyRequests[pick++ % manyRequests.length], SetManyResponseSchema), config.batch, onSetMany);
+    if (config.batch > 1) return timed(() => unary(session, SET_MANY, manyRequests[pick++ % manyRequests.length]), config.batch, onSetMany);
     const req = setRequests[pick++ % setRequests.length];
-    return timed(() => unary(session, SET, req.frame, SetResponseSchema), 1, onSet === undefined ? undefined : (r: SetResponse, at: number) => onSet(r, at, req.probe));
+    return timed(() => unary(session, SET, req.frame), 1, onSet === undefined ? undefined : (answer: Buffer, at: number) => onSet(answer, at, req.probe));
   };
 
   let cpuStart = process.cpuUsage();
@@ -359,6 +397,10 @@ async function run(config: WriterConfig): Promise<WriterResult> {
     for (const [revision, answered] of answeredAt) {
       const applied = appliedAt.get(revision);
       if (applied !== undefined) lags.push(Math.max(0, applied - answered));
+    }
+    if (process.env.LAG_DUMP) {
+      const rows = [...answeredAt].map(([revision, answered]) => `${(answered - measureStart).toFixed(1)} ${((appliedAt.get(revision) ?? NaN) - answered).toFixed(2)}`);
+      (await import("node:fs")).writeFileSync(process.env.LAG_DUMP, [`# measure start epoch ms ${(performance.timeOrigin + measureStart).toFixed(1)}`, ...rows].join("\n"));
     }
     const sortedLags = Float64Array.from(lags).sort();
     lag = {
