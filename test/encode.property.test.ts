@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { EntrySchema, GetManyResponseSchema, GetResponseSchema } from "../src/gen/ripplecache/v1/cache_pb.js";
-import { encodeGetManyResponse, encodeGetResponse } from "../src/server/fast-path/encode.js";
+import { EntrySchema, GetManyResponseSchema, GetResponseSchema, SetManyResponseSchema, SetResponseSchema } from "../src/gen/ripplecache/v1/cache_pb.js";
+import { encodeGetManyResponse, encodeGetResponse, encodeSetManyResponse, encodeSetResponse } from "../src/server/fast-path/encode.js";
 
 const int64 = fc.oneof(fc.constant(0n), fc.bigInt({ min: 0n, max: 2n ** 53n }), fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }));
 const uint32 = fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 0xffffffff }));
@@ -28,6 +28,20 @@ test("GetManyResponse: the fast encoder writes toBinary's bytes", () => {
     fc.property(fc.array(entry, { maxLength: 30 }), (entries) => {
       const m = create(GetManyResponseSchema, { entries: entries.map((e) => create(EntrySchema, e)) });
       assert.deepEqual(Buffer.from(encodeGetManyResponse(m)!), Buffer.from(toBinary(GetManyResponseSchema, m)));
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+const setFields = { applied: fc.boolean(), revision: int64, replicasAcked: uint32 };
+
+test("SetResponse and SetManyResponse: the fast encoders write toBinary's bytes", () => {
+  fc.assert(
+    fc.property(fc.record(setFields), fc.array(fc.record(setFields), { maxLength: 30 }), (one, many) => {
+      const m = create(SetResponseSchema, one);
+      assert.deepEqual(Buffer.from(encodeSetResponse(m)!), Buffer.from(toBinary(SetResponseSchema, m)));
+      const mm = create(SetManyResponseSchema, { results: many });
+      assert.deepEqual(Buffer.from(encodeSetManyResponse(mm)!), Buffer.from(toBinary(SetManyResponseSchema, mm)));
     }),
     { numRuns: 1000 },
   );

@@ -2,17 +2,22 @@ import type { DescMessage, Message } from "@bufbuild/protobuf";
 import {
   GetManyResponseSchema,
   GetResponseSchema,
+  SetManyResponseSchema,
+  SetResponseSchema,
   type Entry,
   type GetManyResponse,
   type GetResponse,
+  type SetManyResponse,
+  type SetResponse,
 } from "../../gen/ripplecache/v1/cache_pb.js";
 
 /**
- * Hand-written protobuf encoders for the answers that carry the most fields:
- * GetResponse and GetManyResponse. @bufbuild/protobuf's reflective toBinary
- * spent ~15 µs per Entry (a GetMany of 100 keys took 1.5 ms, most of it in
- * its writer's fork/join of length-delimited fields); these compute the size,
- * then write once into one buffer.
+ * Hand-written protobuf encoders for the answers of the hot methods:
+ * GetResponse, GetManyResponse, SetResponse and SetManyResponse.
+ * @bufbuild/protobuf's reflective toBinary spent ~15 µs per Entry (a GetMany
+ * of 100 keys took 1.5 ms, most of it in its writer's fork/join of
+ * length-delimited fields), and SetManyResponse was 7% of a primary's CPU at
+ * 20,000 writes/s; these compute the size, then write once into one buffer.
  *
  * They write exactly the bytes toBinary writes: fields in field-number order,
  * proto3 defaults omitted, varints as protobuf-es writes them (negative int64
@@ -23,6 +28,8 @@ import {
 export function fastEncoder(schema: DescMessage): ((message: Message) => Uint8Array | undefined) | undefined {
   if (schema.typeName === GetResponseSchema.typeName) return (m) => encodeGetResponse(m as GetResponse);
   if (schema.typeName === GetManyResponseSchema.typeName) return (m) => encodeGetManyResponse(m as GetManyResponse);
+  if (schema.typeName === SetResponseSchema.typeName) return (m) => encodeSetResponse(m as SetResponse);
+  if (schema.typeName === SetManyResponseSchema.typeName) return (m) => encodeSetManyResponse(m as SetManyResponse);
   return undefined;
 }
 
@@ -61,6 +68,52 @@ export function encodeGetManyResponse(m: GetManyResponse): Uint8Array | undefine
     p = writeEntry(out, p, m.entries[i]);
   }
   return p === size ? out : undefined;
+}
+
+export function encodeSetResponse(m: SetResponse): Uint8Array | undefined {
+  if (hasUnknown(m)) return undefined;
+  const size = setResponseSize(m);
+  const out = Buffer.allocUnsafe(size);
+  return writeSetResponse(out, 0, m) === size ? out : undefined;
+}
+
+export function encodeSetManyResponse(m: SetManyResponse): Uint8Array | undefined {
+  if (hasUnknown(m)) return undefined;
+  let size = 0;
+  for (const r of m.results) {
+    if (hasUnknown(r)) return undefined;
+    const s = setResponseSize(r);
+    size += 1 + varintSize(s) + s;
+  }
+  const out = Buffer.allocUnsafe(size);
+  let p = 0;
+  for (const r of m.results) {
+    out[p++] = tag(1, LEN);
+    p = writeVarint(out, p, setResponseSize(r));
+    p = writeSetResponse(out, p, r);
+  }
+  return p === size ? out : undefined;
+}
+
+function setResponseSize(m: SetResponse): number {
+  let n = 0;
+  if (m.applied) n += 2;
+  if (m.revision !== 0n) n += 1 + int64Size(m.revision);
+  if (m.replicasAcked !== 0) n += 1 + varintSize(m.replicasAcked);
+  return n;
+}
+
+function writeSetResponse(out: Buffer, p: number, m: SetResponse): number {
+  if (m.applied) {
+    out[p++] = tag(1, VARINT);
+    out[p++] = 1;
+  }
+  if (m.revision !== 0n) p = writeInt64(out, p, 2, m.revision);
+  if (m.replicasAcked !== 0) {
+    out[p++] = tag(3, VARINT);
+    p = writeVarint(out, p, m.replicasAcked);
+  }
+  return p;
 }
 
 /** The fields GetResponse and Entry share, numbered from `first` (GetResponse 1-5, Entry 2-6 after its key). */
