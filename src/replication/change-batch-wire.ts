@@ -1,4 +1,7 @@
+import { LEN, ProtobufReader, VARINT, WireError } from "../protobuf-reader.js";
 import type { Change, ChangeType } from "../store/change.js";
+
+export { WireError };
 
 /**
  * ChangeBatch (replication.proto) encoded and decoded by hand, straight from
@@ -19,17 +22,9 @@ import type { Change, ChangeType } from "../store/change.js";
  * both with protobuf-es on random batches.
  */
 
-const VARINT = 0;
-const BIT64 = 1;
-const LEN = 2;
-const BIT32 = 5;
-
 /** ChangeType (proto enum) by Change.type; index = the wire value. */
 const WIRE_TYPES: Readonly<Record<ChangeType, number>> = { put: 1, delete: 2, expire: 3, evict: 4, flush: 5 };
 const TYPES: readonly (ChangeType | undefined)[] = [undefined, "put", "delete", "expire", "evict", "flush"];
-
-/** A Sync stream that breaks the protocol: the replica drops it and resyncs. */
-export class WireError extends Error {}
 
 // --- encoding -------------------------------------------------------------------
 
@@ -123,11 +118,12 @@ const EMPTY = new Uint8Array(0);
 
 /**
  * The changes of an encoded ChangeBatch. Values are views of `bytes`. Throws
- * WireError for bytes that are not a ChangeBatch, an unknown change type, or a
- * revision or expiry beyond 2^53 (this node's revisions are JS numbers).
+ * WireError (protobuf-reader.ts) for bytes that are not a ChangeBatch, an
+ * unknown change type, or a revision or expiry beyond 2^53 (this node's
+ * revisions are JS numbers).
  */
 export function decodeChangeBatch(bytes: Uint8Array): Change[] {
-  const r = new Reader(bytes);
+  const r = new ProtobufReader(bytes);
   const out: Change[] = [];
   while (r.pos < r.end) {
     const t = r.varint32();
@@ -139,7 +135,7 @@ export function decodeChangeBatch(bytes: Uint8Array): Change[] {
   return out;
 }
 
-function decodeChange(r: Reader, end: number): Change {
+function decodeChange(r: ProtobufReader, end: number): Change {
   let type = 0;
   let revision = 0;
   let key = "";
@@ -156,10 +152,10 @@ function decodeChange(r: Reader, end: number): Change {
         revision = r.int53();
         break;
       case (3 << 3) | LEN:
-        key = r.string(r.varint32());
+        key = r.string();
         break;
       case (4 << 3) | LEN:
-        value = r.bytes(r.varint32());
+        value = r.bytes();
         break;
       case (5 << 3) | VARINT:
         flags = r.uint32();
@@ -175,112 +171,4 @@ function decodeChange(r: Reader, end: number): Change {
   const changeType = TYPES[type];
   if (changeType === undefined) throw new WireError(`unknown change type ${type}`);
   return changeType === "put" ? { type: changeType, revision, key, value, flags, expiresAt } : { type: changeType, revision, key, flags, expiresAt };
-}
-
-const utf8 = new TextDecoder("utf-8", { fatal: true });
-
-/** A cursor over protobuf bytes; every read is bounds-checked against the enclosing message's end. */
-class Reader {
-  pos = 0;
-  end: number;
-
-  constructor(private readonly buf: Uint8Array) {
-    this.end = buf.length;
-  }
-
-  /** Checks that `len` bytes follow and returns where they end. */
-  limit(len: number): number {
-    const end = this.pos + len;
-    if (end > this.buf.length) throw new WireError("a length-delimited field runs past the message");
-    return end;
-  }
-
-  /** A varint that must fit 32 bits (tags, lengths). */
-  varint32(): number {
-    const v = this.varint();
-    if (v > 0xffffffff) throw new WireError("a tag or length does not fit 32 bits");
-    return v;
-  }
-
-  /** int32 as protobuf writes it (negative: ten bytes); the low 32 bits, signed. */
-  int32(): number {
-    return this.varintLow32() | 0;
-  }
-
-  uint32(): number {
-    return this.varintLow32() >>> 0;
-  }
-
-  /** An int64 that must be a non-negative safe integer (revisions, times). */
-  int53(): number {
-    const v = this.varint();
-    if (v > Number.MAX_SAFE_INTEGER) throw new WireError("a revision or time is negative or beyond 2^53");
-    return v;
-  }
-
-  string(len: number): string {
-    const end = this.limit(len);
-    let s = "";
-    if (len > 0) {
-      try {
-        s = utf8.decode(this.buf.subarray(this.pos, end));
-      } catch {
-        throw new WireError("a key is not UTF-8");
-      }
-    }
-    this.pos = end;
-    return s;
-  }
-
-  bytes(len: number): Uint8Array {
-    const end = this.limit(len);
-    const b = this.buf.subarray(this.pos, end);
-    this.pos = end;
-    return b;
-  }
-
-  skip(tag: number): void {
-    switch (tag & 7) {
-      case VARINT:
-        this.varint();
-        break;
-      case BIT64:
-        this.pos = this.limit(8);
-        break;
-      case LEN:
-        this.pos = this.limit(this.varint32());
-        break;
-      case BIT32:
-        this.pos = this.limit(4);
-        break;
-      default:
-        throw new WireError(`field ${tag >>> 3} has wire type ${tag & 7}, which a ChangeBatch does not use`);
-    }
-  }
-
-  /** A varint of up to ten bytes as a number (exact up to 2^53; larger ones are only compared). */
-  private varint(): number {
-    let v = 0;
-    let scale = 1;
-    for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.buf.length) throw new WireError("a varint runs past the message");
-      const b = this.buf[this.pos++];
-      v += (b & 0x7f) * scale;
-      if (b < 0x80) return v;
-      scale *= 0x80;
-    }
-    throw new WireError("a varint is longer than ten bytes");
-  }
-
-  /** The low 32 bits of a varint of up to ten bytes. */
-  private varintLow32(): number {
-    let v = 0;
-    for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.buf.length) throw new WireError("a varint runs past the message");
-      const b = this.buf[this.pos++];
-      if (i < 5) v |= (b & 0x7f) << (7 * i);
-      if (b < 0x80) return v;
-    }
-    throw new WireError("a varint is longer than ten bytes");
-  }
 }

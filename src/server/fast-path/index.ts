@@ -2,6 +2,7 @@ import type * as http2 from "node:http2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
 import { createMethodSerializationLookup, transformParseEnvelope } from "@connectrpc/connect/protocol";
+import { fastDecoder } from "./decode.js";
 import { fastEncoder } from "./encode.js";
 import { CallSignal, header, type FastMethod, type FastPathOptions, type Protocol } from "./call.js";
 import { serverStreamInvoker, ServerStreamCall, type ServerStreamingImplementation, type StreamChain } from "./server-stream.js";
@@ -47,9 +48,12 @@ export function createFastPath(options: FastPathOptions): FastStreamHandler {
       const input = lookup.getI(true);
       const output = lookup.getO(true);
       const encode = fastEncoder(spec.method.output);
+      const decode = fastDecoder(spec.method.input);
+      const readMaxBytes = options.readMaxBytes;
       const method: FastMethod = {
         desc: spec.method,
-        parse: (bytes) => input.parse(bytes),
+        // Over the limit, or anything the hand decoder leaves to it: connect's parse, for its exact message or error.
+        parse: decode === undefined ? (bytes) => input.parse(bytes) : (bytes) => (bytes.byteLength <= readMaxBytes ? decode(bytes) : undefined) ?? input.parse(bytes),
         serialize: encode === undefined ? (message) => output.serialize(message) : (message) => encode(message) ?? output.serialize(message),
         parseEnvelope: transformParseEnvelope<Message>(input),
       };

@@ -1,0 +1,136 @@
+/**
+ * A cursor over protobuf bytes for the hand-written decoders (the fast path's
+ * requests, replication's ChangeBatch). Every read is bounds-checked; anything
+ * malformed throws WireError, which each decoder turns into its own answer
+ * (the fast path falls back to @bufbuild/protobuf for its exact error; a
+ * replica drops the stream).
+ */
+export class WireError extends Error {}
+
+export const VARINT = 0;
+export const BIT64 = 1;
+export const LEN = 2;
+export const BIT32 = 5;
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+export class ProtobufReader {
+  pos = 0;
+
+  constructor(private readonly buf: Uint8Array) {}
+
+  get end(): number {
+    return this.buf.length;
+  }
+
+  /** Checks that `len` bytes follow and returns where they end. */
+  limit(len: number): number {
+    const end = this.pos + len;
+    if (end > this.buf.length) throw new WireError("a length-delimited field runs past the message");
+    return end;
+  }
+
+  /** A varint that must fit 32 bits (tags, lengths, uint32 fields). */
+  varint32(): number {
+    const v = this.varint();
+    if (v > 0xffffffff) throw new WireError("a tag or length does not fit 32 bits");
+    return v;
+  }
+
+  /** int32 as protobuf writes it (negative: ten bytes); the low 32 bits, signed. */
+  int32(): number {
+    return this.varintLow32() | 0;
+  }
+
+  /** uint32 as protobuf reads it: the low 32 bits of the varint. */
+  uint32(): number {
+    return this.varintLow32() >>> 0;
+  }
+
+  /** An int64 that must be a non-negative safe integer (revisions, times). */
+  int53(): number {
+    const v = this.varint();
+    if (v > Number.MAX_SAFE_INTEGER) throw new WireError("a revision or time is negative or beyond 2^53");
+    return v;
+  }
+
+  bool(): boolean {
+    return this.varint() !== 0;
+  }
+
+  /** A length-delimited UTF-8 string; bytes that are not UTF-8 throw. */
+  string(): string {
+    const len = this.varint32();
+    const end = this.limit(len);
+    const b = this.buf;
+    let s = "";
+    if (len > 0) {
+      let ascii = b instanceof Buffer;
+      for (let i = this.pos; ascii && i < end; i++) ascii = b[i] < 0x80;
+      // Half the cost of TextDecoder for the short ASCII keys most requests carry.
+      if (ascii) s = (b as Buffer).toString("latin1", this.pos, end);
+      else {
+        try {
+          s = utf8.decode(b.subarray(this.pos, end));
+        } catch {
+          throw new WireError("a string is not UTF-8");
+        }
+      }
+    }
+    this.pos = end;
+    return s;
+  }
+
+  /** A length-delimited field's bytes, as a view (not a copy). */
+  bytes(): Uint8Array {
+    const end = this.limit(this.varint32());
+    const b = this.buf.subarray(this.pos, end);
+    this.pos = end;
+    return b;
+  }
+
+  skip(tag: number): void {
+    switch (tag & 7) {
+      case VARINT:
+        this.varint();
+        break;
+      case BIT64:
+        this.pos = this.limit(8);
+        break;
+      case LEN:
+        this.pos = this.limit(this.varint32());
+        break;
+      case BIT32:
+        this.pos = this.limit(4);
+        break;
+      default:
+        throw new WireError(`field ${tag >>> 3} has wire type ${tag & 7} (groups are not used)`);
+    }
+  }
+
+  /** A varint of up to ten bytes as a number (exact up to 2^53; larger ones are only compared). */
+  varint(): number {
+    let v = 0;
+    let scale = 1;
+    for (let i = 0; i < 10; i++) {
+      if (this.pos >= this.buf.length) throw new WireError("a varint runs past the message");
+      const b = this.buf[this.pos++];
+      v += (b & 0x7f) * scale;
+      if (b < 0x80) return v;
+      scale *= 0x80;
+    }
+    throw new WireError("a varint is longer than ten bytes");
+  }
+
+  /** The low 32 bits of a varint of up to ten bytes. */
+  private varintLow32(): number {
+    let v = 0;
+    for (let i = 0; i < 10; i++) {
+      if (this.pos >= this.buf.length) throw new WireError("a varint runs past the message");
+      const b = this.buf[this.pos++];
+      if (i < 5) v |= (b & 0x7f) << (7 * i);
+      if (b < 0x80) return v;
+    }
+    throw new WireError("a varint is longer than ten bytes");
+  }
+}
