@@ -1,4 +1,4 @@
-import { LEN, ProtobufReader, VARINT, WireError } from "../protobuf-reader.js";
+import { LEN, ProtobufReader, VARINT, varintSize, WireError, writeVarint } from "../protobuf-wire.js";
 import type { Change, ChangeType } from "../store/change.js";
 
 export { WireError };
@@ -93,24 +93,6 @@ function writeChange(out: Buffer, p: number, c: Change, keyBytes: number): numbe
   return p;
 }
 
-/** A non-negative safe integer as a varint. */
-function writeVarint(out: Buffer, p: number, v: number): number {
-  while (v > 0x7f) {
-    out[p++] = (v % 0x80) | 0x80;
-    v = Math.floor(v / 0x80);
-  }
-  out[p++] = v;
-  return p;
-}
-
-function varintSize(v: number): number {
-  let n = 1;
-  while (v > 0x7f) {
-    v = Math.floor(v / 0x80);
-    n++;
-  }
-  return n;
-}
 
 // --- decoding -------------------------------------------------------------------
 
@@ -118,7 +100,7 @@ const EMPTY = new Uint8Array(0);
 
 /**
  * The changes of an encoded ChangeBatch. Values are views of `bytes`. Throws
- * WireError (protobuf-reader.ts) for bytes that are not a ChangeBatch, an
+ * WireError (protobuf-wire.ts) for bytes that are not a ChangeBatch, an
  * unknown change type, or a revision or expiry beyond 2^53 (this node's
  * revisions are JS numbers).
  */

@@ -9,7 +9,7 @@ import {
   type SetManyRequest,
   type SetRequest,
 } from "../../gen/ripplecache/v1/cache_pb.js";
-import { LEN, ProtobufReader, VARINT, WireError } from "../../protobuf-reader.js";
+import { LEN, ProtobufReader, VARINT, WireError } from "../../protobuf-wire.js";
 
 /**
  * Hand-written protobuf decoders for the requests of the hot methods: Get,

@@ -10,6 +10,7 @@ import {
   type SetManyResponse,
   type SetResponse,
 } from "../../gen/ripplecache/v1/cache_pb.js";
+import { LEN, tag, VARINT, varintSize, writeVarint } from "../../protobuf-wire.js";
 
 /**
  * Hand-written protobuf encoders for the answers of the hot methods:
@@ -33,10 +34,6 @@ export function fastEncoder(schema: DescMessage): ((message: Message) => Uint8Ar
   return undefined;
 }
 
-/** Tag bytes: (field number << 3) | wire type. */
-const VARINT = 0;
-const LEN = 2;
-const tag = (field: number, wireType: number) => (field << 3) | wireType;
 
 function hasUnknown(m: { $unknown?: unknown[] }): boolean {
   return m.$unknown !== undefined && m.$unknown.length > 0;
@@ -186,24 +183,6 @@ function writeInt64(out: Buffer, p: number, field: number, v: bigint): number {
   return p;
 }
 
-/** A non-negative safe integer as a varint. */
-function writeVarint(out: Buffer, p: number, v: number): number {
-  while (v > 0x7f) {
-    out[p++] = (v % 0x80) | 0x80;
-    v = Math.floor(v / 0x80);
-  }
-  out[p++] = v;
-  return p;
-}
-
-function varintSize(v: number): number {
-  let n = 1;
-  while (v > 0x7f) {
-    v = Math.floor(v / 0x80);
-    n++;
-  }
-  return n;
-}
 
 function int64Size(v: bigint): number {
   if (v >= 0n && v <= 0x1fffffffffffffn) return varintSize(Number(v));

@@ -1,9 +1,9 @@
 /**
- * A cursor over protobuf bytes for the hand-written decoders (the fast path's
- * requests, replication's ChangeBatch). Every read is bounds-checked; anything
- * malformed throws WireError, which each decoder turns into its own answer
- * (the fast path falls back to @bufbuild/protobuf for its exact error; a
- * replica drops the stream).
+ * Protobuf wire pieces for the hand-written codecs (the fast path's requests
+ * and answers, replication's ChangeBatch): varints to write, and a cursor to
+ * read. Every read is bounds-checked; anything malformed throws WireError,
+ * which each decoder turns into its own answer (the fast path falls back to
+ * @bufbuild/protobuf for its exact error; a replica drops the stream).
  */
 export class WireError extends Error {}
 
@@ -11,6 +11,29 @@ export const VARINT = 0;
 export const BIT64 = 1;
 export const LEN = 2;
 export const BIT32 = 5;
+
+/** A field's tag byte(s) value: (field number << 3) | wire type. */
+export const tag = (field: number, wireType: number): number => (field << 3) | wireType;
+
+/** Writes a non-negative safe integer as a varint at `p`; returns the position after it. */
+export function writeVarint(out: Buffer, p: number, v: number): number {
+  while (v > 0x7f) {
+    out[p++] = (v % 0x80) | 0x80;
+    v = Math.floor(v / 0x80);
+  }
+  out[p++] = v;
+  return p;
+}
+
+/** Bytes of a non-negative safe integer as a varint. */
+export function varintSize(v: number): number {
+  let n = 1;
+  while (v > 0x7f) {
+    v = Math.floor(v / 0x80);
+    n++;
+  }
+  return n;
+}
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
