@@ -1,3 +1,4 @@
+import { ChangeType as WireChangeType } from "../gen/ripplecache/v1/replication_pb.js";
 import { LEN, ProtobufReader, VARINT, varintSize, WireError, writeVarint } from "../protobuf-wire.js";
 import type { Change, ChangeType } from "../store/change.js";
 
@@ -22,8 +23,15 @@ export { WireError };
  * both with protobuf-es on random batches.
  */
 
-/** ChangeType (proto enum) by Change.type; index = the wire value. */
-const WIRE_TYPES: Readonly<Record<ChangeType, number>> = { put: 1, delete: 2, expire: 3, evict: 4, flush: 5 };
+/** ChangeType (the proto enum) of each Change.type. */
+export const WIRE_TYPES: Readonly<Record<ChangeType, WireChangeType>> = {
+  put: WireChangeType.PUT,
+  delete: WireChangeType.DELETE,
+  expire: WireChangeType.EXPIRE,
+  evict: WireChangeType.EVICT,
+  flush: WireChangeType.FLUSH,
+};
+/** Change.type by wire value (the inverse of WIRE_TYPES). */
 const TYPES: readonly (ChangeType | undefined)[] = [undefined, "put", "delete", "expire", "evict", "flush"];
 
 // --- encoding -------------------------------------------------------------------

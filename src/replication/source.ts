@@ -2,13 +2,12 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { WireType } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
-  ChangeType as WireChangeType,
   SyncResponseSchema,
   type ReplicatedChange,
   type SyncRequest,
   type SyncResponse,
 } from "../gen/ripplecache/v1/replication_pb.js";
-import type { Change, ChangeType } from "../store/change.js";
+import type { Change } from "../store/change.js";
 import { changeBytes, type ChangeLog } from "../store/change-log.js";
 import type { CacheStore } from "../store/store.js";
 import { ChangeQueue } from "../watch/change-queue.js";
@@ -17,7 +16,7 @@ import type { WatchHub } from "../watch/hub.js";
 import type { NodeRole } from "./node-role.js";
 import type { Context } from "@opentelemetry/api";
 import { startActivity, type Activity } from "../telemetry/spans.js";
-import { encodeChangeBatch } from "./change-batch-wire.js";
+import { encodeChangeBatch, WIRE_TYPES } from "./change-batch-wire.js";
 
 type SyncResponseInit = MessageInitShape<typeof SyncResponseSchema>;
 
@@ -34,13 +33,6 @@ const CHUNK_BYTES = 1024 * 1024;
 /** Changes per ChangeBatch. */
 const BATCH_CHANGES = 1000;
 
-const WIRE_TYPES: Record<ChangeType, WireChangeType> = {
-  put: WireChangeType.PUT,
-  delete: WireChangeType.DELETE,
-  expire: WireChangeType.EXPIRE,
-  evict: WireChangeType.EVICT,
-  flush: WireChangeType.FLUSH,
-};
 
 /** A replica connected to this primary. */
 interface ReplicaLink {
@@ -167,10 +159,11 @@ export class ReplicationSource {
     return acked();
   }
 
-  /** One replica's Sync stream; `trace` is the call's trace context, the parent of its full-resync span. */
   /**
-   * `binary`: the call's codec is protobuf binary (not JSON), so batches of
-   * changes can be sent already encoded (see `batch`).
+   * One replica's Sync stream. `binary`: the call's codec is protobuf binary
+   * (not JSON), so batches of changes can be sent already encoded (see
+   * `batch`). `trace` is the call's trace context, the parent of its
+   * full-resync span.
    */
   async *sync(requests: AsyncIterable<SyncRequest>, signal: AbortSignal, peer: string, binary: boolean, trace?: Context): AsyncGenerator<SyncResponseInit | SyncResponse> {
     if (this.role.isReplica) {
