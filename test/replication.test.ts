@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { GuardedHttp2Sessions } from "../src/client/http2-sessions.js";
 import type { CacheClient } from "../src/client/client.js";
 import { ResyncReason, Role, type WatchResponse } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { ReplicationService, SyncRequestSchema, type SyncResponse } from "../src/gen/ripplecache/v1/replication_pb.js";
@@ -100,7 +101,7 @@ function bearer(token: string | undefined): Interceptor[] {
 
 /** Opens ReplicationService.Sync on `node` with a hello for no history and returns the first message (or throws the call's error). */
 async function firstSyncMessage(node: Node, token: string | undefined): Promise<SyncResponse> {
-  const sessions = new Http2SessionManager(node.url);
+  const sessions = new GuardedHttp2Sessions(node.url);
   const client = createClient(ReplicationService, createGrpcTransport({ baseUrl: node.url, sessionManager: sessions, interceptors: bearer(token) }));
   const abort = new AbortController();
   async function* requests() {
@@ -667,7 +668,7 @@ describe("replication", { concurrency: 2 }, () => {
     const c = new Cluster();
     try {
       const p = await c.start("primary", HEARTBEAT);
-      const grpc = createGrpcTransport({ baseUrl: p.url, sessionManager: new Http2SessionManager(p.url) });
+      const grpc = createGrpcTransport({ baseUrl: p.url, sessionManager: new GuardedHttp2Sessions(p.url) });
       const json = createConnectTransport({ baseUrl: p.url, httpVersion: "2", useBinaryFormat: false });
       const seen: unknown[] = [];
       for (const [name, transport] of [["grpc", grpc], ["connect+json", json]] as const) {

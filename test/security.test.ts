@@ -18,7 +18,8 @@ import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { GuardedHttp2Sessions } from "../src/client/http2-sessions.js";
 import { CacheService, type WatchResponse } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { AdminService, ReplicationService } from "../src/gen/ripplecache/v1/replication_pb.js";
 import { CacheClient } from "../src/client/client.js";
@@ -503,7 +504,7 @@ describe("limits: streams per connection, header sizes, request sizes", () => {
     }
     // connect-node reports a refused stream as an error naming REFUSED_STREAM (connect-node 2.1.2 gives it
     // the code INTERNAL; the gRPC spec maps REFUSED_STREAM to UNAVAILABLE): the server did nothing, retry.
-    const sessions = new Http2SessionManager(server.url);
+    const sessions = new GuardedHttp2Sessions(server.url);
     try {
       const c = createClient(CacheService, createGrpcTransport({ baseUrl: server.url, sessionManager: sessions }));
       const results = await Promise.allSettled(Array.from({ length: 6 }, () => c.info({}, { timeoutMs: 5000 })));
@@ -546,7 +547,7 @@ describe("limits: streams per connection, header sizes, request sizes", () => {
     } finally {
       session.destroy();
     }
-    const sessions = new Http2SessionManager(server.url);
+    const sessions = new GuardedHttp2Sessions(server.url);
     try {
       const c = createClient(CacheService, createConnectTransport({ baseUrl: server.url, httpVersion: "2", sessionManager: sessions }));
       await c.info({});
@@ -684,7 +685,7 @@ describe("limits: slow and idle clients", () => {
     await closed;
 
     // A Watch open for 3 s (longer than the header and idle timeouts) keeps its connection and gets events.
-    const sessions = new Http2SessionManager(server.url);
+    const sessions = new GuardedHttp2Sessions(server.url);
     const abort = new AbortController();
     try {
       const c = createClient(CacheService, createGrpcTransport({ baseUrl: server.url, sessionManager: sessions }));

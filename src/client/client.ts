@@ -3,8 +3,9 @@ import {
   createConnectTransport,
   createGrpcTransport,
   createGrpcWebTransport,
-  Http2SessionManager,
+  type Http2SessionManager,
 } from "@connectrpc/connect-node";
+import { GuardedHttp2Sessions } from "./http2-sessions.js";
 import { CacheService, type InfoResponse } from "../gen/ripplecache/v1/cache_pb.js";
 import { AdminService } from "../gen/ripplecache/v1/replication_pb.js";
 import { PRIMARY_HEADER } from "../headers.js";
@@ -86,7 +87,7 @@ export class CacheClient {
     const protocol = options.protocol ?? "connect";
     const httpVersion = protocol === "grpc" ? "2" : (options.httpVersion ?? "2");
     // PINGs detect a dead server on idle connections (a Track or Watch stream can be idle for hours).
-    this.sessions = httpVersion === "2" ? new Http2SessionManager(url, { pingIntervalMs: 15_000, pingTimeoutMs: 5_000 }, options.tls && http2TlsOptions(options.tls)) : undefined;
+    this.sessions = httpVersion === "2" ? new GuardedHttp2Sessions(url, { pingIntervalMs: 15_000, pingTimeoutMs: 5_000 }, options.tls && http2TlsOptions(options.tls)) : undefined;
     const interceptors: Interceptor[] = options.token === undefined ? [] : [sendBearerToken(options.token)];
     if (options.followPrimary !== false) interceptors.push(this.redirectWritesToPrimary(options));
     const common = {

@@ -1,7 +1,8 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ClientHttp2Stream, ClientSessionRequestOptions, Http2Session, OutgoingHttpHeaders, SecureClientSessionOptions } from "node:http2";
 import { createClient, type Interceptor } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcTransport, type Http2SessionManager } from "@connectrpc/connect-node";
+import { GuardedHttp2Sessions } from "../client/http2-sessions.js";
 import { baseUrl, sendBearerToken } from "../client/client.js";
 import { PushQueue } from "../client/push-queue.js";
 import type { GenService } from "@bufbuild/protobuf/codegenv2";
@@ -57,7 +58,7 @@ const ReplicaSyncService = {
 const WINDOW_BYTES = 1024 * 1024;
 
 /** Sessions whose connection window is widened to WINDOW_BYTES; the stream window comes from the SETTINGS. */
-class WideWindowSessions extends Http2SessionManager {
+class WideWindowSessions extends GuardedHttp2Sessions {
   private widened: Http2Session | undefined;
 
   override async request(method: string, path: string, headers: OutgoingHttpHeaders, options: Omit<ClientSessionRequestOptions, "signal">): Promise<ClientHttp2Stream> {
