@@ -5,7 +5,11 @@
  * and 100% (OTEL_TRACES_SAMPLER=traceidratio), to a sink this script runs on
  * loopback (it accepts and discards). It reports throughput and server CPU per
  * call, and the ratios to "off" taken within each round (rounds alternate the
- * order of the scenarios), medians over the rounds.
+ * order of the scenarios), medians over the rounds. The connect-node load
+ * generator saturates its core at a fraction of what the server's fast path
+ * serves: read "server CPU per call", not throughput. `npm run bench` runs only
+ * the in-process part (--no-e2e) and takes the end-to-end ratio from h2load
+ * (bench/anchors.ts).
  *
  * "off" still records rpc.server.call.duration (the /metrics histogram is
  * always on); what it does not do is load the tracing SDK or run anything per

@@ -6,6 +6,7 @@ import { startMetrics, type MetricSources } from "./metrics.js";
 import { otelSignals } from "./otel-env.js";
 import { networkContextValues, nodeRequestContextValues, rpcTelemetry, type CallNetwork } from "./rpc.js";
 import { tracer } from "./spans.js";
+import { PooledSpanIds } from "./span-ids.js";
 import { SyncContextManager } from "./sync-context.js";
 
 export interface Telemetry {
@@ -53,6 +54,7 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
       metricReaders: [],
       // No AsyncLocalStorage (and so no promise hooks on every promise): see sync-context.ts.
       contextManager: new SyncContextManager(),
+      idGenerator: new PooledSpanIds(),
       logRecordProcessors: [],
       instrumentations: [],
     });
