@@ -6,6 +6,8 @@ import fc from "fast-check";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { EntrySchema, GetManyResponseSchema, GetResponseSchema, SetManyResponseSchema, SetResponseSchema } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { encodeGetManyResponse, encodeGetResponse, encodeSetManyResponse, encodeSetResponse } from "../src/server/fast-path/encode.js";
+import { toEntry } from "../src/server/cache-service.js";
+import type { EntryView } from "../src/store/store.js";
 
 const int64 = fc.oneof(fc.constant(0n), fc.bigInt({ min: 0n, max: 2n ** 53n }), fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }));
 const uint32 = fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 0xffffffff }));
@@ -51,4 +53,25 @@ test("a message with unknown fields is left to toBinary", () => {
   const m = create(GetResponseSchema, { found: true });
   m.$unknown = [{ no: 99, wireType: 0, data: new Uint8Array([1]) }];
   assert.equal(encodeGetResponse(m), undefined);
+});
+
+test("GetMany's Entry literal (cache-service toEntry) equals create(EntrySchema) for found and missing keys", () => {
+  const view = fc.record({
+    value: fc.uint8Array({ maxLength: 50 }),
+    revision: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    ttlMs: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    flags: fc.integer({ min: 0, max: 0xffffffff }),
+  });
+  fc.assert(
+    fc.property(fc.string({ maxLength: 20 }), fc.option(view, { nil: undefined }), (key, v) => {
+      const e: EntryView | undefined = v === undefined ? undefined : { key, ...v };
+      const expected = create(EntrySchema, v === undefined ? { key } : { key, found: true, value: v.value, revision: BigInt(v.revision), ttlMs: BigInt(v.ttlMs), flags: v.flags });
+      const got = toEntry(key, e);
+      // Same fields (a field added to Entry and not to toEntry fails here), same values.
+      assert.deepEqual(Object.keys(got).sort(), Object.keys(expected).sort());
+      assert.deepEqual(got, expected);
+      assert.deepEqual(Buffer.from(toBinary(EntrySchema, got)), Buffer.from(toBinary(EntrySchema, expected)));
+    }),
+    { numRuns: 500 },
+  );
 });
