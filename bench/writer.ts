@@ -42,7 +42,8 @@ import { performance } from "node:perf_hooks";
 import * as http2 from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcTransport, type Http2SessionManager } from "@connectrpc/connect-node";
+import { GuardedHttp2Sessions } from "../src/client/http2-sessions.js";
 import {
   CacheService,
   SetManyRequestSchema,
@@ -301,7 +302,7 @@ async function run(config: WriterConfig): Promise<WriterResult> {
   // Kept, not thrown, so that a failed Watch is reported at the end instead of as an unhandled rejection.
   let probeError: unknown;
   if (probing) {
-    probeManager = new Http2SessionManager(config.probeUrl!);
+    probeManager = new GuardedHttp2Sessions(config.probeUrl!);
     const replica = createClient(CacheService, createGrpcTransport({ baseUrl: config.probeUrl!, sessionManager: probeManager }));
     const stream = replica.watch({ target: { case: "key", value: PROBE_KEY } }, { signal: probeAbort.signal, timeoutMs: 0 })[Symbol.asyncIterator]();
     // Writes start only once the Watch is established, or early probes would be missing.
