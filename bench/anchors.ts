@@ -21,7 +21,7 @@ import { create, toBinary, type DescMessage, type MessageInitShape } from "@bufb
 import { GetManyRequestSchema, GetRequestSchema, SetRequestSchema } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { CacheClient } from "../src/client/client.js";
 import { fmtInt, table } from "./format.js";
-import { command, exited, pinning, processCpuMs, ROOT, sleep, startServer, track, type Pinning } from "./procs.js";
+import { command, exited, pinning, processCpuMs, ROOT, sleep, startServer, track, type Pinning, type Server } from "./procs.js";
 
 export interface AnchorOptions {
   readonly requests: number;
@@ -147,6 +147,21 @@ export function installAnchors(): void {
   if (r.status !== 0) process.stderr.write(`bench: apt-get install failed (${r.status}); anchors that are missing are skipped\n`);
 }
 
+/** Our server on the server core, KEYS keys of VALUE set (Get and GetMany ask for k0, k1, ...). */
+async function loadedServer(pin: Pinning, args: string[], env?: Record<string, string>): Promise<Server> {
+  const server = await startServer({ cpu: pin.server, args, env });
+  const client = new CacheClient({ addr: server.addr, protocol: "grpc", timeoutMs: 30_000 });
+  try {
+    await client.rpc.setMany({ entries: Array.from({ length: KEYS }, (_, i) => ({ key: `k${i}`, value: VALUE })) });
+    return server;
+  } catch (err) {
+    await server.stop();
+    throw err;
+  } finally {
+    client.close();
+  }
+}
+
 export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> {
   if (options.install) installAnchors();
   const pin = pinning();
@@ -160,24 +175,17 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
   const set = frame(bin(SetRequestSchema, { key: "k1", value: VALUE }));
   const getMany = bin(GetManyRequestSchema, { keys: Array.from({ length: 100 }, (_, i) => `k${i}`) });
 
-  const ours = async (fast: boolean, env?: Record<string, string>) => {
-    const server = await startServer({ cpu: pin.server, args: fast ? [] : ["--fast-path", "off"], env });
+  const ours = async (fast: boolean) => {
+    const server = await loadedServer(pin, fast ? [] : ["--fast-path", "off"]);
     try {
-      const client = new CacheClient({ addr: server.addr, protocol: "grpc", timeoutMs: 30_000 });
-      try {
-        await client.rpc.setMany({ entries: Array.from({ length: KEYS }, (_, i) => ({ key: `k${i}`, value: VALUE })) });
-      } finally {
-        client.close();
-      }
-      const label = env !== undefined ? "RippleCache, traces sampled 10%" : fast ? "RippleCache" : "RippleCache, --fast-path off";
+      const label = fast ? "RippleCache" : "RippleCache, --fast-path off";
       const base = `${server.url}/ripplecache.v1.CacheService`;
       const g = h2load(pin, `${base}/Get`, get, "application/grpc", n);
       rows.push({ name: `${label}: Get (gRPC)`, rate: g.rate, unit: "calls/s", note: g.note });
-      if (fast && env === undefined) {
+      if (fast) {
         const l = latency(pin, `${base}/Get`, get, LATENCY_CALLS);
         rows.push({ name: "RippleCache: Get (gRPC), one call in flight", rate: l?.p99Us, unit: "µs p99", note: l === undefined ? "failed" : `p50 ${Math.round(l.p50Us)} µs` });
       }
-      if (env !== undefined) return;
       const c = h2load(pin, `${base}/Get`, get.subarray(5), "application/proto", n);
       rows.push({ name: `${label}: Get (Connect proto)`, rate: c.rate, unit: "calls/s", note: c.note });
       if (fast) {
@@ -204,16 +212,10 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
       OTEL_TRACES_SAMPLER_ARG: "0.1",
       OTEL_METRICS_EXPORTER: "none",
     };
-    /** Get calls/s, and the server's CPU per call (what a saturated server's rate is the inverse of, less swayed by other work on the machine). */
+    /** Get calls/s, and the server's CPU time per call (reported beside the ratio). */
     const getRate = async (env: Record<string, string> | undefined): Promise<{ rate: number; cpuUs: number } | undefined> => {
-      const server = await startServer({ cpu: pin.server, args: [], env });
+      const server = await loadedServer(pin, [], env);
       try {
-        const client = new CacheClient({ addr: server.addr, protocol: "grpc", timeoutMs: 30_000 });
-        try {
-          await client.rpc.setMany({ entries: Array.from({ length: KEYS }, (_, i) => ({ key: `k${i}`, value: VALUE })) });
-        } finally {
-          client.close();
-        }
         const requests = Math.round(n / 3);
         const cpu0 = processCpuMs(server.pid);
         const rate = h2load(pin, `${server.url}/ripplecache.v1.CacheService/Get`, get, "application/grpc", requests).rate;
