@@ -31,8 +31,10 @@
  * own scheduling delays on the shared core, so it is an upper bound on the
  * replica's apply lag. An event that comes before the answer counts as 0.
  * Probes with no event within 2 s after the window are counted as missing.
- * With LAG_DUMP=FILE in its environment the writer also writes every probe
- * (ms into the window, lag ms; the first line the window's start as epoch ms),
+ * With LAG_DUMP=FILE in its environment the writer also watches the probe on
+ * the primary and writes every probe (ms into the window, lag ms on the
+ * replica, the same for the primary's own Watch; the first line the window's
+ * start as epoch ms),
  * to line lag spikes up with other processes' logs (e.g. --trace-gc).
  *
  * Messages on the IPC channel: "ready" (connections open), "measure-start",
@@ -296,30 +298,40 @@ async function run(config: WriterConfig): Promise<WriterResult> {
   // Probe revision -> when the primary's answer arrived / when the replica's Watch reported it.
   const answeredAt = new Map<number, number>();
   const appliedAt = new Map<number, number>();
+  // With LAG_DUMP, the probe is watched on the primary too: a late event there as well says the
+  // primary stalled (or its sending did), one late only on the replica points at the replica or link.
+  const primaryAt = new Map<number, number>();
   const probeAbort = new AbortController();
-  let probeManager: Http2SessionManager | undefined;
-  let probeStream: Promise<void> | undefined;
+  const probeManagers: Http2SessionManager[] = [];
+  const probeStreams: Promise<void>[] = [];
   // Kept, not thrown, so that a failed Watch is reported at the end instead of as an unhandled rejection.
   let probeError: unknown;
-  if (probing) {
-    probeManager = new GuardedHttp2Sessions(config.probeUrl!);
-    const replica = createClient(CacheService, createGrpcTransport({ baseUrl: config.probeUrl!, sessionManager: probeManager }));
-    const stream = replica.watch({ target: { case: "key", value: PROBE_KEY } }, { signal: probeAbort.signal, timeoutMs: 0 })[Symbol.asyncIterator]();
+  const watchProbe = async (url: string, seen: Map<number, number>): Promise<void> => {
+    const manager = new GuardedHttp2Sessions(url);
+    probeManagers.push(manager);
+    const client = createClient(CacheService, createGrpcTransport({ baseUrl: url, sessionManager: manager }));
+    const stream = client.watch({ target: { case: "key", value: PROBE_KEY } }, { signal: probeAbort.signal, timeoutMs: 0 })[Symbol.asyncIterator]();
     // Writes start only once the Watch is established, or early probes would be missing.
     const first = await stream.next();
-    if (first.done || first.value.kind.case !== "created") throw new Error("the probe Watch on the replica did not start with created");
-    probeStream = (async () => {
-      try {
-        for (let next = await stream.next(); !next.done; next = await stream.next()) {
-          const at = performance.now();
-          const k = next.value.kind;
-          if (k.case === "events") for (const e of k.value.events) appliedAt.set(Number(e.revision), at);
-          else if (k.case === "resync") throw new Error(`the probe Watch on the replica was resynced (${k.value.reason})`);
+    if (first.done || first.value.kind.case !== "created") throw new Error(`the probe Watch on ${url} did not start with created`);
+    probeStreams.push(
+      (async () => {
+        try {
+          for (let next = await stream.next(); !next.done; next = await stream.next()) {
+            const at = performance.now();
+            const k = next.value.kind;
+            if (k.case === "events") for (const e of k.value.events) seen.set(Number(e.revision), at);
+            else if (k.case === "resync") throw new Error(`the probe Watch on ${url} was resynced (${k.value.reason})`);
+          }
+        } catch (err) {
+          if (!probeAbort.signal.aborted) probeError = err;
         }
-      } catch (err) {
-        if (!probeAbort.signal.aborted) probeError = err;
-      }
-    })();
+      })(),
+    );
+  };
+  if (probing) {
+    await watchProbe(config.probeUrl!, appliedAt);
+    if (process.env.LAG_DUMP) await watchProbe(config.url, primaryAt);
   }
   const onSetMany = probing ? (answer: Buffer, at: number) => answeredAt.set(answerRevision(answer, true), at) : undefined;
   const onSet = probing ? (answer: Buffer, at: number, probe: boolean) => (probe ? answeredAt.set(answerRevision(answer, false), at) : undefined) : undefined;
@@ -391,8 +403,8 @@ async function run(config: WriterConfig): Promise<WriterResult> {
     const seen = () => [...answeredAt.keys()].every((r) => appliedAt.has(r));
     for (const deadline = performance.now() + 2000; !seen() && performance.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
     probeAbort.abort();
-    await probeStream;
-    probeManager?.abort();
+    await Promise.all(probeStreams);
+    for (const m of probeManagers) m.abort();
     if (probeError !== undefined) throw probeError;
     const lags: number[] = [];
     for (const [revision, answered] of answeredAt) {
@@ -400,7 +412,9 @@ async function run(config: WriterConfig): Promise<WriterResult> {
       if (applied !== undefined) lags.push(Math.max(0, applied - answered));
     }
     if (process.env.LAG_DUMP) {
-      const rows = [...answeredAt].map(([revision, answered]) => `${(answered - measureStart).toFixed(1)} ${((appliedAt.get(revision) ?? NaN) - answered).toFixed(2)}`);
+      const rows = [...answeredAt].map(
+        ([revision, answered]) => `${(answered - measureStart).toFixed(1)} ${((appliedAt.get(revision) ?? NaN) - answered).toFixed(2)} ${((primaryAt.get(revision) ?? NaN) - answered).toFixed(2)}`,
+      );
       (await import("node:fs")).writeFileSync(process.env.LAG_DUMP, [`# measure start epoch ms ${(performance.timeOrigin + measureStart).toFixed(1)}`, ...rows].join("\n"));
     }
     const sortedLags = Float64Array.from(lags).sort();
