@@ -150,15 +150,35 @@ function writeGetResponse(out: Buffer, p: number, m: GetResponse): number {
 }
 
 function entrySize(e: Entry): number {
-  const k = e.key.length > 0 ? Buffer.byteLength(e.key) : 0;
+  const k = utf8Length(e.key);
   return (k > 0 ? 1 + varintSize(k) + k : 0) + valueFieldsSize(e);
+}
+
+/** Keys this short are measured and copied in JavaScript when ASCII: cheaper than a call into Buffer's native code per key. */
+const SHORT_KEY = 64;
+
+/** UTF-8 length of `s`. */
+function utf8Length(s: string): number {
+  const n = s.length;
+  if (n > SHORT_KEY) return Buffer.byteLength(s);
+  for (let i = 0; i < n; i++) if (s.charCodeAt(i) > 0x7f) return Buffer.byteLength(s);
+  return n;
+}
+
+/** Writes `s`, whose UTF-8 length is `bytes`, at `p`. */
+function writeUtf8(out: Buffer, p: number, s: string, bytes: number): number {
+  if (bytes !== s.length || bytes > SHORT_KEY) return p + out.write(s, p, bytes, "utf8");
+  // Equal lengths: every character is ASCII, one byte each.
+  for (let i = 0; i < bytes; i++) out[p + i] = s.charCodeAt(i);
+  return p + bytes;
 }
 
 function writeEntry(out: Buffer, p: number, e: Entry): number {
   if (e.key.length > 0) {
+    const bytes = utf8Length(e.key);
     out[p++] = tag(1, LEN);
-    p = writeVarint(out, p, Buffer.byteLength(e.key));
-    p += out.write(e.key, p, "utf8");
+    p = writeVarint(out, p, bytes);
+    p = writeUtf8(out, p, e.key, bytes);
   }
   return writeValueFields(out, p, e, 2);
 }
