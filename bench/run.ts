@@ -556,6 +556,8 @@ async function main(): Promise<number> {
         valueBytes: opts.valueBytes,
         idleMs: 3000,
         gapMs: 100,
+        // One profile per fan-out server, beside the throughput section's.
+        serverNodeFlags: opts.cpuProf ? ["--cpu-prof", "--cpu-prof-dir", join(profileDir, "fanout")] : undefined,
       })
     : undefined;
   const lagOptions: LagOptions = {

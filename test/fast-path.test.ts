@@ -11,8 +11,8 @@
 import assert from "node:assert/strict";
 import * as http2 from "node:http2";
 import { after, before, test } from "node:test";
-import { gzipSync } from "node:zlib";
-import { create, toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
+import { brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib";
+import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   DeleteRequestSchema,
   GetManyRequestSchema,
@@ -20,6 +20,7 @@ import {
   IncrementRequestSchema,
   TouchRequestSchema,
   WatchRequestSchema,
+  WatchResponseSchema,
   SetRequestSchema,
 } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { DigestRequestSchema } from "../src/gen/ripplecache/v1/replication_pb.js";
@@ -286,3 +287,82 @@ test("a client that resets its call does not disturb the connection", { timeout:
   const answer = await send(primary.fast, { name: "after a reset", path: PATH("Get"), headers: GRPC, body: frame(bin(GetRequestSchema, { key: "k1" })) });
   assert.equal(answer.trailers["grpc-status"], "0");
 });
+
+test("one event reaches watchers of every encoding, each in the encoding it accepts", { timeout: 30_000 }, async () => {
+  // The fast path encodes an event once per message and compression for all its watchers (a fan-out);
+  // watchers that accept gzip, br or nothing must still each get their own encoding, as from connect-node.
+  const accepts = ["gzip", "br", "identity"] as const;
+  const big = Buffer.alloc(4096, "x");
+  for (const server of [primary.fast, primary.slow]) {
+    const prefix = `enc-${server === primary.fast ? "fast" : "slow"}/`;
+    const s = session(server.url);
+    const watchers = accepts.map((accept) => {
+      const req = s.request({ ":method": "POST", ":path": PATH("Watch"), te: "trailers", ...GRPC, "grpc-accept-encoding": accept });
+      req.on("error", () => {});
+      req.end(frame(bin(WatchRequestSchema, { target: { case: "prefix", value: prefix }, withValues: true })));
+      return { accept, req, frames: grpcFrames(req, 3), encoding: new Promise<string | undefined>((r) => req.once("response", (h) => r(h["grpc-encoding"] as string | undefined))) };
+    });
+    // Every watcher's Created first, so that both writes are live events.
+    await Promise.all(watchers.map((w) => w.frames.first));
+    const c = new CacheClient({ addr: server.addr });
+    try {
+      await c.set(`${prefix}big`, big);
+      await c.set(`${prefix}small`, Buffer.from("v"));
+    } finally {
+      c.close();
+    }
+    for (const w of watchers) {
+      const [, bigFrame, smallFrame] = await w.frames.all;
+      w.req.close(http2.constants.NGHTTP2_CANCEL);
+      const encoding = await w.encoding;
+      assert.equal(encoding, w.accept === "identity" ? undefined : w.accept, `${server.url} ${w.accept}: grpc-encoding`);
+      assert.equal(bigFrame.flag, w.accept === "identity" ? 0 : 1, `${w.accept}: the 4 KiB event's compressed flag`);
+      assert.equal(smallFrame.flag, 0, `${w.accept}: an event under 1 KiB goes uncompressed`);
+      const bigEvent = fromBinary(WatchResponseSchema, decompress(bigFrame, w.accept));
+      const smallEvent = fromBinary(WatchResponseSchema, decompress(smallFrame, w.accept));
+      assert.equal(bigEvent.kind.case, "events");
+      assert.equal(smallEvent.kind.case, "events");
+      if (bigEvent.kind.case !== "events" || smallEvent.kind.case !== "events") return;
+      assert.equal(bigEvent.kind.value.events[0].key, `${prefix}big`);
+      assert.deepEqual(Buffer.from(bigEvent.kind.value.events[0].value), big);
+      assert.equal(smallEvent.kind.value.events[0].key, `${prefix}small`);
+      assert.equal(Buffer.from(smallEvent.kind.value.events[0].value).toString(), "v");
+    }
+  }
+});
+
+interface GrpcFrame {
+  readonly flag: number;
+  readonly data: Buffer;
+}
+
+/** The first `count` gRPC messages of a response: `first` when the first is in, `all` when all are. */
+function grpcFrames(req: http2.ClientHttp2Stream, count: number): { first: Promise<GrpcFrame>; all: Promise<GrpcFrame[]> } {
+  let buf = Buffer.alloc(0);
+  const out: GrpcFrame[] = [];
+  let gotFirst!: (f: GrpcFrame) => void;
+  let gotAll!: (f: GrpcFrame[]) => void;
+  let fail!: (e: Error) => void;
+  const first = new Promise<GrpcFrame>((r) => (gotFirst = r));
+  const all = new Promise<GrpcFrame[]>((r, j) => ((gotAll = r), (fail = j)));
+  const timer = setTimeout(() => fail(new Error(`only ${out.length} of ${count} messages in 10 s`)), 10_000);
+  req.on("data", (chunk: Buffer) => {
+    buf = Buffer.concat([buf, chunk]);
+    while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(1)) {
+      const len = buf.readUInt32BE(1);
+      out.push({ flag: buf[0], data: buf.subarray(5, 5 + len) });
+      buf = buf.subarray(5 + len);
+      if (out.length === 1) gotFirst(out[0]);
+      if (out.length === count) {
+        clearTimeout(timer);
+        gotAll(out);
+      }
+    }
+  });
+  return { first, all };
+}
+
+function decompress(f: GrpcFrame, accept: string): Buffer {
+  if (f.flag === 0) return f.data;
+  return accept === "gzip" ? gunzipSync(f.data) : brotliDecompressSync(f.data);
+}

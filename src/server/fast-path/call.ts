@@ -332,10 +332,12 @@ const ENCODING_HEADERS: Record<Protocol, readonly [string, string]> = {
 
 /** An envelope: flags, length, message (compressed when negotiated and large enough, as connect does). */
 export async function envelope(flags: number, data: Uint8Array, compression: Compression | null): Promise<Buffer> {
-  if (compression !== null && data.byteLength >= COMPRESS_MIN_BYTES) {
-    data = await compression.compress(data);
-    flags |= 0b01;
-  }
+  if (compression !== null && data.byteLength >= COMPRESS_MIN_BYTES) return envelopeSync(flags | 0b01, await compression.compress(data));
+  return envelopeSync(flags, data);
+}
+
+/** An envelope of `data` as it is. */
+export function envelopeSync(flags: number, data: Uint8Array): Buffer {
   const frame = Buffer.allocUnsafe(5 + data.byteLength);
   frame[0] = flags;
   frame.writeUInt32BE(data.byteLength, 1);

@@ -1,8 +1,9 @@
 import { create, type DescMessage, type Message } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type StreamRequest, type StreamResponse } from "@connectrpc/connect";
+import type { Compression } from "@connectrpc/connect/protocol";
 import * as grpc from "@connectrpc/connect/protocol-grpc";
 import * as connect from "@connectrpc/connect/protocol-connect";
-import { asConnectError, copyHeaders, envelope, FastCall, handlerContext, nodeHeaders, type FastMethod } from "./call.js";
+import { asConnectError, COMPRESS_MIN_BYTES, copyHeaders, envelope, envelopeSync, FastCall, handlerContext, nodeHeaders, type FastMethod } from "./call.js";
 import { grpcTrailers } from "./unary.js";
 
 export type ServerStreamingImplementation = (message: Message, ctx: HandlerContext) => AsyncIterable<unknown>;
@@ -99,8 +100,12 @@ class RequestMessages implements AsyncIterable<Message> {
   }
 }
 
-/** Encoded messages by identity: messages handed to a stream are never changed afterwards. */
-const plainFrames = new WeakMap<Message, Buffer>();
+/**
+ * Encoded messages by identity (messages handed to a stream are never changed
+ * afterwards): the serialized bytes, their uncompressed envelope, and their
+ * compressed envelopes by compression name.
+ */
+const sharedFrames = new WeakMap<Message, { readonly data: Uint8Array; readonly plain: Buffer; compressed: Map<string, Promise<Buffer>> | undefined }>();
 
 /** connect's end-of-stream message flag (Connect streaming protocol). */
 const END_STREAM_FLAG = 0b10;
@@ -155,7 +160,8 @@ export class ServerStreamCall extends FastCall {
         const r = await it.next();
         if (r.done === true) break;
         if (this.gone) break;
-        const frame = compression.response === null ? this.plainFrame(r.value) : await envelope(0, this.method.serialize(r.value), compression.response);
+        const shared = this.frame(r.value, compression.response);
+        const frame = shared instanceof Buffer ? shared : await shared;
         sendHeaders();
         if (!this.stream.write(frame)) await this.drained();
       }
@@ -186,18 +192,24 @@ export class ServerStreamCall extends FastCall {
     }
   }
 
-  /** An uncompressed envelope, encoded once per message object (a Watch fan-out sends one object to every watcher). */
-  private plainFrame(message: Message): Buffer {
-    let frame = plainFrames.get(message);
-    if (frame === undefined) {
-      const data = this.method.serialize(message);
-      frame = Buffer.allocUnsafe(5 + data.byteLength);
-      frame[0] = 0;
-      frame.writeUInt32BE(data.byteLength, 1);
-      frame.set(data, 5);
-      plainFrames.set(message, frame);
+  /**
+   * The envelope of a message, made once per message object and compression:
+   * a Watch fan-out sends one object to every watcher. Most clients offer
+   * gzip (connect-node and grpc-js do), and a message under
+   * COMPRESS_MIN_BYTES goes uncompressed then, so the plain frame serves them too.
+   */
+  private frame(message: Message, compression: Compression | null): Buffer | Promise<Buffer> {
+    let frames = sharedFrames.get(message);
+    if (frames === undefined) {
+      const plain = envelopeSync(0, this.method.serialize(message));
+      frames = { data: plain.subarray(5), plain, compressed: undefined };
+      sharedFrames.set(message, frames);
     }
-    return frame;
+    if (compression === null || frames.data.byteLength < COMPRESS_MIN_BYTES) return frames.plain;
+    frames.compressed ??= new Map();
+    let compressed = frames.compressed.get(compression.name);
+    if (compressed === undefined) frames.compressed.set(compression.name, (compressed = envelope(0, frames.data, compression)));
+    return compressed;
   }
 
   /** Resolves when the stream can take more, or is gone. */
