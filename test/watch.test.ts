@@ -265,6 +265,31 @@ describe("Watch", () => {
     });
   }
 
+  for (const [i, { name, options }] of PROTOCOLS.entries()) {
+    test(`the changes of one SetMany reach a watcher as one message, over ${name}`, async () => {
+      // A watcher is woken once per write, after the write: it takes everything queued
+      // by then as one batch, rather than one message per key.
+      const client = new CacheClient({ addr: server.addr, ...options });
+      const p = `batch${i}/`;
+      const w = new Watch(client, { target: { case: "prefix", value: p }, withValues: true });
+      try {
+        await w.created();
+        const entries = Array.from({ length: 20 }, (_, j) => ({ key: `${p}${j}`, value: new TextEncoder().encode(`v${j}`) }));
+        const res = await writer.rpc.setMany({ entries });
+        const revisions = res.results.map((r) => Number(r.revision));
+        const got = await w.until(Math.max(...revisions));
+        assert.deepEqual(summary(got).length, 1, `one message: ${JSON.stringify(summary(got))}`);
+        assert.deepEqual(
+          events(got),
+          entries.map((e, j) => ["PUT", e.key, revisions[j]]),
+        );
+      } finally {
+        w.cancel();
+        client.close();
+      }
+    });
+  }
+
   test("a watch from now sees only later changes; a start_revision in the future skips changes before it", async () => {
     const client = new CacheClient({ addr: server.addr, protocol: "grpc" });
     try {

@@ -27,6 +27,7 @@ import {
   type TextMapGetter,
   type Tracer,
 } from "@opentelemetry/api";
+import { pullIterator, type PullIterator } from "../pull-iterator.js";
 import { debugEnabled, logLine } from "../log.js";
 import { CallValues } from "../context-values.js";
 import type { CallDurations, DurationSeries } from "./call-durations.js";
@@ -327,8 +328,12 @@ function outgoing<T>(source: AsyncIterable<T>, call: Call, ctx: Context | undefi
   return new OutgoingMessages(source, call, ctx);
 }
 
-/** One object with its methods on a prototype: a Watch keeps it for its whole life. */
-class OutgoingMessages<T> implements AsyncIterable<T>, AsyncIterator<T> {
+/**
+ * One object with its methods on a prototype: a Watch keeps it for its whole
+ * life. Pullable when what it wraps is (src/pull-iterator.ts): the fast
+ * path's Watch writer then takes messages with no promise each.
+ */
+class OutgoingMessages<T> implements AsyncIterable<T>, PullIterator<T> {
   private it: AsyncIterator<T> | undefined;
 
   constructor(
@@ -340,6 +345,29 @@ class OutgoingMessages<T> implements AsyncIterable<T>, AsyncIterator<T> {
   [Symbol.asyncIterator](): AsyncIterator<T> {
     this.inner();
     return this;
+  }
+
+  get pullable(): boolean {
+    return pullIterator(this.inner()) !== undefined;
+  }
+
+  pull(): IteratorResult<T> | undefined {
+    const it = this.inner() as PullIterator<T>;
+    const ctx = this.ctx;
+    try {
+      const r = ctx === undefined ? it.pull() : context.with(ctx, () => it.pull());
+      if (r === undefined) return undefined;
+      if (r.done === true) this.call.end(undefined, "completed");
+      else this.call.sent++;
+      return r;
+    } catch (err) {
+      this.call.end(err);
+      throw err;
+    }
+  }
+
+  onReady(ready: () => void): void {
+    (this.inner() as PullIterator<T>).onReady(ready);
   }
 
   async next(): Promise<IteratorResult<T>> {

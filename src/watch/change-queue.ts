@@ -14,7 +14,9 @@ export class ChangeQueue implements Subscriber {
   private items: Change[] = [];
   private bytes = 0;
   private overflow = false;
-  private waiter: ((why: "woken" | "timeout") => void) | undefined;
+  private waiter: Waiter | undefined;
+  /** The waiter is onWake's callback, called in a microtask (wait's promise is asynchronous already). */
+  private deferred = false;
   private signal: AbortSignal | undefined;
   private timer: NodeJS.Timeout | undefined;
   private timerMs = 0;
@@ -67,11 +69,38 @@ export class ChangeQueue implements Subscriber {
 
   /**
    * Resolves when something is delivered, `wake` is called, `ms` pass ("timeout"), or `signal` aborts.
-   * One consumer. The abort listener is added once per signal and the timer is re-armed
-   * (`refresh`), not made anew: a fan-out wakes thousands of queues per write.
+   * One consumer.
    */
   wait(ms: number, signal: AbortSignal): Promise<"woken" | "timeout"> {
-    if (this.items.length > 0 || this.overflow || signal.aborted) return Promise.resolve("woken");
+    if (this.ready(signal)) return Promise.resolve("woken");
+    return new Promise((resolve) => this.arm(ms, signal, resolve));
+  }
+
+  /**
+   * `wait` with a callback: `woken` is called once, on the same occasions,
+   * in a microtask. For a consumer that takes no promise per change (a Watch).
+   * Why a microtask: the delivering write (a SetMany of 100 keys, say) is
+   * over by then, so the consumer takes its changes as one batch, and no
+   * consumer's work runs inside a write to the store.
+   */
+  onWake(ms: number, signal: AbortSignal, woken: Waiter): void {
+    if (this.ready(signal)) {
+      queueMicrotask(() => woken("woken"));
+    } else {
+      this.arm(ms, signal, woken);
+      this.deferred = true;
+    }
+  }
+
+  private ready(signal: AbortSignal): boolean {
+    return this.items.length > 0 || this.overflow || signal.aborted;
+  }
+
+  /**
+   * The abort listener is added once per signal and the timer is re-armed
+   * (`refresh`), not made anew: a fan-out wakes thousands of queues per write.
+   */
+  private arm(ms: number, signal: AbortSignal, waiter: Waiter): void {
     if (this.signal !== signal) {
       this.signal?.removeEventListener("abort", this.onAbort);
       this.signal = signal;
@@ -84,7 +113,8 @@ export class ChangeQueue implements Subscriber {
     } else {
       this.timer.refresh();
     }
-    return new Promise((resolve) => (this.waiter = resolve));
+    this.waiter = waiter;
+    this.deferred = false;
   }
 
   /** The stream is over: no timer or listener outlives it. */
@@ -100,7 +130,41 @@ export class ChangeQueue implements Subscriber {
 
   private settle(why: "woken" | "timeout"): void {
     const w = this.waiter;
+    if (w === undefined) return;
     this.waiter = undefined;
-    w?.(why);
+    if (this.deferred) wakeLater(w, why);
+    else w(why);
   }
+}
+
+type Waiter = (why: "woken" | "timeout") => void;
+
+/**
+ * onWake callbacks due, called together in one microtask: a write to a
+ * prefix with 10,000 watchers wakes 10,000 queues, and a microtask (and a
+ * closure) each cost more than the rest of their wake-up.
+ */
+const dueWaiters: Waiter[] = [];
+const dueReasons: ("woken" | "timeout")[] = [];
+
+function wakeLater(waiter: Waiter, why: "woken" | "timeout"): void {
+  if (dueWaiters.length === 0) queueMicrotask(wakeDue);
+  dueWaiters.push(waiter);
+  dueReasons.push(why);
+}
+
+function wakeDue(): void {
+  // Callbacks may wake more queues (their writes): those join this run, at the end.
+  for (let i = 0; i < dueWaiters.length; i++) {
+    try {
+      dueWaiters[i](dueReasons[i]);
+    } catch (e) {
+      // A waiter must not throw; if one does, the others still run, and the error surfaces as it would have.
+      queueMicrotask(() => {
+        throw e;
+      });
+    }
+  }
+  dueWaiters.length = 0;
+  dueReasons.length = 0;
 }

@@ -4,6 +4,7 @@ import type { Compression } from "@connectrpc/connect/protocol";
 import * as grpc from "@connectrpc/connect/protocol-grpc";
 import * as connect from "@connectrpc/connect/protocol-connect";
 import { asConnectError, COMPRESS_MIN_BYTES, copyHeaders, envelope, envelopeSync, FastCall, handlerContext, nodeHeaders, type FastMethod } from "./call.js";
+import { pullIterator, type PullIterator } from "../../pull-iterator.js";
 import { grpcTrailers } from "./unary.js";
 
 export type ServerStreamingImplementation = (message: Message, ctx: HandlerContext) => AsyncIterable<unknown>;
@@ -45,8 +46,11 @@ function normalized(output: AsyncIterable<unknown>, schema: DescMessage): AsyncI
   return new NormalizedMessages(output, schema);
 }
 
-/** One object with its methods on a prototype: a Watch keeps it for its whole life. */
-class NormalizedMessages implements AsyncIterable<Message>, AsyncIterator<Message> {
+/**
+ * One object with its methods on a prototype: a Watch keeps it for its whole
+ * life. Pullable when what it wraps is (src/pull-iterator.ts).
+ */
+class NormalizedMessages implements AsyncIterable<Message>, PullIterator<Message> {
   private it: AsyncIterator<unknown> | undefined;
 
   constructor(
@@ -57,6 +61,19 @@ class NormalizedMessages implements AsyncIterable<Message>, AsyncIterator<Messag
   [Symbol.asyncIterator](): AsyncIterator<Message> {
     this.inner();
     return this;
+  }
+
+  get pullable(): boolean {
+    return pullIterator(this.inner()) !== undefined;
+  }
+
+  pull(): IteratorResult<Message> | undefined {
+    const r = (this.inner() as PullIterator<unknown>).pull();
+    return r === undefined ? undefined : this.toMessage(r);
+  }
+
+  onReady(ready: () => void): void {
+    (this.inner() as PullIterator<unknown>).onReady(ready);
   }
 
   next(): Promise<IteratorResult<Message>> {
@@ -156,14 +173,19 @@ export class ServerStreamCall extends FastCall {
       this.releaseRequest();
       copyHeaders(res.header, context.responseHeader);
       it = (res.message as AsyncIterable<Message>)[Symbol.asyncIterator]();
-      for (;;) {
-        const r = await it.next();
-        if (r.done === true) break;
-        if (this.gone) break;
-        const shared = this.frame(r.value, compression.response);
-        const frame = shared instanceof Buffer ? shared : await shared;
-        sendHeaders();
-        if (!this.stream.write(frame)) await this.drained();
+      const pullable = pullIterator(it);
+      if (pullable !== undefined) {
+        await this.pump(pullable, compression.response, sendHeaders);
+      } else {
+        for (;;) {
+          const r = await it.next();
+          if (r.done === true) break;
+          if (this.gone) break;
+          const shared = this.frame(r.value, compression.response);
+          const frame = shared instanceof Buffer ? shared : await shared;
+          sendHeaders();
+          if (!this.stream.write(frame)) await this.drained();
+        }
       }
       copyHeaders(res.trailer, context.responseTrailer);
     } catch (e) {
@@ -210,6 +232,54 @@ export class ServerStreamCall extends FastCall {
     let compressed = frames.compressed.get(compression.name);
     if (compressed === undefined) frames.compressed.set(compression.name, (compressed = envelope(0, frames.data, compression)));
     return compressed;
+  }
+
+  /**
+   * The loop above for a pullable stream (a Watch), with no promise per
+   * message: write what is ready, then ask to be called back when more is,
+   * or when the stream drains. Settles when the messages end or fail, or
+   * when the client is gone.
+   */
+  private pump(it: PullIterator<Message>, compression: Compression | null, sendHeaders: () => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const step = (): void => {
+        if (settled) return;
+        try {
+          for (;;) {
+            if (this.gone) break;
+            const r = it.pull();
+            if (r === undefined) return it.onReady(step);
+            if (r.done === true) break;
+            const shared = this.frame(r.value, compression);
+            if (shared instanceof Buffer) {
+              if (!write(shared)) return;
+              continue;
+            }
+            // A compressed frame, made once for every watcher of this message.
+            void (shared as Promise<Buffer>).then((frame) => write(frame) && step(), fail);
+            return;
+          }
+          settled = true;
+          resolve();
+        } catch (e) {
+          fail(e);
+        }
+      };
+      /** False when the stream is full: step runs again once it drains. */
+      const write = (frame: Buffer): boolean => {
+        sendHeaders();
+        if (this.stream.write(frame)) return true;
+        void this.drained().then(step);
+        return false;
+      };
+      const fail = (e: unknown): void => {
+        if (settled) return;
+        settled = true;
+        reject(e);
+      };
+      step();
+    });
   }
 
   /** Resolves when the stream can take more, or is gone. */
