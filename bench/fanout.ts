@@ -34,6 +34,8 @@ export interface FanoutOptions {
   readonly gapMs: number;
   /** Node flags for the server (--cpu-prof ...). */
   readonly serverNodeFlags?: readonly string[];
+  /** How the watchers read (bench/watchers.ts): raw node:http2 (default) or connect-node's client. */
+  readonly client?: "raw" | "connect";
 }
 
 export type FanoutStage =
@@ -110,6 +112,7 @@ async function stage(pin: Pinning, opts: FanoutOptions, count: number): Promise<
       gapMs: opts.gapMs,
       openConcurrency: 200,
       receiptTimeoutMs: 10_000,
+      client: opts.client ?? "raw",
     };
     const [cmd, args] = command(pin.load, [process.execPath, WATCHERS, JSON.stringify(config)]);
     const proc = track(spawn(cmd, args, { cwd: ROOT, stdio: ["ignore", "inherit", "pipe", "ipc"] }));
@@ -221,12 +224,13 @@ async function stage(pin: Pinning, opts: FanoutOptions, count: number): Promise<
 
 // --- report -------------------------------------------------------------------------
 
-export function formatFanout(stages: readonly FanoutStage[], perConnection: number): string {
+export function formatFanout(stages: readonly FanoutStage[], perConnection: number, client: "raw" | "connect" = "raw"): string {
   const out: string[] = [];
   const ok = stages.filter((s): s is Extract<FanoutStage, { status: "ok" }> => s.status === "ok");
   const writes = ok[0]?.result.writes;
   out.push(
-    `Watch fan-out: watchers on one prefix (gRPC Watch with values, ${perConnection} per HTTP/2 connection) in one process on the load CPU; ` +
+    `Watch fan-out: watchers on one prefix (gRPC Watch with values, ${perConnection} per HTTP/2 connection, ` +
+      `${client === "raw" ? "read with node:http2 and protobuf-es" : "read with connect-node's client"}) in one process on the load CPU; ` +
       `a fresh server per row; one writer in the watchers' process, ${writes ?? "?"} counted writes (+2 warm-up) one at a time, each awaited by every watcher`,
   );
   const body = ok.map((s) => [

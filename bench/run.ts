@@ -19,7 +19,7 @@
  * connection), --keys N, --value-bytes N, --rounds N, --ops get,set,getMany,
  * --protocols grpc,connect, --memory-keys N, --no-memory, --cpu-prof (profile
  * the server; the summary is printed and the .cpuprofile kept), --out FILE,
- * --sections LIST, --fanout-watchers LIST, --fanout-per-connection N,
+ * --sections LIST, --fanout-watchers LIST, --fanout-per-connection N, --fanout-client raw|connect,
  * --fanout-writes N, --repl-duration MS, --repl-rate N, --resync-keys N
  * (0 skips the full resync; 200000 for a quick run).
  *
@@ -74,6 +74,7 @@ const USAGE = `node dist/bench/run.js [flags]     (npm run bench -- [flags])
   --anchor-requests N  h2load requests per side-by-side measurement (default 100000)
   --fanout-watchers L  watcher counts for the Watch fan-out, one server each (default 1000,10000)
   --fanout-per-connection N  watchers per HTTP/2 connection (default 100)
+  --fanout-client raw|connect  how the watchers read: node:http2 (default) or connect-node's client
   --fanout-writes N    counted writes per fan-out stage, after 2 warm-up writes (default 20)
   --repl-duration MS   measured window per replication-lag scenario (default 5000)
   --repl-rate N        writes/s of the fixed-rate lag scenario (default 0 = half the max Set rate)
@@ -104,6 +105,7 @@ function options() {
       sections: { type: "string", default: SECTIONS.join(",") },
       "fanout-watchers": { type: "string", default: "1000,10000" },
       "fanout-per-connection": { type: "string", default: "100" },
+      "fanout-client": { type: "string", default: "raw" },
       "fanout-writes": { type: "string", default: "20" },
       "repl-duration": { type: "string", default: "5000" },
       "repl-rate": { type: "string", default: "0" },
@@ -145,6 +147,7 @@ function options() {
     sections: list("sections", values.sections, SECTIONS),
     fanoutWatchers: values["fanout-watchers"].split(",").map((x) => int("fanout-watchers", x.trim(), 1)),
     fanoutPerConnection: int("fanout-per-connection", values["fanout-per-connection"], 1),
+    fanoutClient: fanoutClient(values["fanout-client"]),
     fanoutWrites: int("fanout-writes", values["fanout-writes"], 1),
     replDurationMs: int("repl-duration", values["repl-duration"], 500),
     replRate: int("repl-rate", values["repl-rate"], 0),
@@ -551,6 +554,7 @@ async function main(): Promise<number> {
     ? await runFanout(pin, {
         counts: opts.fanoutWatchers,
         perConnection: opts.fanoutPerConnection,
+        client: opts.fanoutClient,
         writes: opts.fanoutWrites,
         warmupWrites: 2,
         valueBytes: opts.valueBytes,
@@ -612,7 +616,7 @@ async function main(): Promise<number> {
   const rt = ratios(measurements, opts);
   const sectionTexts = [
     anchors === undefined ? undefined : `Side by side, same load generator (bench/anchors.ts):\n${formatAnchors(anchors)}`,
-    fanout === undefined ? undefined : formatFanout(fanout, opts.fanoutPerConnection),
+    fanout === undefined ? undefined : formatFanout(fanout, opts.fanoutPerConnection, opts.fanoutClient),
     lag === undefined ? undefined : formatLag(lag, lagOptions, pin),
     resync === undefined ? undefined : formatResync(resync, resyncOptions, pin),
     expiry,
@@ -638,6 +642,7 @@ async function main(): Promise<number> {
       sections: opts.sections,
       fanoutWatchers: opts.fanoutWatchers,
       fanoutPerConnection: opts.fanoutPerConnection,
+      fanoutClient: opts.fanoutClient,
       fanoutWrites: opts.fanoutWrites,
       replication: lagOptions,
       resync: resyncOptions,
@@ -695,3 +700,8 @@ main().then(
     process.exit(1);
   },
 );
+
+function fanoutClient(v: string): "raw" | "connect" {
+  if (v === "raw" || v === "connect") return v;
+  throw new Error(`--fanout-client must be raw or connect, not ${JSON.stringify(v)}`);
+}
