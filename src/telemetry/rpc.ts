@@ -354,16 +354,13 @@ class OutgoingMessages<T> implements AsyncIterable<T>, PullIterator<T> {
   pull(): IteratorResult<T> | undefined {
     const it = this.inner() as PullIterator<T>;
     const ctx = this.ctx;
+    let r: IteratorResult<T> | undefined;
     try {
-      const r = ctx === undefined ? it.pull() : context.with(ctx, () => it.pull());
-      if (r === undefined) return undefined;
-      if (r.done === true) this.call.end(undefined, "completed");
-      else this.call.sent++;
-      return r;
+      r = ctx === undefined ? it.pull() : context.with(ctx, () => it.pull());
     } catch (err) {
-      this.call.end(err);
-      throw err;
+      this.failed(err);
     }
+    return r === undefined ? undefined : this.counted(r);
   }
 
   onReady(ready: () => void): void {
@@ -373,15 +370,26 @@ class OutgoingMessages<T> implements AsyncIterable<T>, PullIterator<T> {
   async next(): Promise<IteratorResult<T>> {
     const it = this.inner();
     const ctx = this.ctx;
+    let r: IteratorResult<T>;
     try {
-      const r = ctx === undefined ? await it.next() : await context.with(ctx, () => it.next());
-      if (r.done === true) this.call.end(undefined, "completed");
-      else this.call.sent++;
-      return r;
+      r = ctx === undefined ? await it.next() : await context.with(ctx, () => it.next());
     } catch (err) {
-      this.call.end(err);
-      throw err;
+      this.failed(err);
     }
+    return this.counted(r);
+  }
+
+  /** A message sent, or the stream's end. */
+  private counted(r: IteratorResult<T>): IteratorResult<T> {
+    if (r.done === true) this.call.end(undefined, "completed");
+    else this.call.sent++;
+    return r;
+  }
+
+  /** The handler failed: the call ends with its error, which goes on to the caller. */
+  private failed(err: unknown): never {
+    this.call.end(err);
+    throw err;
   }
 
   async return(value?: unknown): Promise<IteratorResult<T>> {

@@ -46,15 +46,24 @@ export function watchStream(hub: WatchHub, req: WatchRequest, signal: AbortSigna
   return new WatchMessages(hub, req, signal);
 }
 
-type Phase = "new" | "replay" | "live" | "done";
+type Phase =
+  /** Nothing asked for yet, nothing registered: a bad request fails at the first pull, inside the interceptors. */
+  | "new"
+  /** Registered; start_revision..R comes from the log, a chunk at a time (changes after R wait in the queue). */
+  | "replay"
+  /** Sending what the queue holds; when it is empty, waiting on it (or on the progress timer). */
+  | "live"
+  /** Ended, failed or stopped by the consumer: unregistered, and every pull says done. */
+  | "done";
 const DONE: IteratorResult<WatchResponseInit> = { done: true, value: undefined };
 
 /**
  * The Watch stream as an iterator that can be pulled (src/pull-iterator.ts):
- * a change wakes the writer by a callback, with no promise, which is what a
- * fan-out to thousands of watchers costs per watcher. `next()` is built on
- * `pull` and `onReady`, for connect-node. A class rather than a generator
- * with closures: there can be tens of thousands, so what each keeps matters.
+ * a change wakes the writer by a callback instead of resolving a chain of
+ * promises, which was most of what a fan-out to thousands of watchers cost
+ * per watcher. `next()` is built on `pull` and `onReady`, for connect-node.
+ * A class rather than a generator with closures: there can be tens of
+ * thousands, so what each keeps matters.
  */
 class WatchMessages implements AsyncIterable<WatchResponseInit>, PullIterator<WatchResponseInit> {
   readonly pullable = true;
@@ -224,8 +233,11 @@ class WatchMessages implements AsyncIterable<WatchResponseInit>, PullIterator<Wa
   private finish(): void {
     this.phase = "done";
     this.outbox = [];
-    this.ready = undefined;
     this.unregister?.();
+    // A consumer waiting (a next() pending when return() came) learns that the stream is done.
+    const ready = this.ready;
+    this.ready = undefined;
+    ready?.();
   }
 }
 
