@@ -47,7 +47,7 @@ export function watchStream(hub: WatchHub, req: WatchRequest, signal: AbortSigna
 }
 
 type Phase =
-  /** Nothing asked for yet, nothing registered: a bad request fails at the first pull, inside the interceptors. */
+  /** Nothing asked for yet, nothing registered: a bad request fails at the first pull, as the generator did at its first next(). */
   | "new"
   /** Registered; start_revision..R comes from the log, a chunk at a time (changes after R wait in the queue). */
   | "replay"

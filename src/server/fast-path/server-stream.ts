@@ -191,8 +191,9 @@ export class ServerStreamCall extends FastCall {
     } catch (e) {
       error = asConnectError(e);
     } finally {
-      // A client that left mid-stream: let the implementation's finally run (unregister from the hub).
-      if (this.gone) await it?.return?.().catch(() => undefined);
+      // A client that left mid-stream, or a failure of ours (a frame that could not be made): let the
+      // implementation's finally run (unregister from the hub, give back its stream slot).
+      if (this.gone || error !== undefined) await it?.return?.().catch(() => undefined);
     }
     this.done = true;
     this.signal.release();
@@ -230,7 +231,12 @@ export class ServerStreamCall extends FastCall {
     if (compression === null || frames.data.byteLength < COMPRESS_MIN_BYTES) return frames.plain;
     frames.compressed ??= new Map();
     let compressed = frames.compressed.get(compression.name);
-    if (compressed === undefined) frames.compressed.set(compression.name, (compressed = envelope(0, frames.data, compression)));
+    if (compressed === undefined) {
+      const name = compression.name;
+      frames.compressed.set(name, (compressed = envelope(0, frames.data, compression)));
+      // A failure is not kept: the next watcher of this message tries again.
+      compressed.catch(() => frames.compressed?.delete(name));
+    }
     return compressed;
   }
 
@@ -256,8 +262,15 @@ export class ServerStreamCall extends FastCall {
               if (!write(shared)) return;
               continue;
             }
-            // A compressed frame, made once for every watcher of this message.
-            void (shared as Promise<Buffer>).then((frame) => write(frame) && step(), fail);
+            // A compressed frame, made once for every watcher of this message; the client may have gone meanwhile.
+            void (shared as Promise<Buffer>).then((frame) => {
+              if (settled) return;
+              try {
+                if (this.gone || write(frame)) step();
+              } catch (e) {
+                fail(e);
+              }
+            }, fail);
             return;
           }
           settled = true;
@@ -284,6 +297,8 @@ export class ServerStreamCall extends FastCall {
 
   /** Resolves when the stream can take more, or is gone. */
   private drained(): Promise<void> {
+    // A closed stream never drains (nor closes again).
+    if (this.gone) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         this.stream.off("drain", done);
