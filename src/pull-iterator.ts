@@ -19,8 +19,9 @@ export interface PullIterator<T> extends AsyncIterator<T> {
   pull(): IteratorResult<T> | undefined;
   /**
    * Calls `ready` once when `pull` may have a result, or must throw (the call
-   * was aborted). It can be called from inside a write to the store (the
-   * change that made it ready), so it must not throw; at most one is pending.
+   * was aborted): in a microtask, never inside the write that made it ready.
+   * It runs beside other streams' callbacks, so it must not throw; at most
+   * one is pending.
    */
   onReady(ready: () => void): void;
 }

@@ -85,7 +85,7 @@ export class ChangeQueue implements Subscriber {
    */
   onWake(ms: number, signal: AbortSignal, woken: Waiter): void {
     if (this.ready(signal)) {
-      queueMicrotask(() => woken("woken"));
+      wakeLater(woken, "woken");
     } else {
       this.arm(ms, signal, woken);
       this.deferred = true;
