@@ -2,6 +2,8 @@
  * The Node anchors of bench/anchors.ts, one per process:
  *   node dist/bench/anchor-servers.js grpcjs PORT   a minimal @grpc/grpc-js server: Get from a Map
  *   node dist/bench/anchor-servers.js raw PORT      raw node:http2 answering every call with fixed gRPC bytes
+ *   node dist/bench/anchor-servers.js raw-engine PORT
+ *                                                   the same on our HTTP/2 engine (src/server/h2)
  *   node dist/bench/anchor-servers.js sink PORT     an OTLP/HTTP sink: accepts every export and discards it
  *   node dist/bench/anchor-servers.js latency URL FILE N
  *                                                   N gRPC calls one at a time (body from FILE) over one
@@ -12,9 +14,12 @@ import { readFileSync } from "node:fs";
 import * as http from "node:http";
 import { performance } from "node:perf_hooks";
 import * as http2 from "node:http2";
+import * as net from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { GetRequestSchema, GetResponseSchema } from "../src/gen/ripplecache/v1/cache_pb.js";
+import { H2Connection } from "../src/server/h2/connection.js";
+import type { H2Stream } from "../src/server/h2/stream.js";
 
 const [kind, portText] = process.argv.slice(2);
 const port = Number(portText);
@@ -60,6 +65,23 @@ if (kind === "grpcjs") {
       stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
       stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
       stream.end(frame);
+    });
+  });
+  server.listen(port, "127.0.0.1", () => console.log("listening"));
+} else if (kind === "raw-engine") {
+  const payload = toBinary(GetResponseSchema, create(GetResponseSchema, { found: true, value, revision: 1n }));
+  const frame = Buffer.alloc(5 + payload.length);
+  frame.writeUInt32BE(payload.length, 1);
+  frame.set(payload, 5);
+  const server = net.createServer((socket) => {
+    const connection = new H2Connection(socket, { maxConcurrentStreams: 1000, maxHeaderListSize: 16 * 1024 });
+    connection.on("stream", (stream: H2Stream) => {
+      stream.on("data", () => {});
+      stream.once("end", () => {
+        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+        stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+        stream.end(frame);
+      });
     });
   });
   server.listen(port, "127.0.0.1", () => console.log("listening"));

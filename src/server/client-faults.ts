@@ -1,5 +1,5 @@
 import type { DescMessage } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextKey, createContextValues, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createConnectRouter, createContextKey, createContextValues, type Interceptor } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, connectNodeAdapter, type ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import {
   createAsyncIterable,
@@ -127,17 +127,31 @@ export function incompleteMessage(body: Uint8Array): ConnectError | undefined {
  * request framing).
  */
 export function connectNodeAdapterWithClientFaults(options: ConnectNodeAdapterOptions): ReturnType<typeof connectNodeAdapter> {
-  return connectNodeAdapter({
+  return connectHandlersWithClientFaults(options).nodeHandler;
+}
+
+/**
+ * The same, as connect's handlers by request path (for our HTTP/2 engine,
+ * src/server/h2) and as connect-node's request handler (for node:http and
+ * node:http2); both serve the same handler objects.
+ */
+export function connectHandlersWithClientFaults(options: ConnectNodeAdapterOptions): {
+  readonly nodeHandler: ReturnType<typeof connectNodeAdapter>;
+  readonly handlers: ReadonlyMap<string, UniversalHandler>;
+} {
+  const router = createConnectRouter({
     ...options,
     acceptCompression: (options.acceptCompression ?? [compressionGzip, compressionBrotli]).map(decompressionFaults),
     jsonOptions: { ...options.jsonOptions, ...STRICT_UTF8 },
     interceptors: [streamedMessageFaults, ...(options.interceptors ?? [])],
-    routes(router) {
-      options.routes(router);
-      // connect-node reads the handlers once routes() returns.
-      router.handlers.forEach((handler, i) => (router.handlers[i] = withClientFaults(handler)));
-    },
   });
+  options.routes(router);
+  const wrapped = router.handlers.map(withClientFaults);
+  return {
+    // connect-node reads the router's handlers once routes() returns.
+    nodeHandler: connectNodeAdapter({ ...options, routes: (r) => r.handlers.push(...wrapped) }),
+    handlers: new Map(wrapped.map((h) => [(options.requestPathPrefix ?? "") + h.requestPath, h])),
+  };
 }
 
 /** Decompression errors other than the size limit are the client's corrupt data. */

@@ -10,6 +10,9 @@ import { logLine } from "../log.js";
 import { ConfigError } from "./config.js";
 import type { FastStreamHandler } from "./fast-path/index.js";
 import { fixGrpcMessageEncoding } from "./grpc-message.js";
+import { H2Connection } from "./h2/connection.js";
+import type { HeaderMap } from "./h2/hpack.js";
+import type { H2Stream } from "./h2/stream.js";
 
 type NodeHandlerFn = ReturnType<typeof connectNodeAdapter>;
 
@@ -38,6 +41,23 @@ export interface ListenOptions {
   readonly idleTimeoutMs?: number;
   /** Serves the HTTP/2 streams it accepts (the fast path) before connect-node sees them. */
   readonly fastStream?: FastStreamHandler;
+  /**
+   * Serves h2c connections on our own HTTP/2 engine (src/server/h2) instead
+   * of node:http2: streams the fast path does not take go to this (connect's
+   * handlers, through connect-bridge.ts). TLS connections stay on node:http2.
+   */
+  readonly ownEngine?: (stream: H2Stream, headers: HeaderMap) => void;
+}
+
+/** What the listener's timers need of an HTTP/2 connection: node:http2's Http2Session and our H2Connection alike. */
+interface SupervisedSession {
+  readonly destroyed: boolean;
+  readonly closed: boolean;
+  ping(callback: (err: Error | null) => void): unknown;
+  close(): void;
+  destroy(): void;
+  on(event: "stream", listener: (stream: { once(event: "close", listener: () => void): unknown }) => void): unknown;
+  once(event: "close", listener: () => void): unknown;
 }
 
 /** One port serving HTTP/1.1 and HTTP/2 (h2c, or ALPN h2 + http/1.1 with TLS). */
@@ -82,7 +102,7 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
   };
 
   const sockets = new Set<net.Socket>();
-  const sessions = new Set<http2.Http2Session>();
+  const sessions = new Set<SupervisedSession>();
   const track = (socket: net.Socket) => {
     socket.setKeepAlive(true, options.keepaliveIntervalMs);
     sockets.add(socket);
@@ -156,6 +176,19 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
     h1Server.on("request", (req: http.IncomingMessage) => requestArrived(req.socket));
     h1 = h1Server;
     const h2c = http2.createServer(h2Options, handler);
+    const engine = options.ownEngine;
+    const ownEngine =
+      engine === undefined
+        ? undefined
+        : (socket: net.Socket) => {
+            const connection = new H2Connection(socket, { maxConcurrentStreams: h2Options.settings.maxConcurrentStreams, maxHeaderListSize: maxHeaderBytes });
+            connection.on("stream", (stream: H2Stream, headers: HeaderMap) => {
+              if (options.fastStream?.(stream, headers as http2.IncomingHttpHeaders) === true) return;
+              engine(stream, headers);
+            });
+            supervise(connection);
+            socket.resume();
+          };
     h2 = h2c;
     server = net.createServer((socket) => {
       track(socket);
@@ -173,7 +206,8 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
         socket.unshift(seen);
         if (h2) {
           requestArrived(socket); // the session's own timer takes over
-          h2c.emit("connection", socket);
+          if (ownEngine !== undefined) ownEngine(socket);
+          else h2c.emit("connection", socket);
         } else {
           h1Server.emit("connection", socket);
           socket.resume();
@@ -222,7 +256,7 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
       stream.resume();
     });
   });
-  h2.on("session", (session: http2.Http2Session) => {
+  const supervise = (session: SupervisedSession) => {
     sessions.add(session);
     // Node's HTTP/2 server answers pings but sends none: without this, a peer
     // that vanished (power loss, SIGSTOP, a cut network) holds its streams forever.
@@ -257,7 +291,7 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
       idle.unref();
     };
     closeIfIdleAfter(headerTimeoutMs);
-    session.on("stream", (stream: http2.ServerHttp2Stream) => {
+    session.on("stream", (stream: { once(event: "close", listener: () => void): unknown }) => {
       open++;
       clearTimeout(idle);
       stream.once("close", () => {
@@ -269,7 +303,8 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
       clearTimeout(idle);
       sessions.delete(session);
     });
-  });
+  };
+  h2.on("session", supervise);
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

@@ -1,6 +1,7 @@
 import { setMaxListeners } from "node:events";
 import { Code, ConnectError, createServiceImplSpec, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapterWithClientFaults, streamedMessageFaults } from "./client-faults.js";
+import { connectHandlersWithClientFaults, streamedMessageFaults } from "./client-faults.js";
+import { connectBridge } from "./h2/connect-bridge.js";
 import { CacheService } from "../gen/ripplecache/v1/cache_pb.js";
 import { ExpirySweeper } from "../store/expiry-sweeper.js";
 import { ChangeLog } from "../store/change-log.js";
@@ -130,7 +131,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     registerHealth(router, health);
     registerReflection(router);
   };
-  const handler = connectNodeAdapterWithClientFaults({
+  const { nodeHandler: handler, handlers } = connectHandlersWithClientFaults({
     routes,
     interceptors,
     ...(telemetry.contextValues !== undefined ? { contextValues: telemetry.contextValues } : {}),
@@ -150,7 +151,9 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
         ...(telemetry.networkContextValues !== undefined ? { contextValues: telemetry.networkContextValues } : {}),
       })
     : undefined;
-  const listener = await listen(handler, { ...config, fastStream });
+  // h2c on our own HTTP/2 engine (src/server/h2), unless --http2-engine node.
+  const ownEngine = config.http2Engine === "ripple" ? connectBridge(handlers, telemetry.networkContextValues) : undefined;
+  const listener = await listen(handler, { ...config, fastStream, ownEngine });
   ownAddress = config.advertiseAddress ?? `${config.host}:${listener.port}`;
   replication.start(ownAddress);
   const admin =

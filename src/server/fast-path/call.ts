@@ -1,5 +1,4 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
-import type * as http2 from "node:http2";
 import type { DescMethod, DescService, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type HandlerContext, type Interceptor, type ServiceImplSpec, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import {
@@ -30,6 +29,25 @@ export interface FastPathOptions {
   readonly stats?: { calls: number };
   /** Per-call context values (telemetry's view of the connection), if any. */
   readonly contextValues?: (network: CallNetwork) => ContextValues;
+}
+
+/**
+ * What a fast call uses of its HTTP/2 stream: node:http2's ServerHttp2Stream
+ * has it, and so does our own engine's H2Stream (src/server/h2).
+ */
+export interface CallStream {
+  readonly destroyed: boolean;
+  readonly closed: boolean;
+  readonly session?: { readonly socket?: { readonly localAddress?: string; readonly localPort?: number; readonly remoteAddress?: string; readonly remotePort?: number } } | undefined;
+  respond(headers: OutgoingHttpHeaders, options?: { waitForTrailers?: boolean }): void;
+  write(data: Uint8Array): boolean;
+  end(data?: Uint8Array): unknown;
+  sendTrailers(headers: OutgoingHttpHeaders): void;
+  on(event: "data", listener: (chunk: Buffer) => void): unknown;
+  on(event: "error", listener: (err: Error) => void): unknown;
+  once(event: "close" | "end" | "drain" | "wantTrailers", listener: () => void): unknown;
+  off(event: "data", listener: (chunk: Buffer) => void): unknown;
+  off(event: "drain", listener: () => void): unknown;
 }
 
 /**
@@ -169,7 +187,7 @@ export abstract class FastCall {
   constructor(
     protected readonly options: FastPathOptions,
     protected readonly method: FastMethod,
-    protected readonly stream: http2.ServerHttp2Stream,
+    protected readonly stream: CallStream,
     protected headers: IncomingHttpHeaders,
     protected readonly protocol: Protocol,
     inFlight: Set<CallSignal>,

@@ -1,10 +1,10 @@
-import type * as http2 from "node:http2";
+import type { IncomingHttpHeaders } from "node:http2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
 import { createMethodSerializationLookup, transformParseEnvelope } from "@connectrpc/connect/protocol";
 import { fastDecoder } from "./decode.js";
 import { fastEncoder } from "./encode.js";
-import { CallSignal, header, type FastMethod, type FastPathOptions, type Protocol } from "./call.js";
+import { CallSignal, header, type CallStream, type FastMethod, type FastPathOptions, type Protocol } from "./call.js";
 import { serverStreamInvoker, ServerStreamCall, type ServerStreamingImplementation, type StreamChain } from "./server-stream.js";
 import { unaryInvoker, UnaryCall, type UnaryChain, type UnaryImplementation } from "./unary.js";
 
@@ -33,7 +33,7 @@ export type { FastPathOptions } from "./call.js";
  * test/fast-path.test.ts sends the same requests to a server with and without
  * this path and compares the answers byte for byte.
  */
-export type FastStreamHandler = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
+export type FastStreamHandler = (stream: CallStream, headers: IncomingHttpHeaders) => boolean;
 
 type Route = { readonly kind: "unary"; readonly method: FastMethod; readonly chain: UnaryChain } | { readonly kind: "server_streaming"; readonly method: FastMethod; readonly chain: StreamChain };
 
@@ -91,7 +91,7 @@ export function createFastPath(options: FastPathOptions): FastStreamHandler {
 }
 
 /** The binary protocol of a request this path serves; undefined: connect-node's. */
-function protocolOf(headers: http2.IncomingHttpHeaders, kind: Route["kind"]): Protocol | undefined {
+function protocolOf(headers: IncomingHttpHeaders, kind: Route["kind"]): Protocol | undefined {
   const type = headers["content-type"];
   const identity = (name: string) => {
     const v = header(headers, name);

@@ -1,0 +1,623 @@
+import { EventEmitter } from "node:events";
+import type { OutgoingHttpHeaders } from "node:http";
+import type { Socket } from "node:net";
+import { DEFAULT_MAX_FRAME, DEFAULT_WINDOW, ErrorCode, Flag, FRAME_HEADER_BYTES, frameHeader, FrameType, MAX_WINDOW, PREFACE, Setting, u32 } from "./frames.js";
+import { encodeHeaders, HpackDecoder, HpackError, type HeaderMap } from "./hpack.js";
+import { H2Stream, type StreamHost } from "./stream.js";
+
+export interface H2ConnectionOptions {
+  /** SETTINGS_MAX_CONCURRENT_STREAMS: a stream beyond it is refused (REFUSED_STREAM). */
+  readonly maxConcurrentStreams: number;
+  /** SETTINGS_MAX_HEADER_LIST_SIZE: a request whose headers are larger is reset (ENHANCE_YOUR_CALM). */
+  readonly maxHeaderListSize: number;
+}
+
+/** The connection's receive window: what all its streams together may have unread. */
+const CONNECTION_WINDOW = 1024 * 1024;
+/** Socket bytes not yet taken by the kernel beyond which DATA waits (control frames do not). */
+const SOCKET_HIGH_WATER = 256 * 1024;
+/** Control frames we must answer (SETTINGS, PING) while the peer reads nothing: beyond this, it is flooding us. */
+const CONTROL_FLOOD_BYTES = 1024 * 1024;
+/** Client resets of open streams: a burst of this many, then this many per second. */
+const RESET_BURST = 1000;
+const RESETS_PER_SECOND = 100;
+/** CONTINUATION frames may not add up to more than this over the header list limit. */
+const HEADER_BLOCK_SLACK = 16 * 1024;
+
+class ConnectionError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * One server-side HTTP/2 connection (RFC 9113) on a socket, in JavaScript.
+ *
+ * Why not node:http2: each stream there is a native nghttp2 stream plus a
+ * JavaScript Duplex, its headers cross the native boundary as objects, and
+ * every frame is written on its own; fixed bytes answered that way top out
+ * at ~30 µs of CPU per call on these machines, most of a Get's cost. Here a
+ * stream is a small object, every frame produced in one turn of the event
+ * loop goes out in one socket write, and a request's headers are decoded by
+ * our HPACK decoder straight into the object the fast path reads.
+ *
+ * What it serves, as node:http2 does: flow control both ways, SETTINGS,
+ * PING, GOAWAY (graceful close), RST_STREAM (client cancellation), trailers,
+ * the limits on concurrent streams and header size. It never pushes.
+ */
+export class H2Connection extends EventEmitter implements StreamHost {
+  private readonly streams = new Map<number, H2Stream>();
+  private readonly decoder = new HpackDecoder();
+  private input: Buffer | undefined;
+  private prefaceSeen = false;
+  private lastStreamId = 0;
+  /** Set once GOAWAY went out: streams above it are ignored. */
+  private goawayId: number | undefined;
+  private peerGoneAway = false;
+  // A header block spread over CONTINUATION frames.
+  private continuing: { id: number; flags: number; parts: Buffer[]; bytes: number } | undefined;
+
+  // Flow control: our windows for the peer's DATA, and the peer's for ours.
+  private recvWindow = DEFAULT_WINDOW;
+  private unacked = 0;
+  private sendWindow = DEFAULT_WINDOW;
+  private peerInitialWindow = DEFAULT_WINDOW;
+  private peerMaxFrame = DEFAULT_MAX_FRAME;
+
+  // Output: frames of this turn, written together.
+  private out: Buffer[] = [];
+  private outBytes = 0;
+  private flushScheduled = false;
+  private readonly sending = new Set<H2Stream>();
+  private pings: ((err: Error | null) => void)[] = [];
+  private isDestroyed = false;
+  private isClosing = false;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly options: H2ConnectionOptions,
+  ) {
+    super();
+    socket.setNoDelay(true);
+    this.queueFrame(FrameType.SETTINGS, 0, 0, settingsPayload([
+      [Setting.MAX_CONCURRENT_STREAMS, options.maxConcurrentStreams],
+      [Setting.MAX_HEADER_LIST_SIZE, options.maxHeaderListSize],
+      [Setting.ENABLE_PUSH, 0],
+    ]));
+    this.queueFrame(FrameType.WINDOW_UPDATE, 0, 0, u32(CONNECTION_WINDOW - DEFAULT_WINDOW));
+    this.recvWindow = CONNECTION_WINDOW;
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("drain", () => this.schedule());
+    socket.on("error", () => this.destroy());
+    socket.on("close", () => this.destroy());
+  }
+
+  get closed(): boolean {
+    return this.isClosing || this.isDestroyed;
+  }
+
+  get destroyed(): boolean {
+    return this.isDestroyed;
+  }
+
+  /** Streams open now. */
+  get openStreams(): number {
+    return this.streams.size;
+  }
+
+  /** Graceful close: GOAWAY, then the connection ends when its open streams have. */
+  close(): void {
+    if (this.isClosing || this.isDestroyed) return;
+    this.isClosing = true;
+    this.goaway(ErrorCode.NO_ERROR);
+    this.endIfIdle();
+  }
+
+  destroy(): void {
+    if (this.isDestroyed) return;
+    this.isDestroyed = true;
+    this.isClosing = true;
+    for (const stream of this.streams.values()) stream.markClosed(ErrorCode.CANCEL);
+    this.streams.clear();
+    for (const ping of this.pings) ping(new Error("connection closed"));
+    this.pings = [];
+    this.socket.destroy();
+    this.emit("close");
+  }
+
+  /** Sends a PING; `callback` runs when its ACK comes (or with an error when the connection ends first). */
+  ping(callback: (err: Error | null) => void): void {
+    if (this.isDestroyed) throw new Error("connection closed");
+    this.pings.push(callback);
+    this.queueFrame(FrameType.PING, 0, 0, Buffer.alloc(8));
+  }
+
+  // --- Input ---
+
+  private onData(chunk: Buffer): void {
+    let buf = this.input === undefined ? chunk : Buffer.concat([this.input, chunk]);
+    this.input = undefined;
+    let pos = 0;
+    try {
+      if (!this.prefaceSeen) {
+        if (buf.length < PREFACE.length) {
+          this.input = buf;
+          return;
+        }
+        if (!buf.subarray(0, PREFACE.length).equals(PREFACE)) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad connection preface");
+        this.prefaceSeen = true;
+        pos = PREFACE.length;
+      }
+      while (buf.length - pos >= FRAME_HEADER_BYTES && !this.isDestroyed) {
+        const length = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2];
+        if (length > DEFAULT_MAX_FRAME) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, `frame of ${length} bytes`);
+        if (buf.length - pos < FRAME_HEADER_BYTES + length) break;
+        const type = buf[pos + 3];
+        const flags = buf[pos + 4];
+        const id = buf.readUInt32BE(pos + 5) & 0x7fff_ffff;
+        const payload = buf.subarray(pos + FRAME_HEADER_BYTES, pos + FRAME_HEADER_BYTES + length);
+        pos += FRAME_HEADER_BYTES + length;
+        this.onFrame(type, flags, id, payload);
+      }
+    } catch (e) {
+      if (e instanceof ConnectionError) this.fail(e.code);
+      else if (e instanceof HpackError) this.fail(ErrorCode.COMPRESSION_ERROR);
+      else throw e;
+      return;
+    }
+    // Keep only the partial frame (a copy would pin less, but frames are small).
+    if (pos < buf.length) this.input = buf.subarray(pos);
+    this.schedule();
+  }
+
+  private onFrame(type: number, flags: number, id: number, payload: Buffer): void {
+    if (this.continuing !== undefined && type !== FrameType.CONTINUATION) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "expected CONTINUATION");
+    switch (type) {
+      case FrameType.DATA:
+        return this.onDataFrame(flags, id, payload);
+      case FrameType.HEADERS:
+        return this.onHeaders(flags, id, payload);
+      case FrameType.CONTINUATION:
+        return this.onContinuation(flags, id, payload);
+      case FrameType.PRIORITY:
+        if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0");
+        return;
+      case FrameType.RST_STREAM: {
+        if (id === 0 || payload.length !== 4) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad RST_STREAM");
+        if (id > this.lastStreamId) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream");
+        const stream = this.streams.get(id);
+        if (stream === undefined) return;
+        this.limitResets();
+        this.forget(stream, payload.readUInt32BE(0));
+        return;
+      }
+      case FrameType.SETTINGS:
+        return this.onSettings(flags, id, payload);
+      case FrameType.PING:
+        if (id !== 0 || payload.length !== 8) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad PING");
+        if (flags & Flag.ACK) {
+          this.pings.shift()?.(null);
+        } else {
+          this.control();
+          this.queueFrame(FrameType.PING, Flag.ACK, 0, Buffer.from(payload));
+        }
+        return;
+      case FrameType.GOAWAY:
+        this.peerGoneAway = true;
+        this.endIfIdle();
+        return;
+      case FrameType.WINDOW_UPDATE:
+        return this.onWindowUpdate(id, payload);
+      case FrameType.PUSH_PROMISE:
+        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client");
+      default:
+        return; // unknown frame types are ignored (section 5.5)
+    }
+  }
+
+  private onDataFrame(flags: number, id: number, payload: Buffer): void {
+    if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
+    if (id > this.lastStreamId) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
+    // Flow control counts the whole payload, padding too.
+    this.recvWindow -= payload.length;
+    if (this.recvWindow < 0) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection window exceeded");
+    let data = payload;
+    if (flags & Flag.PADDED) {
+      if (payload.length < 1 || payload[0] >= payload.length) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad padding");
+      data = payload.subarray(1, payload.length - payload[0]);
+    }
+    const stream = this.streams.get(id);
+    if (stream === undefined || stream.remoteEnded) {
+      // A stream we closed or reset (its DATA may still be on the way) or ignored after GOAWAY: the bytes still count on the connection.
+      this.ackConnection(payload.length);
+      if (stream !== undefined) this.reset(stream, ErrorCode.STREAM_CLOSED);
+      return;
+    }
+    const padding = payload.length - data.length;
+    if (padding > 0) this.ackConnection(padding);
+    stream.recvWindow -= payload.length;
+    if (stream.recvWindow < 0) {
+      this.reset(stream, ErrorCode.FLOW_CONTROL_ERROR);
+      return;
+    }
+    if (padding > 0) this.ackStream(stream, padding);
+    stream.receivedBytes += data.length;
+    // A body longer or shorter than its content-length is malformed (RFC 9113 8.1.1), as nghttp2 finds it.
+    const declared = stream.declaredLength;
+    if (declared !== undefined && (stream.receivedBytes > declared || (flags & Flag.END_STREAM && stream.receivedBytes !== declared))) {
+      this.ackConnection(data.length);
+      return this.reset(stream, ErrorCode.PROTOCOL_ERROR);
+    }
+    // The payload is a view of the socket's chunk: a reader that keeps it keeps the chunk, as node:http2's do.
+    if (data.length > 0) stream.receive(data);
+    if (flags & Flag.END_STREAM) stream.receiveEnd();
+  }
+
+  private onHeaders(flags: number, id: number, payload: Buffer): void {
+    if (id === 0 || (id & 1) === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `HEADERS on stream ${id}`);
+    let start = 0;
+    let end = payload.length;
+    if (flags & Flag.PADDED) {
+      if (payload.length < 1) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad padding");
+      end -= payload[0];
+      start = 1;
+    }
+    if (flags & Flag.PRIORITY) start += 5;
+    if (start > end) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad padding");
+    const fragment = payload.subarray(start, end);
+    if (flags & Flag.END_HEADERS) return this.onHeaderBlock(flags, id, fragment);
+    this.continuing = { id, flags, parts: [Buffer.from(fragment)], bytes: fragment.length };
+  }
+
+  private onContinuation(flags: number, id: number, payload: Buffer): void {
+    const c = this.continuing;
+    if (c === undefined || c.id !== id) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION");
+    c.bytes += payload.length;
+    if (c.bytes > this.options.maxHeaderListSize + HEADER_BLOCK_SLACK) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
+    c.parts.push(Buffer.from(payload));
+    if (flags & Flag.END_HEADERS) {
+      this.continuing = undefined;
+      this.onHeaderBlock(c.flags, id, Buffer.concat(c.parts));
+    }
+  }
+
+  private onHeaderBlock(flags: number, id: number, block: Buffer): void {
+    const headers: HeaderMap = Object.create(null) as HeaderMap;
+    // Always decoded, even for a stream we refuse: the table must stay in step with the client's.
+    const listSize = this.decoder.decode(block, 0, block.length, headers);
+    const existing = this.streams.get(id);
+    if (existing !== undefined) {
+      // Trailers: they must end the stream; their fields are not used.
+      if (!(flags & Flag.END_STREAM) || existing.remoteEnded) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS without END_STREAM on an open stream");
+      existing.receiveEnd();
+      return;
+    }
+    if (id <= this.lastStreamId) throw new ConnectionError(ErrorCode.STREAM_CLOSED, `HEADERS on closed stream ${id}`);
+    // A client that sends requests but reads none of our answers would grow our output without bound.
+    if (this.socket.writableLength > CONTROL_FLOOD_BYTES) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "peer does not read");
+    this.lastStreamId = id;
+    // After our GOAWAY, new streams are ignored: the client retries them elsewhere.
+    if (this.goawayId !== undefined) return;
+    if (listSize > this.options.maxHeaderListSize) return this.refuse(id, ErrorCode.ENHANCE_YOUR_CALM);
+    if (this.streams.size >= this.options.maxConcurrentStreams) return this.refuse(id, ErrorCode.REFUSED_STREAM);
+    if (!validRequest(headers)) return this.refuse(id, ErrorCode.PROTOCOL_ERROR);
+    const length = headers["content-length"];
+    const declared = length === undefined ? undefined : /^[0-9]{1,15}$/.test(length as string) ? Number(length) : NaN;
+    if (Number.isNaN(declared) || (declared !== undefined && declared > 0 && flags & Flag.END_STREAM)) return this.refuse(id, ErrorCode.PROTOCOL_ERROR);
+    const stream = new H2Stream(id, this, this.peerInitialWindow);
+    stream.declaredLength = declared;
+    this.streams.set(id, stream);
+    this.emit("stream", stream, headers);
+    if (flags & Flag.END_STREAM && !stream.closed) stream.receiveEnd();
+  }
+
+  private onSettings(flags: number, id: number, payload: Buffer): void {
+    if (id !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream");
+    if (flags & Flag.ACK) {
+      if (payload.length !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
+      return;
+    }
+    if (payload.length % 6 !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length");
+    for (let p = 0; p < payload.length; p += 6) {
+      const key = payload.readUInt16BE(p);
+      const value = payload.readUInt32BE(p + 2);
+      if (key === Setting.INITIAL_WINDOW_SIZE) {
+        if (value > MAX_WINDOW) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large");
+        const delta = value - this.peerInitialWindow;
+        this.peerInitialWindow = value;
+        for (const stream of this.streams.values()) {
+          stream.sendWindow += delta;
+          if (stream.outgoing.length > 0 || stream.ending) this.sending.add(stream);
+        }
+      } else if (key === Setting.MAX_FRAME_SIZE) {
+        if (value < DEFAULT_MAX_FRAME || value > 0xff_ffff) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range");
+        this.peerMaxFrame = value;
+      } else if (key === Setting.ENABLE_PUSH && value > 1) {
+        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH must be 0 or 1");
+      }
+      // HEADER_TABLE_SIZE: our encoder never uses the dynamic table. The rest only bound what we push or send, which is little.
+    }
+    this.control();
+    this.queueFrame(FrameType.SETTINGS, Flag.ACK, 0);
+  }
+
+  private onWindowUpdate(id: number, payload: Buffer): void {
+    if (payload.length !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE length");
+    const increment = payload.readUInt32BE(0) & 0x7fff_ffff;
+    if (id === 0) {
+      if (increment === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
+      this.sendWindow += increment;
+      if (this.sendWindow > MAX_WINDOW) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection window overflow");
+      for (const stream of this.streams.values()) if (stream.outgoing.length > 0) this.sending.add(stream);
+      return;
+    }
+    const stream = this.streams.get(id);
+    if (stream === undefined) return;
+    if (increment === 0) return this.reset(stream, ErrorCode.PROTOCOL_ERROR);
+    stream.sendWindow += increment;
+    if (stream.sendWindow > MAX_WINDOW) return this.reset(stream, ErrorCode.FLOW_CONTROL_ERROR);
+    if (stream.outgoing.length > 0) this.sending.add(stream);
+  }
+
+  /**
+   * Opening streams and resetting them at once makes us start calls the client
+   * never waits for ("rapid reset", CVE-2023-44487): a token bucket, as
+   * nghttp2's stream reset rate limit, ends a connection that does it too often.
+   */
+  private resetTokens = RESET_BURST;
+  private resetRefilledAt = Date.now();
+  private limitResets(): void {
+    const now = Date.now();
+    this.resetTokens = Math.min(RESET_BURST, this.resetTokens + ((now - this.resetRefilledAt) / 1000) * RESETS_PER_SECOND);
+    this.resetRefilledAt = now;
+    if (--this.resetTokens < 0) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many stream resets");
+  }
+
+  // --- StreamHost ---
+
+  sendHeaders(stream: H2Stream, status: number | undefined, headers: OutgoingHttpHeaders, endStream: boolean): void {
+    const fields: [string, string][] = [];
+    // RFC 9110 6.6.1: an origin server with a clock sends Date (node:http2 does too).
+    if (status !== undefined && headers.date === undefined) fields.push(["date", httpDate()]);
+    for (const name in headers) {
+      const value = headers[name];
+      if (value === undefined) continue;
+      const key = name.toLowerCase();
+      if (Array.isArray(value)) for (const v of value) fields.push([key, v]);
+      else fields.push([key, String(value)]);
+    }
+    this.queueHeaderBlock(stream.id, encodeHeaders(status, fields), endStream);
+  }
+
+  wantsToSend(stream: H2Stream): void {
+    this.sending.add(stream);
+    this.schedule();
+  }
+
+  consumed(stream: H2Stream, bytes: number): void {
+    this.ackConnection(bytes);
+    this.ackStream(stream, bytes);
+  }
+
+  reset(stream: H2Stream, code: number): void {
+    if (this.streams.get(stream.id) !== stream) return;
+    this.queueFrame(FrameType.RST_STREAM, 0, stream.id, u32(code));
+    this.forget(stream, code);
+  }
+
+  discarded(bytes: number): void {
+    this.ackConnection(bytes);
+  }
+
+  ended(stream: H2Stream): void {
+    if (this.streams.get(stream.id) === stream) this.forget(stream, undefined);
+    else stream.markClosed(undefined);
+  }
+
+  // --- Flow control ---
+
+  /** Opens the connection window again once half of it is used. */
+  private ackConnection(bytes: number): void {
+    this.unacked += bytes;
+    if (this.unacked >= CONNECTION_WINDOW / 2) {
+      this.queueFrame(FrameType.WINDOW_UPDATE, 0, 0, u32(this.unacked));
+      this.recvWindow += this.unacked;
+      this.unacked = 0;
+      this.schedule();
+    }
+  }
+
+  private ackStream(stream: H2Stream, bytes: number): void {
+    if (stream.remoteEnded) return;
+    stream.unacked += bytes;
+    if (stream.unacked >= DEFAULT_WINDOW / 2) {
+      this.queueFrame(FrameType.WINDOW_UPDATE, 0, stream.id, u32(stream.unacked));
+      stream.recvWindow += stream.unacked;
+      stream.unacked = 0;
+      this.schedule();
+    }
+  }
+
+  // --- Output ---
+
+  private queueFrame(type: FrameType, flags: number, id: number, payload?: Buffer): void {
+    this.out.push(frameHeader(payload?.length ?? 0, type, flags, id));
+    this.outBytes += FRAME_HEADER_BYTES;
+    if (payload !== undefined && payload.length > 0) {
+      this.out.push(payload);
+      this.outBytes += payload.length;
+    }
+    this.schedule();
+  }
+
+  private queueHeaderBlock(id: number, block: Buffer, endStream: boolean): void {
+    const max = this.peerMaxFrame;
+    const end = endStream ? Flag.END_STREAM : 0;
+    if (block.length <= max) return this.queueFrame(FrameType.HEADERS, Flag.END_HEADERS | end, id, block);
+    this.queueFrame(FrameType.HEADERS, end, id, block.subarray(0, max));
+    for (let p = max; p < block.length; p += max) {
+      const last = p + max >= block.length;
+      this.queueFrame(FrameType.CONTINUATION, last ? Flag.END_HEADERS : 0, id, block.subarray(p, Math.min(p + max, block.length)));
+    }
+  }
+
+  /** A control frame we owe the peer: one that never reads our answers is cut off. */
+  private control(): void {
+    if (this.socket.writableLength + this.outBytes > CONTROL_FLOOD_BYTES) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "peer does not read");
+  }
+
+  private schedule(): void {
+    if (this.flushScheduled || this.isDestroyed) return;
+    this.flushScheduled = true;
+    // After this turn's I/O and the promises it settled: every answer made now goes out in one write.
+    setImmediate(() => this.flush());
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.isDestroyed) return;
+    const callbacks: ((err?: Error | null) => void)[] = [];
+    this.frameData(callbacks);
+    if (this.outBytes > 0) {
+      const out = this.out;
+      this.out = [];
+      const bytes = this.outBytes;
+      this.outBytes = 0;
+      this.socket.write(out.length === 1 ? out[0] : Buffer.concat(out, bytes));
+    }
+    for (const cb of callbacks) cb(null);
+    this.endIfIdle();
+  }
+
+  /** Moves queued response DATA into frames, as far as the windows and the socket allow. */
+  private frameData(callbacks: ((err?: Error | null) => void)[]): void {
+    for (const stream of this.sending) {
+      if (stream.closed) {
+        this.sending.delete(stream);
+        continue;
+      }
+      while (stream.outgoing.length > 0) {
+        if (this.socket.writableLength + this.outBytes > SOCKET_HIGH_WATER) return; // socket "drain" schedules the rest
+        const chunk = stream.outgoing[0];
+        const room = Math.min(stream.sendWindow, this.sendWindow, this.peerMaxFrame);
+        if (chunk.data.length > 0 && room <= 0) break;
+        const n = Math.min(room, chunk.data.length);
+        const last = n === chunk.data.length;
+        const endNow = last && stream.outgoing.length === 1 && stream.ending && !stream.endsWithTrailers;
+        if (n > 0 || endNow) {
+          this.queueFrame(FrameType.DATA, endNow ? Flag.END_STREAM : 0, stream.id, chunk.data.subarray(0, n));
+          stream.sendWindow -= n;
+          this.sendWindow -= n;
+          stream.outgoingBytes -= n;
+        }
+        if (!last) {
+          chunk.data = chunk.data.subarray(n);
+          continue;
+        }
+        stream.outgoing.shift();
+        if (chunk.callback !== undefined) callbacks.push(chunk.callback);
+        if (endNow) {
+          stream.ending = false;
+          stream.finishLocal();
+        }
+      }
+      stream.drained();
+      if (stream.outgoing.length > 0) continue;
+      this.sending.delete(stream);
+      if (stream.ending && !stream.closed) {
+        // Everything is out: the end of the stream (an empty DATA with END_STREAM, or the trailers).
+        stream.ending = false;
+        const { trailers } = stream.takeEnd();
+        if (stream.closed) continue;
+        if (trailers !== undefined) this.sendHeaders(stream, undefined, trailers, true);
+        else this.queueFrame(FrameType.DATA, Flag.END_STREAM, stream.id);
+        stream.finishLocal();
+      }
+    }
+  }
+
+  // --- Ending ---
+
+  private refuse(id: number, code: number): void {
+    this.queueFrame(FrameType.RST_STREAM, 0, id, u32(code));
+  }
+
+  private forget(stream: H2Stream, code: number | undefined): void {
+    this.streams.delete(stream.id);
+    this.sending.delete(stream);
+    stream.markClosed(code);
+    this.endIfIdle();
+  }
+
+  private goaway(code: number): void {
+    this.goawayId ??= this.lastStreamId;
+    this.queueFrame(FrameType.GOAWAY, 0, 0, Buffer.concat([u32(this.goawayId), u32(code)]));
+  }
+
+  private endIfIdle(): void {
+    if (!(this.isClosing || this.peerGoneAway) || this.streams.size > 0 || this.isDestroyed) return;
+    if (this.flushScheduled || this.outBytes > 0) return; // flush() calls again
+    this.isDestroyed = true;
+    for (const ping of this.pings) ping(new Error("connection closed"));
+    this.pings = [];
+    this.socket.end();
+    this.emit("close");
+  }
+
+  /** A connection error (section 5.4.1): GOAWAY with the code, then close. */
+  private fail(code: number): void {
+    this.goawayId = this.lastStreamId;
+    this.queueFrame(FrameType.GOAWAY, 0, 0, Buffer.concat([u32(this.lastStreamId), u32(code)]));
+    const out = Buffer.concat(this.out);
+    this.out = [];
+    this.outBytes = 0;
+    this.socket.end(out);
+    for (const stream of this.streams.values()) stream.markClosed(code);
+    this.streams.clear();
+    this.isDestroyed = true;
+    this.isClosing = true;
+    this.emit("close");
+  }
+}
+
+let dateSecond = -1;
+let dateText = "";
+/** The current time as an HTTP date, made once a second. */
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(now).toUTCString();
+  }
+  return dateText;
+}
+
+function settingsPayload(settings: readonly (readonly [number, number])[]): Buffer {
+  const b = Buffer.allocUnsafe(settings.length * 6);
+  settings.forEach(([key, value], i) => {
+    b.writeUInt16BE(key, i * 6);
+    b.writeUInt32BE(value, i * 6 + 2);
+  });
+  return b;
+}
+
+/** Headers that do not belong in HTTP/2 (section 8.2.2). */
+const CONNECTION_HEADERS = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+
+/** A request's pseudo-headers are there, and it carries no connection-specific header (else PROTOCOL_ERROR, as nghttp2 does). */
+function validRequest(headers: HeaderMap): boolean {
+  const method = headers[":method"];
+  if (method === undefined) return false;
+  if (method !== "CONNECT" && (headers[":path"] === undefined || headers[":scheme"] === undefined || headers[":path"] === "")) return false;
+  for (const name of CONNECTION_HEADERS) if (headers[name] !== undefined) return false;
+  const te = headers.te;
+  if (te !== undefined && te !== "trailers") return false;
+  for (const name in headers) {
+    if (name !== name.toLowerCase()) return false;
+  }
+  return true;
+}

@@ -1,0 +1,336 @@
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { once } from "node:events";
+import http2 from "node:http2";
+import * as net from "node:net";
+import { test } from "node:test";
+import { H2Connection } from "../src/server/h2/connection.js";
+import { HpackDecoder, type HeaderMap } from "../src/server/h2/hpack.js";
+import type { H2Stream } from "../src/server/h2/stream.js";
+
+/*
+ * Our HTTP/2 engine (src/server/h2) against node:http2's client (nghttp2:
+ * Huffman strings, a dynamic table, its own flow control) and raw frames.
+ * The server-level behaviour (every protocol, both engines) is in the other
+ * test files, which run on the default engine; fast-path.test.ts and
+ * http2-sessions.test.ts run their cases on both.
+ */
+
+/** A server on our engine; `handle` answers each stream. */
+async function engineServer(handle: (stream: H2Stream, headers: HeaderMap) => void, options = { maxConcurrentStreams: 100, maxHeaderListSize: 16 * 1024 }) {
+  const connections = new Set<H2Connection>();
+  const server = net.createServer((socket) => {
+    const c = new H2Connection(socket, options);
+    connections.add(c);
+    c.on("stream", handle);
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    connections,
+    async close() {
+      for (const c of connections) c.destroy();
+      server.close();
+      await once(server, "close");
+    },
+  };
+}
+
+async function readAll(stream: AsyncIterable<Buffer | string>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(Buffer.from(c));
+  return Buffer.concat(chunks);
+}
+
+function request(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: Buffer): Promise<{ headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders | undefined; body: Buffer; rstCode: number }> {
+  return new Promise((resolve, reject) => {
+    const req = session.request({ ":method": "POST", ":path": "/", ...headers });
+    let head: http2.IncomingHttpHeaders = {};
+    let trailers: http2.IncomingHttpHeaders | undefined;
+    req.on("response", (h) => (head = h));
+    req.on("trailers", (t) => (trailers = t));
+    req.on("error", () => {});
+    readAll(req).then(
+      (b) => req.once("close", () => resolve({ headers: head, trailers, body: b, rstCode: req.rstCode ?? 0 })),
+      reject,
+    );
+    if (body !== undefined) req.end(body);
+    else req.end();
+  });
+}
+
+test("HPACK: the request examples of RFC 7541 C.4 (Huffman, dynamic table)", () => {
+  const d = new HpackDecoder();
+  const decode = (hex: string) => {
+    const out: HeaderMap = {};
+    const b = Buffer.from(hex.replace(/\s/g, ""), "hex");
+    d.decode(b, 0, b.length, out);
+    return out;
+  };
+  assert.deepEqual(decode("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff"), { ":method": "GET", ":scheme": "http", ":path": "/", ":authority": "www.example.com" });
+  assert.deepEqual(decode("8286 84be 5886 a8eb 1064 9cbf"), { ":method": "GET", ":scheme": "http", ":path": "/", ":authority": "www.example.com", "cache-control": "no-cache" });
+  assert.deepEqual(decode("8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf"), {
+    ":method": "GET",
+    ":scheme": "https",
+    ":path": "/index.html",
+    ":authority": "www.example.com",
+    "custom-key": "custom-value",
+  });
+  // An index past the table, and Huffman padding that is not all ones, are errors.
+  assert.throws(() => decode("bf00"));
+  assert.throws(() => decode("4081 00 81 00"));
+});
+
+test("headers of every shape arrive as node:http2 presents them (Huffman, indexing, eviction, repeats)", async () => {
+  const server = await engineServer((stream, headers) => {
+    stream.on("data", () => {});
+    stream.once("end", () => {
+      stream.respond({ ":status": 200, "content-type": "application/json", "x-echo": "yes" });
+      stream.end(JSON.stringify(headers));
+    });
+  });
+  const session = http2.connect(server.url);
+  try {
+    for (let i = 0; i < 300; i++) {
+      const headers: http2.OutgoingHttpHeaders = {
+        "x-same": "the same value on every request",
+        [`x-n${i % 17}`]: `value ${i} ${"é".repeat(i % 3)}`,
+        // Large values push older entries out of the 4,096-byte table.
+        "x-big": randomBytes(200 + (i % 7) * 300).toString("base64"),
+        "x-list": ["a", `b${i}`],
+        cookie: ["c1=1", `c2=${i}`],
+      };
+      const res = await request(session, headers);
+      assert.equal(res.headers[":status"], 200);
+      assert.equal(res.headers["x-echo"], "yes");
+      const got = JSON.parse(res.body.toString()) as Record<string, string>;
+      assert.equal(got[":method"], "POST");
+      assert.equal(got[":path"], "/");
+      assert.equal(got["x-same"], headers["x-same"]);
+      // node:http2 sends and reads header values as Latin-1.
+      assert.equal(got[`x-n${i % 17}`], headers[`x-n${i % 17}`]);
+      assert.equal(got["x-big"], headers["x-big"]);
+      assert.equal(got["x-list"], `a, b${i}`);
+      assert.equal(got.cookie, `c1=1; c2=${i}`);
+    }
+  } finally {
+    session.close();
+    await server.close();
+  }
+});
+
+test("flow control: megabytes each way, through small client windows and frames", async () => {
+  const server = await engineServer((stream) => {
+    const hash = createHash("sha256");
+    let n = 0;
+    stream.on("data", (c: Buffer) => {
+      hash.update(c);
+      n += c.length;
+    });
+    stream.once("end", () => {
+      stream.respond({ ":status": 200 }, { waitForTrailers: true });
+      stream.once("wantTrailers", () => stream.sendTrailers({ "x-sha": hash.digest("hex"), "x-bytes": String(n) }));
+      // The answer: 3 MiB in writes of 100 KiB, waiting for "drain" as a Watch does.
+      let left = 30;
+      const chunk = Buffer.alloc(100 * 1024, 7);
+      const pump = () => {
+        while (left > 0) {
+          left--;
+          if (left === 0) {
+            stream.end(chunk);
+            return;
+          }
+          if (!stream.write(chunk)) {
+            stream.once("drain", pump);
+            return;
+          }
+        }
+      };
+      pump();
+    });
+  });
+  const body = randomBytes(5 * 1024 * 1024);
+  for (const settings of [{}, { initialWindowSize: 1024 }, { initialWindowSize: 70_000, maxFrameSize: 1 << 20 }]) {
+    const session = http2.connect(server.url, { settings });
+    try {
+      const res = await request(session, {}, body);
+      assert.equal(res.trailers?.["x-bytes"], String(body.length), JSON.stringify(settings));
+      assert.equal(res.trailers?.["x-sha"], createHash("sha256").update(body).digest("hex"));
+      assert.equal(res.body.length, 30 * 100 * 1024);
+      assert.ok(res.body.every((b) => b === 7));
+    } finally {
+      session.close();
+    }
+  }
+  await server.close();
+});
+
+test("a client's reset closes the stream with its code; later streams on the connection still work", async () => {
+  const closed: (number | undefined)[] = [];
+  const server = await engineServer((stream, headers) => {
+    stream.once("close", () => closed.push(stream.rstCode));
+    if (headers[":path"] === "/hang") return; // never answers
+    stream.on("data", () => {});
+    stream.once("end", () => {
+      stream.respond({ ":status": 200 });
+      stream.end("ok");
+    });
+  });
+  const session = http2.connect(server.url);
+  try {
+    const req = session.request({ ":method": "POST", ":path": "/hang" });
+    req.on("error", () => {});
+    req.write("partial");
+    await new Promise((r) => setTimeout(r, 50));
+    req.close(http2.constants.NGHTTP2_CANCEL);
+    await once(req, "close");
+    const res = await request(session, {});
+    assert.equal(res.body.toString(), "ok");
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(closed, [http2.constants.NGHTTP2_CANCEL, 0]);
+  } finally {
+    session.close();
+    await server.close();
+  }
+});
+
+test("an answer that ends before the request does resets the rest with NO_ERROR, and the client gets the whole answer", async () => {
+  const server = await engineServer((stream) => {
+    stream.respond({ ":status": 413 });
+    stream.end("too large");
+  });
+  const session = http2.connect(server.url);
+  try {
+    const req = session.request({ ":method": "POST", ":path": "/" });
+    req.on("error", () => {});
+    req.write(Buffer.alloc(200_000)); // more than the stream window: the client would block forever without the reset
+    let status: number | undefined;
+    req.on("response", (h) => (status = Number(h[":status"])));
+    const body = await readAll(req);
+    assert.equal(status, 413);
+    assert.equal(body.toString(), "too large");
+    if (!req.closed) await once(req, "close");
+    assert.equal(req.rstCode, http2.constants.NGHTTP2_NO_ERROR);
+  } finally {
+    session.close();
+    await server.close();
+  }
+});
+
+test("streams beyond SETTINGS_MAX_CONCURRENT_STREAMS are refused; headers over the limit are reset with ENHANCE_YOUR_CALM", async () => {
+  const server = await engineServer(
+    (stream) => {
+      stream.on("data", () => {}); // never answers
+    },
+    { maxConcurrentStreams: 2, maxHeaderListSize: 1024 },
+  );
+  // Raw frames: node's client would queue streams beyond the limit itself.
+  const socket = net.connect(server.port, "127.0.0.1");
+  await once(socket, "connect");
+  const frames: { type: number; id: number; payload: Buffer }[] = [];
+  let input = Buffer.alloc(0);
+  socket.on("data", (c: Buffer) => {
+    input = Buffer.concat([input, c]);
+    while (input.length >= 9) {
+      const len = input.readUIntBE(0, 3);
+      if (input.length < 9 + len) break;
+      frames.push({ type: input[3], id: input.readUInt32BE(5), payload: input.subarray(9, 9 + len) });
+      input = input.subarray(9 + len);
+    }
+  });
+  const frame = (type: number, flags: number, id: number, payload: Buffer) => {
+    const h = Buffer.alloc(9);
+    h.writeUIntBE(payload.length, 0, 3);
+    h[3] = type;
+    h[4] = flags;
+    h.writeUInt32BE(id, 5);
+    return Buffer.concat([h, payload]);
+  };
+  // :method POST (3), :scheme http (6), :path / (4): indexed fields; END_HEADERS.
+  const small = Buffer.from([0x83, 0x86, 0x84]);
+  const large = Buffer.concat([small, Buffer.from([0x00, 0x05]), Buffer.from("x-big"), Buffer.from([0x7f, 0x81, 0x08]), Buffer.alloc(1024 + 127 + 1, 0x61)]);
+  socket.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))]));
+  socket.write(Buffer.concat([frame(1, 4, 1, small), frame(1, 4, 3, small), frame(1, 4, 5, small), frame(1, 4, 7, large)]));
+  await new Promise((r) => setTimeout(r, 200));
+  const resets = frames.filter((f) => f.type === 3).map((f) => [f.id, f.payload.readUInt32BE(0)]);
+  assert.deepEqual(resets, [
+    [5, http2.constants.NGHTTP2_REFUSED_STREAM],
+    [7, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM],
+  ]);
+  // A protocol violation (DATA on stream 0) ends the connection with GOAWAY PROTOCOL_ERROR.
+  socket.write(frame(0, 0, 0, Buffer.from("x")));
+  await once(socket, "close");
+  const goaway = frames.find((f) => f.type === 7);
+  assert.ok(goaway !== undefined, "GOAWAY sent");
+  assert.equal(goaway.payload.readUInt32BE(4), http2.constants.NGHTTP2_PROTOCOL_ERROR);
+  await server.close();
+});
+
+test("PING is answered; a graceful close sends GOAWAY, lets the open stream finish, then ends the connection", async () => {
+  let release: (() => void) | undefined;
+  const server = await engineServer((stream) => {
+    stream.on("data", () => {});
+    stream.once("end", () => {
+      release = () => {
+        stream.respond({ ":status": 200 });
+        stream.end("late");
+      };
+    });
+  });
+  const session = http2.connect(server.url);
+  try {
+    await once(session, "connect"); // a ping before it is cancelled, whatever the server
+    await new Promise<void>((resolve, reject) => session.ping((err) => (err ? reject(err) : resolve())));
+    const pending = request(session, {});
+    while (release === undefined) await new Promise((r) => setTimeout(r, 10));
+    const goaway = once(session, "goaway");
+    for (const c of server.connections) c.close();
+    await goaway;
+    release();
+    assert.equal((await pending).body.toString(), "late");
+    await once(session, "close");
+  } finally {
+    session.destroy();
+    await server.close();
+  }
+});
+
+test("a client that opens and resets streams in a loop (rapid reset) loses its connection with ENHANCE_YOUR_CALM", async () => {
+  let started = 0;
+  const server = await engineServer(() => {
+    started++;
+  });
+  const socket = net.connect(server.port, "127.0.0.1");
+  await once(socket, "connect");
+  let input = Buffer.alloc(0);
+  socket.on("data", (c: Buffer) => (input = Buffer.concat([input, c])));
+  const frame = (type: number, flags: number, id: number, payload: Buffer) => {
+    const h = Buffer.alloc(9);
+    h.writeUIntBE(payload.length, 0, 3);
+    h[3] = type;
+    h[4] = flags;
+    h.writeUInt32BE(id, 5);
+    return Buffer.concat([h, payload]);
+  };
+  const frames: Buffer[] = [Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))];
+  for (let i = 0; i < 1500; i++) {
+    const id = 1 + 2 * i;
+    frames.push(frame(1, 4, id, Buffer.from([0x83, 0x86, 0x84])), frame(3, 0, id, Buffer.from([0, 0, 0, 8])));
+  }
+  socket.write(Buffer.concat(frames));
+  socket.on("error", () => {});
+  await once(socket, "close");
+  // Find the GOAWAY among the frames we got.
+  let code: number | undefined;
+  for (let p = 0; p + 9 <= input.length; ) {
+    const len = input.readUIntBE(p, 3);
+    if (input[p + 3] === 7) code = input.readUInt32BE(p + 9 + 4);
+    p += 9 + len;
+  }
+  assert.equal(code, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  assert.ok(started > 1000 && started < 1500, `streams started before the cut: ${started}`);
+  await server.close();
+});
