@@ -10,9 +10,10 @@
 // answer the code the specs name for their fault, with a message that says
 // what was wrong (src/server/client-faults.ts has the reasons).
 //
-// Two server processes: unary gRPC over HTTP/2 takes the fast path
-// (src/server/fast-path/) on one and connect-node on the other
-// (--fast-path off); every other call is connect-node's on both.
+// Two server processes, both with our HTTP/2 engine (src/server/h2) for h2c:
+// unary gRPC over HTTP/2 takes the fast path (src/server/fast-path/) on one
+// and connect's handlers on the other (--fast-path off, the target named
+// "connect-node"); every other call is connect's on both.
 //
 // Prints "fuzz: N cases, seed S"; FUZZ_SEED=S replays a run.
 import assert from "node:assert/strict";
