@@ -39,6 +39,44 @@ async function engineServer(handle: (stream: H2Stream, headers: HeaderMap) => vo
   };
 }
 
+/** One frame on the wire. */
+function frame(type: number, flags: number, id: number, payload: Buffer): Buffer {
+  const h = Buffer.alloc(9);
+  h.writeUIntBE(payload.length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(id, 5);
+  return Buffer.concat([h, payload]);
+}
+
+const PREFACE_AND_SETTINGS = Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))]);
+/** :method POST (3), :scheme http (6), :path / (4): indexed fields. */
+const POST_ROOT = Buffer.from([0x83, 0x86, 0x84]);
+
+/** A client of raw frames: what it writes goes as is; `frames` collects what the server sent. */
+async function rawClient(port: number) {
+  const socket = net.connect(port, "127.0.0.1");
+  await once(socket, "connect");
+  socket.on("error", () => {});
+  const frames: { type: number; flags: number; id: number; payload: Buffer }[] = [];
+  let input = Buffer.alloc(0);
+  socket.on("data", (c: Buffer) => {
+    input = Buffer.concat([input, c]);
+    while (input.length >= 9) {
+      const len = input.readUIntBE(0, 3);
+      if (input.length < 9 + len) break;
+      frames.push({ type: input[3], flags: input[4], id: input.readUInt32BE(5), payload: input.subarray(9, 9 + len) });
+      input = input.subarray(9 + len);
+    }
+  });
+  return {
+    socket,
+    frames,
+    resets: () => frames.filter((f) => f.type === 3).map((f) => [f.id, f.payload.readUInt32BE(0)]),
+    goawayCode: () => frames.find((f) => f.type === 7)?.payload.readUInt32BE(4),
+  };
+}
+
 async function readAll(stream: AsyncIterable<Buffer | string>): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of stream) chunks.push(Buffer.from(c));
@@ -228,44 +266,20 @@ test("streams beyond SETTINGS_MAX_CONCURRENT_STREAMS are refused; headers over t
     { maxConcurrentStreams: 2, maxHeaderListSize: 1024 },
   );
   // Raw frames: node's client would queue streams beyond the limit itself.
-  const socket = net.connect(server.port, "127.0.0.1");
-  await once(socket, "connect");
-  const frames: { type: number; id: number; payload: Buffer }[] = [];
-  let input = Buffer.alloc(0);
-  socket.on("data", (c: Buffer) => {
-    input = Buffer.concat([input, c]);
-    while (input.length >= 9) {
-      const len = input.readUIntBE(0, 3);
-      if (input.length < 9 + len) break;
-      frames.push({ type: input[3], id: input.readUInt32BE(5), payload: input.subarray(9, 9 + len) });
-      input = input.subarray(9 + len);
-    }
-  });
-  const frame = (type: number, flags: number, id: number, payload: Buffer) => {
-    const h = Buffer.alloc(9);
-    h.writeUIntBE(payload.length, 0, 3);
-    h[3] = type;
-    h[4] = flags;
-    h.writeUInt32BE(id, 5);
-    return Buffer.concat([h, payload]);
-  };
-  // :method POST (3), :scheme http (6), :path / (4): indexed fields; END_HEADERS.
-  const small = Buffer.from([0x83, 0x86, 0x84]);
+  const client = await rawClient(server.port);
+  const small = POST_ROOT;
   const large = Buffer.concat([small, Buffer.from([0x00, 0x05]), Buffer.from("x-big"), Buffer.from([0x7f, 0x81, 0x08]), Buffer.alloc(1024 + 127 + 1, 0x61)]);
-  socket.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))]));
-  socket.write(Buffer.concat([frame(1, 4, 1, small), frame(1, 4, 3, small), frame(1, 4, 5, small), frame(1, 4, 7, large)]));
+  client.socket.write(PREFACE_AND_SETTINGS);
+  client.socket.write(Buffer.concat([frame(1, 4, 1, small), frame(1, 4, 3, small), frame(1, 4, 5, small), frame(1, 4, 7, large)]));
   await new Promise((r) => setTimeout(r, 200));
-  const resets = frames.filter((f) => f.type === 3).map((f) => [f.id, f.payload.readUInt32BE(0)]);
-  assert.deepEqual(resets, [
+  assert.deepEqual(client.resets(), [
     [5, http2.constants.NGHTTP2_REFUSED_STREAM],
     [7, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM],
   ]);
   // A protocol violation (DATA on stream 0) ends the connection with GOAWAY PROTOCOL_ERROR.
-  socket.write(frame(0, 0, 0, Buffer.from("x")));
-  await once(socket, "close");
-  const goaway = frames.find((f) => f.type === 7);
-  assert.ok(goaway !== undefined, "GOAWAY sent");
-  assert.equal(goaway.payload.readUInt32BE(4), http2.constants.NGHTTP2_PROTOCOL_ERROR);
+  client.socket.write(frame(0, 0, 0, Buffer.from("x")));
+  await once(client.socket, "close");
+  assert.equal(client.goawayCode(), http2.constants.NGHTTP2_PROTOCOL_ERROR);
   await server.close();
 });
 
@@ -303,34 +317,55 @@ test("a client that opens and resets streams in a loop (rapid reset) loses its c
   const server = await engineServer(() => {
     started++;
   });
-  const socket = net.connect(server.port, "127.0.0.1");
-  await once(socket, "connect");
-  let input = Buffer.alloc(0);
-  socket.on("data", (c: Buffer) => (input = Buffer.concat([input, c])));
-  const frame = (type: number, flags: number, id: number, payload: Buffer) => {
-    const h = Buffer.alloc(9);
-    h.writeUIntBE(payload.length, 0, 3);
-    h[3] = type;
-    h[4] = flags;
-    h.writeUInt32BE(id, 5);
-    return Buffer.concat([h, payload]);
-  };
-  const frames: Buffer[] = [Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))];
+  const client = await rawClient(server.port);
+  const frames: Buffer[] = [PREFACE_AND_SETTINGS];
   for (let i = 0; i < 1500; i++) {
     const id = 1 + 2 * i;
-    frames.push(frame(1, 4, id, Buffer.from([0x83, 0x86, 0x84])), frame(3, 0, id, Buffer.from([0, 0, 0, 8])));
+    frames.push(frame(1, 4, id, POST_ROOT), frame(3, 0, id, Buffer.from([0, 0, 0, 8])));
   }
-  socket.write(Buffer.concat(frames));
-  socket.on("error", () => {});
-  await once(socket, "close");
-  // Find the GOAWAY among the frames we got.
-  let code: number | undefined;
-  for (let p = 0; p + 9 <= input.length; ) {
-    const len = input.readUIntBE(p, 3);
-    if (input[p + 3] === 7) code = input.readUInt32BE(p + 9 + 4);
-    p += 9 + len;
-  }
-  assert.equal(code, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  client.socket.write(Buffer.concat(frames));
+  await once(client.socket, "close");
+  assert.equal(client.goawayCode(), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
   assert.ok(started > 1000 && started < 1500, `streams started before the cut: ${started}`);
+  await server.close();
+});
+
+test("malformed requests are reset with PROTOCOL_ERROR: an upper-case name, a body longer or shorter than its content-length", async () => {
+  const answered: number[] = [];
+  const server = await engineServer((stream) => {
+    stream.on("data", () => {});
+    stream.once("end", () => {
+      answered.push(stream.id);
+      stream.respond({ ":status": 200 });
+      stream.end();
+    });
+  });
+  const client = await rawClient(server.port);
+  // A literal name "X-Up" (with incremental indexing: the table entry is as malformed when used again).
+  const upper = Buffer.concat([POST_ROOT, Buffer.from([0x40, 4]), Buffer.from("X-Up"), Buffer.from([1, 0x61])]);
+  const length = (n: number) => Buffer.concat([POST_ROOT, Buffer.from([0x0f, 0x0d, String(n).length]), Buffer.from(String(n))]); // content-length: static name 28
+  client.socket.write(
+    Buffer.concat([
+      PREFACE_AND_SETTINGS,
+      frame(1, 5, 1, upper),
+      frame(1, 5, 3, Buffer.concat([POST_ROOT, Buffer.from([0xbe])])), // the indexed "X-Up" entry
+      frame(1, 4, 5, length(3)),
+      frame(0, 1, 5, Buffer.from("ab")),
+      frame(1, 4, 7, length(1)),
+      frame(0, 1, 7, Buffer.from("ab")),
+      frame(1, 4, 9, length(2)),
+      frame(0, 1, 9, Buffer.from("ab")),
+    ]),
+  );
+  await new Promise((r) => setTimeout(r, 200));
+  const P = http2.constants.NGHTTP2_PROTOCOL_ERROR;
+  assert.deepEqual(client.resets(), [
+    [1, P],
+    [3, P],
+    [5, P],
+    [7, P],
+  ]);
+  assert.deepEqual(answered, [9]);
+  client.socket.destroy();
   await server.close();
 });

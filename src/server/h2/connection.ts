@@ -4,6 +4,7 @@ import type { Socket } from "node:net";
 import { DEFAULT_MAX_FRAME, DEFAULT_WINDOW, ErrorCode, Flag, FRAME_HEADER_BYTES, frameHeader, FrameType, MAX_WINDOW, PREFACE, Setting, u32 } from "./frames.js";
 import { encodeHeaders, HpackDecoder, HpackError, type HeaderMap } from "./hpack.js";
 import { H2Stream, type StreamHost } from "./stream.js";
+import { logLine } from "../../log.js";
 
 export interface H2ConnectionOptions {
   /** SETTINGS_MAX_CONCURRENT_STREAMS: a stream beyond it is refused (REFUSED_STREAM). */
@@ -287,6 +288,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
   private onHeaderBlock(flags: number, id: number, block: Buffer): void {
     const headers: HeaderMap = Object.create(null) as HeaderMap;
     // Always decoded, even for a stream we refuse: the table must stay in step with the client's.
+    this.decoder.upperCaseName = false;
     const listSize = this.decoder.decode(block, 0, block.length, headers);
     const existing = this.streams.get(id);
     if (existing !== undefined) {
@@ -303,14 +305,21 @@ export class H2Connection extends EventEmitter implements StreamHost {
     if (this.goawayId !== undefined) return;
     if (listSize > this.options.maxHeaderListSize) return this.refuse(id, ErrorCode.ENHANCE_YOUR_CALM);
     if (this.streams.size >= this.options.maxConcurrentStreams) return this.refuse(id, ErrorCode.REFUSED_STREAM);
-    if (!validRequest(headers)) return this.refuse(id, ErrorCode.PROTOCOL_ERROR);
+    if (this.decoder.upperCaseName || !validRequest(headers)) return this.refuse(id, ErrorCode.PROTOCOL_ERROR);
     const length = headers["content-length"];
     const declared = length === undefined ? undefined : /^[0-9]{1,15}$/.test(length as string) ? Number(length) : NaN;
     if (Number.isNaN(declared) || (declared !== undefined && declared > 0 && flags & Flag.END_STREAM)) return this.refuse(id, ErrorCode.PROTOCOL_ERROR);
     const stream = new H2Stream(id, this, this.peerInitialWindow);
     stream.declaredLength = declared;
     this.streams.set(id, stream);
-    this.emit("stream", stream, headers);
+    try {
+      this.emit("stream", stream, headers);
+    } catch (e) {
+      // A handler that throws fails its call, not the connection (nor the process).
+      logLine("error", "http/2 stream handler failed", { error: e instanceof Error ? e.message : String(e) });
+      this.reset(stream, ErrorCode.INTERNAL_ERROR);
+      return;
+    }
     if (flags & Flag.END_STREAM && !stream.closed) stream.receiveEnd();
   }
 
@@ -615,9 +624,5 @@ function validRequest(headers: HeaderMap): boolean {
   if (method !== "CONNECT" && (headers[":path"] === undefined || headers[":scheme"] === undefined || headers[":path"] === "")) return false;
   for (const name of CONNECTION_HEADERS) if (headers[name] !== undefined) return false;
   const te = headers.te;
-  if (te !== undefined && te !== "trailers") return false;
-  for (const name in headers) {
-    if (name !== name.toLowerCase()) return false;
-  }
-  return true;
+  return te === undefined || te === "trailers";
 }

@@ -37,6 +37,8 @@ const { ZERO, ONE, SYMBOL } = (() => {
 })();
 
 const EOS = 256;
+const HUFFMAN_CACHE_MAX = 256;
+const HUFFMAN_CACHE_LONGEST = 128;
 
 function huffmanDecode(buf: Uint8Array, start: number, end: number): string {
   let n = 0;
@@ -83,6 +85,8 @@ export class HpackDecoder {
   // Newest entry last; `first` is the oldest still in the table.
   private readonly names: string[] = [];
   private readonly values: string[] = [];
+  /** Entries whose name has an upper-case letter: referring to one makes the block malformed too. */
+  private readonly upper: boolean[] = [];
   private first = 0;
   private size = 0;
   private maxSize: number;
@@ -128,6 +132,7 @@ export class HpackDecoder {
         if (index === 0) {
           name = this.readString(buf, pos, end);
           pos = this.next;
+          if (name !== name.toLowerCase()) this.upperCaseName = true;
         } else {
           name = this.nameAt(index);
         }
@@ -171,12 +176,29 @@ export class HpackDecoder {
     const to = from + length;
     if (to > end) throw new HpackError("truncated string");
     this.next = to;
-    return huffman ? huffmanDecode(buf, from, to) : Buffer.from(buf.buffer, buf.byteOffset + from, length).toString("latin1");
+    const raw = Buffer.from(buf.buffer, buf.byteOffset + from, length).toString("latin1");
+    if (!huffman) return raw;
+    // Clients index most fields, but nghttp2 (node:http2, grpc-js, h2load) sends every :path as a new Huffman literal.
+    let decoded = this.huffmanCache.get(raw);
+    if (decoded === undefined) {
+      decoded = huffmanDecode(buf, from, to);
+      if (this.huffmanCache.size >= HUFFMAN_CACHE_MAX) this.huffmanCache.clear();
+      if (length <= HUFFMAN_CACHE_LONGEST) this.huffmanCache.set(raw, decoded);
+    }
+    return decoded;
   }
+
+  /** Decoded Huffman strings by their encoded bytes (as Latin-1). */
+  private readonly huffmanCache = new Map<string, string>();
+
+  /** Set when a literal field name had an upper-case letter: the request is malformed (RFC 9113 8.2.1). */
+  upperCaseName = false;
 
   private nameAt(index: number): string {
     if (index <= STATIC_TABLE.length) return STATIC_TABLE[index - 1][0];
-    return this.names[this.dynamicSlot(index)];
+    const slot = this.dynamicSlot(index);
+    if (this.upper[slot]) this.upperCaseName = true;
+    return this.names[slot];
   }
 
   private valueAt(index: number): string {
@@ -196,6 +218,7 @@ export class HpackDecoder {
     if (size > this.maxSize) return; // 4.4: an entry larger than the table empties it
     this.names.push(name);
     this.values.push(value);
+    this.upper.push(name !== name.toLowerCase());
     this.size += size;
   }
 
@@ -209,6 +232,7 @@ export class HpackDecoder {
     if (this.first > 64 && this.first * 2 > this.names.length) {
       this.names.splice(0, this.first);
       this.values.splice(0, this.first);
+      this.upper.splice(0, this.first);
       this.first = 0;
     }
   }
@@ -236,8 +260,8 @@ STATIC_TABLE.forEach(([name], i) => {
 });
 
 /** Encoded fields of short values, which repeat on every response (content-type, grpc-status 0). */
-const fieldCache = new Map<string, Buffer>();
-const FIELD_CACHE_MAX = 1024;
+const fieldCache = new Map<string, Map<string, Buffer>>();
+const FIELD_CACHE_MAX = 256;
 const STATUS_INDEX: Record<number, number> = { 200: 8, 204: 9, 206: 10, 304: 11, 400: 12, 404: 13, 500: 14 };
 
 /** A header block: the status (if any), then each field as a literal never added to the table. */
@@ -260,12 +284,17 @@ export function encodeHeaders(status: number | undefined, fields: readonly (read
 
 function field(name: string, value: string): Buffer {
   if (value.length > 64) return literal(name, value);
-  const key = `${name}\0${value}`;
-  let part = fieldCache.get(key);
-  if (part === undefined) {
+  let byValue = fieldCache.get(name);
+  if (byValue === undefined) {
     if (fieldCache.size >= FIELD_CACHE_MAX) fieldCache.clear();
+    fieldCache.set(name, (byValue = new Map()));
+  }
+  let part = byValue.get(value);
+  if (part === undefined) {
+    // Bounded per name too (date changes every second).
+    if (byValue.size >= FIELD_CACHE_MAX) byValue.clear();
     part = literal(name, value);
-    fieldCache.set(key, part);
+    byValue.set(value, part);
   }
   return part;
 }
