@@ -31,16 +31,18 @@ const TOKEN = "fast-path-token";
 const ARGS = ["--max-request-bytes", "64KiB", "--max-value-bytes", "16KiB", "--max-key-bytes", "256", "--max-batch", "200"];
 
 /**
- * The same server three ways: `fast`, as it runs by default (our HTTP/2
+ * The same server four ways: `fast`, as it runs by default (our HTTP/2
  * engine and the fast path); `slow`, the reference: connect-node on
  * node:http2 (`--fast-path off --http2-engine node`); `bridge`, connect's
- * handlers on our engine (`--fast-path off`). Every case must get the same
- * answer from all three.
+ * handlers on our engine (`--fast-path off`); `nodeFast`, the fast path on
+ * node:http2 (`--http2-engine node`). Every case must get the same answer
+ * from all four.
  */
 interface Pair {
   readonly fast: ServerProcess;
   readonly slow: ServerProcess;
   readonly bridge: ServerProcess;
+  readonly nodeFast: ServerProcess;
 }
 
 interface Answer {
@@ -64,12 +66,13 @@ let replica: Pair;
 const sessions: http2.ClientHttp2Session[] = [];
 
 async function pair(args: string[], env: Record<string, string> = {}): Promise<Pair> {
-  const [fast, slow, bridge] = await Promise.all([
+  const [fast, slow, bridge, nodeFast] = await Promise.all([
     startServer([...ARGS, ...args], env),
     startServer([...ARGS, ...args, "--fast-path", "off", "--http2-engine", "node"], env),
     startServer([...ARGS, ...args, "--fast-path", "off"], env),
+    startServer([...ARGS, ...args, "--http2-engine", "node"], env),
   ]);
-  return { fast, slow, bridge };
+  return { fast, slow, bridge, nodeFast };
 }
 
 /**
@@ -78,7 +81,7 @@ async function pair(args: string[], env: Record<string, string> = {}): Promise<P
  */
 const histories = new Map<ServerProcess, string>();
 async function learnHistories(p: Pair, token?: string): Promise<void> {
-  for (const server of [p.fast, p.slow, p.bridge]) {
+  for (const server of [p.fast, p.slow, p.bridge, p.nodeFast]) {
     const c = new CacheClient({ addr: server.addr, token });
     try {
       const id = (await c.info()).replicationId;
@@ -99,7 +102,7 @@ before(async () => {
 
 after(async () => {
   for (const s of sessions) s.close();
-  await Promise.all([primary, authed, replica].flatMap((p) => (p === undefined ? [] : [p.fast.stop(), p.slow.stop(), p.bridge.stop()])));
+  await Promise.all([primary, authed, replica].flatMap((p) => (p === undefined ? [] : [p.fast.stop(), p.slow.stop(), p.bridge.stop(), p.nodeFast.stop()])));
 });
 
 function session(url: string): http2.ClientHttp2Session {
@@ -187,7 +190,9 @@ async function compare(p: Pair, cases: Case[]): Promise<void> {
     const fast = withoutHistory(p.fast, await send(p.fast, c));
     const slow = withoutHistory(p.slow, await send(p.slow, c));
     const bridge = withoutHistory(p.bridge, await send(p.bridge, c));
+    const nodeFast = withoutHistory(p.nodeFast, await send(p.nodeFast, c));
     assert.deepEqual(fast, slow, `${c.name}: the fast path answered differently from connect-node`);
+    assert.deepEqual(nodeFast, slow, `${c.name}: the fast path on node:http2 answered differently from connect-node`);
     assert.deepEqual(bridge, slow, `${c.name}: connect's handlers on our HTTP/2 engine answered differently from connect-node on node:http2`);
   }
 }
@@ -280,6 +285,7 @@ test("both paths leave the same metrics behind", { timeout: 30_000 }, async () =
   assert.ok(fast.length > 5, `expected per-method call counts in /metrics, got:\n${fast.join("\n")}`);
   assert.deepEqual(fast, slow);
   assert.deepEqual(await calls(primary.bridge), slow);
+  assert.deepEqual(await calls(primary.nodeFast), slow);
   // And the fast path did serve them: the cases above would pass if it served nothing.
   const served = async (server: ServerProcess) => {
     const text = await (await fetch(`http://127.0.0.1:${server.adminPort}/metrics`)).text();
@@ -288,6 +294,7 @@ test("both paths leave the same metrics behind", { timeout: 30_000 }, async () =
     return Number(m[1]);
   };
   assert.ok((await served(primary.fast)) >= 60, "the fast path served fewer calls than the cases sent it");
+  assert.ok((await served(primary.nodeFast)) >= 60, "the fast path on node:http2 served fewer calls than the cases sent it");
   assert.equal(await served(primary.slow), 0, "with --fast-path off, connect-node must serve every call");
   assert.equal(await served(primary.bridge), 0, "with --fast-path off, connect's handlers must serve every call");
 });
@@ -309,8 +316,8 @@ test("one event reaches watchers of every encoding, each in the encoding it acce
   // watchers that accept gzip, br or nothing must still each get their own encoding, as from connect-node.
   const accepts = ["gzip", "br", "identity"] as const;
   const big = Buffer.alloc(4096, "x");
-  for (const server of [primary.fast, primary.slow, primary.bridge]) {
-    const prefix = `enc-${server === primary.fast ? "fast" : server === primary.slow ? "slow" : "bridge"}/`;
+  for (const server of [primary.fast, primary.slow, primary.bridge, primary.nodeFast]) {
+    const prefix = `enc-${server === primary.fast ? "fast" : server === primary.slow ? "slow" : server === primary.bridge ? "bridge" : "node-fast"}/`;
     const s = session(server.url);
     const watchers = accepts.map((accept) => {
       const req = s.request({ ":method": "POST", ":path": PATH("Watch"), te: "trailers", ...GRPC, "grpc-accept-encoding": accept });
