@@ -166,7 +166,11 @@ export class H2Connection extends EventEmitter implements StreamHost {
     } catch (e) {
       if (e instanceof ConnectionError) this.fail(e.code);
       else if (e instanceof HpackError) this.fail(ErrorCode.COMPRESSION_ERROR);
-      else throw e;
+      else {
+        // A bug of ours, or a listener that threw: this connection ends, the process serves on.
+        logLine("error", "http/2 connection failed", { error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
+        this.fail(ErrorCode.INTERNAL_ERROR);
+      }
       return;
     }
     // Keep only the partial frame (a copy would pin less, but frames are small).
