@@ -19,7 +19,7 @@ export interface PullIterator<T> extends AsyncIterator<T> {
   pull(): IteratorResult<T> | undefined;
   /**
    * Calls `ready` once when `pull` may have a result, or must throw (the call
-   * was aborted): in a microtask, never inside the write that made it ready.
+   * was aborted): later (a setImmediate), never inside the write that made it ready.
    * It runs beside other streams' callbacks, so it must not throw; at most
    * one is pending.
    */

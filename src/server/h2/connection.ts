@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import type { OutgoingHttpHeaders } from "node:http";
 import type { Socket } from "node:net";
-import { DEFAULT_MAX_FRAME, DEFAULT_WINDOW, ErrorCode, Flag, FRAME_HEADER_BYTES, frameHeader, FrameType, MAX_WINDOW, PREFACE, Setting, u32 } from "./frames.js";
+import { DEFAULT_MAX_FRAME, DEFAULT_WINDOW, ErrorCode, Flag, FRAME_HEADER_BYTES, FrameType, FrameWriter, MAX_WINDOW, PREFACE, Setting, u32 } from "./frames.js";
 import { encodeHeaders, HpackDecoder, HpackError, type HeaderMap } from "./hpack.js";
 import { H2Stream, type StreamHost } from "./stream.js";
 import { logLine } from "../../log.js";
@@ -69,8 +69,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
   private peerMaxFrame = DEFAULT_MAX_FRAME;
 
   // Output: frames of this turn, written together.
-  private out: Buffer[] = [];
-  private outBytes = 0;
+  private readonly out = new FrameWriter();
   private flushScheduled = false;
   private readonly sending = new Set<H2Stream>();
   private pings: ((err: Error | null) => void)[] = [];
@@ -457,12 +456,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
   // --- Output ---
 
   private queueFrame(type: FrameType, flags: number, id: number, payload?: Buffer): void {
-    this.out.push(frameHeader(payload?.length ?? 0, type, flags, id));
-    this.outBytes += FRAME_HEADER_BYTES;
-    if (payload !== undefined && payload.length > 0) {
-      this.out.push(payload);
-      this.outBytes += payload.length;
-    }
+    this.out.frame(type, flags, id, payload);
     this.schedule();
   }
 
@@ -479,7 +473,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
 
   /** A control frame we owe the peer: one that never reads our answers is cut off. */
   private control(): void {
-    if (this.socket.writableLength + this.outBytes > CONTROL_FLOOD_BYTES) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "peer does not read");
+    if (this.socket.writableLength + this.out.bytes > CONTROL_FLOOD_BYTES) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "peer does not read");
   }
 
   private schedule(): void {
@@ -494,12 +488,15 @@ export class H2Connection extends EventEmitter implements StreamHost {
     if (this.isDestroyed) return;
     const callbacks: ((err?: Error | null) => void)[] = [];
     this.frameData(callbacks);
-    if (this.outBytes > 0) {
-      const out = this.out;
-      this.out = [];
-      const bytes = this.outBytes;
-      this.outBytes = 0;
-      this.socket.write(out.length === 1 ? out[0] : Buffer.concat(out, bytes));
+    if (this.out.bytes > 0) {
+      const chunks = this.out.take();
+      if (chunks.length === 1) {
+        this.socket.write(chunks[0]);
+      } else {
+        this.socket.cork();
+        for (const chunk of chunks) this.socket.write(chunk);
+        this.socket.uncork();
+      }
     }
     for (const cb of callbacks) cb(null);
     this.endIfIdle();
@@ -513,7 +510,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
         continue;
       }
       while (stream.outgoing.length > 0) {
-        if (this.socket.writableLength + this.outBytes > SOCKET_HIGH_WATER) return; // socket "drain" schedules the rest
+        if (this.socket.writableLength + this.out.bytes > SOCKET_HIGH_WATER) return; // socket "drain" schedules the rest
         const chunk = stream.outgoing[0];
         const room = Math.min(stream.sendWindow, this.sendWindow, this.peerMaxFrame);
         if (chunk.data.length > 0 && room <= 0) break;
@@ -572,7 +569,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
 
   private endIfIdle(): void {
     if (!(this.isClosing || this.peerGoneAway) || this.streams.size > 0 || this.isDestroyed) return;
-    if (this.flushScheduled || this.outBytes > 0) return; // flush() calls again
+    if (this.flushScheduled || this.out.bytes > 0) return; // flush() calls again
     this.isDestroyed = true;
     for (const ping of this.pings) ping(new Error("connection closed"));
     this.pings = [];
@@ -584,10 +581,8 @@ export class H2Connection extends EventEmitter implements StreamHost {
   private fail(code: number): void {
     this.goawayId = this.lastStreamId;
     this.queueFrame(FrameType.GOAWAY, 0, 0, Buffer.concat([u32(this.lastStreamId), u32(code)]));
-    const out = Buffer.concat(this.out);
-    this.out = [];
-    this.outBytes = 0;
-    this.socket.end(out);
+    for (const chunk of this.out.take()) this.socket.write(chunk);
+    this.socket.end();
     for (const stream of this.streams.values()) stream.markClosed(code);
     this.streams.clear();
     this.isDestroyed = true;
