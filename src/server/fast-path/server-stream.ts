@@ -18,7 +18,7 @@ export type StreamChain = (req: StreamRequest) => Promise<StreamResponse>;
 export function serverStreamInvoker(method: FastMethod, impl: ServerStreamingImplementation): StreamChain {
   return async (req) => {
     const input = await single(req.message);
-    const ctx = handlerContext(req);
+    const ctx = handlerContext(req, true);
     const output = impl(input as Message, ctx);
     const schema = method.desc.output as DescMessage;
     return {
