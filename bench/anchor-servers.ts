@@ -19,7 +19,7 @@ import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { GetRequestSchema, GetResponseSchema } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { H2Connection } from "../src/server/h2/connection.js";
-import type { H2Stream } from "../src/server/h2/stream.js";
+import type { CallStream } from "../src/server/fast-path/call.js";
 
 const [kind, portText] = process.argv.slice(2);
 const port = Number(portText);
@@ -54,35 +54,13 @@ if (kind === "grpcjs") {
     console.log("listening");
   });
 } else if (kind === "raw") {
-  const payload = toBinary(GetResponseSchema, create(GetResponseSchema, { found: true, value, revision: 1n }));
-  const frame = Buffer.alloc(5 + payload.length);
-  frame.writeUInt32BE(payload.length, 1);
-  frame.set(payload, 5);
   const server = http2.createServer();
-  server.on("stream", (stream) => {
-    stream.on("data", () => {});
-    stream.on("end", () => {
-      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-      stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-      stream.end(frame);
-    });
-  });
+  server.on("stream", fixedAnswer());
   server.listen(port, "127.0.0.1", () => console.log("listening"));
 } else if (kind === "raw-engine") {
-  const payload = toBinary(GetResponseSchema, create(GetResponseSchema, { found: true, value, revision: 1n }));
-  const frame = Buffer.alloc(5 + payload.length);
-  frame.writeUInt32BE(payload.length, 1);
-  frame.set(payload, 5);
+  const answer = fixedAnswer();
   const server = net.createServer((socket) => {
-    const connection = new H2Connection(socket, { maxConcurrentStreams: 1000, maxHeaderListSize: 16 * 1024 });
-    connection.on("stream", (stream: H2Stream) => {
-      stream.on("data", () => {});
-      stream.once("end", () => {
-        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-        stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-        stream.end(frame);
-      });
-    });
+    new H2Connection(socket, { maxConcurrentStreams: 1000, maxHeaderListSize: 16 * 1024 }).on("stream", answer);
   });
   server.listen(port, "127.0.0.1", () => console.log("listening"));
 } else if (kind === "sink") {
@@ -116,4 +94,20 @@ if (kind === "grpcjs") {
 } else {
   console.error("usage: anchor-servers.js grpcjs|raw|sink PORT | latency URL FILE N");
   process.exit(2);
+}
+
+/** The raw servers' answer to every call: one fixed Get response (found, the 100-byte value), then grpc-status 0. */
+function fixedAnswer(): (stream: CallStream) => void {
+  const payload = toBinary(GetResponseSchema, create(GetResponseSchema, { found: true, value, revision: 1n }));
+  const frame = Buffer.alloc(5 + payload.length);
+  frame.writeUInt32BE(payload.length, 1);
+  frame.set(payload, 5);
+  return (stream) => {
+    stream.on("data", () => {});
+    stream.once("end", () => {
+      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+      stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+      stream.end(frame);
+    });
+  };
 }

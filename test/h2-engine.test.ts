@@ -7,6 +7,7 @@ import { test } from "node:test";
 import { H2Connection } from "../src/server/h2/connection.js";
 import { HpackDecoder, type HeaderMap } from "../src/server/h2/hpack.js";
 import type { H2Stream } from "../src/server/h2/stream.js";
+import { frame, PREFACE } from "./helpers/h2-frames.js";
 
 /*
  * Our HTTP/2 engine (src/server/h2) against node:http2's client (nghttp2:
@@ -39,17 +40,7 @@ async function engineServer(handle: (stream: H2Stream, headers: HeaderMap) => vo
   };
 }
 
-/** One frame on the wire. */
-function frame(type: number, flags: number, id: number, payload: Buffer): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(id, 5);
-  return Buffer.concat([h, payload]);
-}
-
-const PREFACE_AND_SETTINGS = Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))]);
+const PREFACE_AND_SETTINGS = Buffer.concat([PREFACE, frame(4, 0, 0)]);
 /** :method POST (3), :scheme http (6), :path / (4): indexed fields. */
 const POST_ROOT = Buffer.from([0x83, 0x86, 0x84]);
 
@@ -366,6 +357,30 @@ test("malformed requests are reset with PROTOCOL_ERROR: an upper-case name, a bo
     [7, P],
   ]);
   assert.deepEqual(answered, [9]);
+  client.socket.destroy();
+  await server.close();
+});
+
+test("a request body read through read() fails, not ends, when the client resets the stream midway", async () => {
+  let outcome: Promise<string> | undefined;
+  const server = await engineServer((stream) => {
+    outcome = (async () => {
+      let bytes = 0;
+      try {
+        for await (const chunk of stream.read()) bytes += chunk.length;
+        return `ended after ${bytes} bytes`;
+      } catch (e) {
+        return `failed after ${bytes} bytes: ${(e as Error).message}`;
+      }
+    })();
+  });
+  // Raw frames: node's client half-closes a stream (END_STREAM) before it resets it.
+  const client = await rawClient(server.port);
+  client.socket.write(Buffer.concat([PREFACE_AND_SETTINGS, frame(1, 4, 1, POST_ROOT), frame(0, 0, 1, Buffer.alloc(1000))]));
+  await new Promise((r) => setTimeout(r, 50));
+  client.socket.write(frame(3, 0, 1, Buffer.from([0, 0, 0, 8])));
+  while (outcome === undefined) await new Promise((r) => setTimeout(r, 10));
+  assert.match(await outcome, /^failed after 1000 bytes: the request stream was reset \(code 8\)/);
   client.socket.destroy();
   await server.close();
 });

@@ -25,6 +25,7 @@ import { AdminService, ReplicationService } from "../src/gen/ripplecache/v1/repl
 import { CacheClient } from "../src/client/client.js";
 import { expectCode, eventually } from "./helpers/assert.js";
 import { CLI, requireTool, ROOT, startServer, type ServerProcess } from "./helpers/server.js";
+import { frame, PREFACE } from "./helpers/h2-frames.js";
 
 const enc = new TextEncoder();
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -147,16 +148,6 @@ async function connectRaw(port: number): Promise<net.Socket> {
   return socket;
 }
 
-/** An HTTP/2 frame: 9-byte header and payload. */
-function frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const header = Buffer.alloc(9);
-  header.writeUIntBE(payload.length, 0, 3);
-  header[3] = type;
-  header[4] = flags;
-  header.writeUInt32BE(streamId, 5);
-  return Buffer.concat([header, payload]);
-}
-const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const SETTINGS = 0x4;
 const HEADERS = 0x1;
 const CONTINUATION = 0x9;

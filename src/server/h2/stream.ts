@@ -127,7 +127,8 @@ export class H2Stream extends EventEmitter {
         }
         return;
       }
-      if (this.isClosed) return;
+      // Reset before the client ended its request: the body is incomplete, and its reader must not take it for whole.
+      if (this.isClosed) throw new Error(`the request stream was reset (code ${this.rstCode ?? 0}) before it ended`);
       await new Promise<void>((resolve) => (this.reader = resolve));
       this.reader = undefined;
     }
