@@ -384,3 +384,55 @@ test("a request body read through read() fails, not ends, when the client resets
   client.socket.destroy();
   await server.close();
 });
+
+test("floods that cost the client nothing end the connection (ENHANCE_YOUR_CALM, COMPRESSION_ERROR) before they cost us memory", async () => {
+  const server = await engineServer((stream) => stream.respond({ ":status": 200 }, { endStream: true }));
+  const P = http2.constants;
+  // Endless empty CONTINUATION frames (they add no bytes to the block, but each was kept).
+  {
+    const client = await rawClient(server.port);
+    const frames: Buffer[] = [PREFACE_AND_SETTINGS, frame(1, 0, 1, POST_ROOT)];
+    for (let i = 0; i < 10_000; i++) frames.push(frame(9, 0, 1, Buffer.alloc(0)));
+    client.socket.write(Buffer.concat(frames));
+    await once(client.socket, "close");
+    assert.equal(client.goawayCode(), P.NGHTTP2_ENHANCE_YOUR_CALM, "CONTINUATION flood");
+  }
+  // An HPACK integer of 147 continuation bytes (2 ** shift reached Infinity, and the table size NaN).
+  {
+    const client = await rawClient(server.port);
+    const block = Buffer.concat([Buffer.from([0x3f]), Buffer.alloc(147, 0x80), Buffer.from([0x00]), POST_ROOT]);
+    client.socket.write(Buffer.concat([PREFACE_AND_SETTINGS, frame(1, 5, 1, block)]));
+    await once(client.socket, "close");
+    assert.equal(client.goawayCode(), P.NGHTTP2_COMPRESSION_ERROR, "overlong HPACK integer");
+  }
+  await server.close();
+  // Streams the client makes us reset (a WINDOW_UPDATE of 0 on its request, whose call is running): they count as its own resets.
+  let running = 0;
+  const slow = await engineServer(() => {
+    running++; // never answers
+  });
+  const client = await rawClient(slow.port);
+  const frames: Buffer[] = [PREFACE_AND_SETTINGS];
+  for (let i = 0; i < 1500; i++) {
+    const id = 1 + 2 * i;
+    frames.push(frame(1, 5, id, POST_ROOT), frame(8, 0, id, Buffer.alloc(4)));
+  }
+  client.socket.write(Buffer.concat(frames));
+  await once(client.socket, "close");
+  assert.equal(client.goawayCode(), P.NGHTTP2_ENHANCE_YOUR_CALM, "resets the client provoked");
+  assert.ok(running > 1000 && running < 1500, `calls started before the cut: ${running}`);
+  await slow.close();
+});
+
+test("a request with END_STREAM answered at once ends its stream with no reset after the answer", async () => {
+  const server = await engineServer((stream) => stream.respond({ ":status": 404 }, { endStream: true }));
+  const client = await rawClient(server.port);
+  client.socket.write(Buffer.concat([PREFACE_AND_SETTINGS, frame(1, 5, 1, POST_ROOT)]));
+  await new Promise((r) => setTimeout(r, 100));
+  const headers = client.frames.filter((f) => f.type === 1);
+  assert.equal(headers.length, 1);
+  assert.equal(headers[0].flags & 1, 1, "END_STREAM on the answer");
+  assert.deepEqual(client.resets(), []);
+  client.socket.destroy();
+  await server.close();
+});

@@ -22,6 +22,8 @@ const CONTROL_FLOOD_BYTES = 1024 * 1024;
 /** Client resets of open streams: a burst of this many, then this many per second. */
 const RESET_BURST = 1000;
 const RESETS_PER_SECOND = 100;
+/** CONTINUATION frames in one header block: nghttp2 allows 8; curl and gRPC clients send one or two. */
+const MAX_CONTINUATIONS = 64;
 /** CONTINUATION frames may not add up to more than this over the header list limit. */
 const HEADER_BLOCK_SLACK = 16 * 1024;
 
@@ -59,7 +61,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
   private goawayId: number | undefined;
   private peerGoneAway = false;
   // A header block spread over CONTINUATION frames.
-  private continuing: { id: number; flags: number; parts: Buffer[]; bytes: number } | undefined;
+  private continuing: { id: number; flags: number; parts: Buffer[]; bytes: number; frames: number } | undefined;
 
   // Flow control: our windows for the peer's DATA, and the peer's for ours.
   private recvWindow = DEFAULT_WINDOW;
@@ -117,6 +119,8 @@ export class H2Connection extends EventEmitter implements StreamHost {
   }
 
   destroy(): void {
+    // Also after a graceful end or a failure, whose socket.end() a peer that never reads or closes would hold open.
+    this.socket.destroy();
     if (this.isDestroyed) return;
     this.isDestroyed = true;
     this.isClosing = true;
@@ -210,6 +214,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
         }
         return;
       case FrameType.GOAWAY:
+        if (id !== 0 || payload.length < 8) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad GOAWAY");
         this.peerGoneAway = true;
         this.endIfIdle();
         return;
@@ -237,14 +242,15 @@ export class H2Connection extends EventEmitter implements StreamHost {
     if (stream === undefined || stream.remoteEnded) {
       // A stream we closed or reset (its DATA may still be on the way) or ignored after GOAWAY: the bytes still count on the connection.
       this.ackConnection(payload.length);
-      if (stream !== undefined) this.reset(stream, ErrorCode.STREAM_CLOSED);
+      if (stream !== undefined) this.resetForClient(stream, ErrorCode.STREAM_CLOSED);
       return;
     }
     const padding = payload.length - data.length;
     if (padding > 0) this.ackConnection(padding);
     stream.recvWindow -= payload.length;
     if (stream.recvWindow < 0) {
-      this.reset(stream, ErrorCode.FLOW_CONTROL_ERROR);
+      this.ackConnection(data.length);
+      this.resetForClient(stream, ErrorCode.FLOW_CONTROL_ERROR);
       return;
     }
     if (padding > 0) this.ackStream(stream, padding);
@@ -253,7 +259,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
     const declared = stream.declaredLength;
     if (declared !== undefined && (stream.receivedBytes > declared || (flags & Flag.END_STREAM && stream.receivedBytes !== declared))) {
       this.ackConnection(data.length);
-      return this.reset(stream, ErrorCode.PROTOCOL_ERROR);
+      return this.resetForClient(stream, ErrorCode.PROTOCOL_ERROR);
     }
     // The payload is a view of the socket's chunk: a reader that keeps it keeps the chunk, as node:http2's do.
     if (data.length > 0) stream.receive(data);
@@ -273,7 +279,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
     if (start > end) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad padding");
     const fragment = payload.subarray(start, end);
     if (flags & Flag.END_HEADERS) return this.onHeaderBlock(flags, id, fragment);
-    this.continuing = { id, flags, parts: [Buffer.from(fragment)], bytes: fragment.length };
+    this.continuing = { id, flags, parts: [Buffer.from(fragment)], bytes: fragment.length, frames: 0 };
   }
 
   private onContinuation(flags: number, id: number, payload: Buffer): void {
@@ -281,7 +287,9 @@ export class H2Connection extends EventEmitter implements StreamHost {
     if (c === undefined || c.id !== id) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION");
     c.bytes += payload.length;
     if (c.bytes > this.options.maxHeaderListSize + HEADER_BLOCK_SLACK) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
-    c.parts.push(Buffer.from(payload));
+    // Empty frames add no bytes but would add parts without end (the CONTINUATION flood).
+    if (++c.frames > MAX_CONTINUATIONS) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many CONTINUATION frames");
+    if (payload.length > 0) c.parts.push(Buffer.from(payload));
     if (flags & Flag.END_HEADERS) {
       this.continuing = undefined;
       this.onHeaderBlock(c.flags, id, Buffer.concat(c.parts));
@@ -300,7 +308,8 @@ export class H2Connection extends EventEmitter implements StreamHost {
       existing.receiveEnd();
       return;
     }
-    if (id <= this.lastStreamId) throw new ConnectionError(ErrorCode.STREAM_CLOSED, `HEADERS on closed stream ${id}`);
+    // A stream we reset or refused (its trailers may have crossed our RST_STREAM): ignored (RFC 9113 5.1).
+    if (id <= this.lastStreamId) return;
     // A client that sends requests but reads none of our answers would grow our output without bound.
     if (this.socket.writableLength > CONTROL_FLOOD_BYTES) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "peer does not read");
     this.lastStreamId = id;
@@ -314,6 +323,8 @@ export class H2Connection extends EventEmitter implements StreamHost {
     if (Number.isNaN(declared) || (declared !== undefined && declared > 0 && flags & Flag.END_STREAM)) return this.refuse(id, ErrorCode.PROTOCOL_ERROR);
     const stream = new H2Stream(id, this, this.peerInitialWindow);
     stream.declaredLength = declared;
+    // Known before the handler runs: one that answers at once ends the stream, with no reset after.
+    if (flags & Flag.END_STREAM) stream.remoteEnded = true;
     this.streams.set(id, stream);
     try {
       this.emit("stream", stream, headers);
@@ -342,6 +353,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
         this.peerInitialWindow = value;
         for (const stream of this.streams.values()) {
           stream.sendWindow += delta;
+          if (stream.sendWindow > MAX_WINDOW) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "a stream window over 2^31-1");
           if (stream.outgoing.length > 0 || stream.ending) this.sending.add(stream);
         }
       } else if (key === Setting.MAX_FRAME_SIZE) {
@@ -368,9 +380,9 @@ export class H2Connection extends EventEmitter implements StreamHost {
     }
     const stream = this.streams.get(id);
     if (stream === undefined) return;
-    if (increment === 0) return this.reset(stream, ErrorCode.PROTOCOL_ERROR);
+    if (increment === 0) return this.resetForClient(stream, ErrorCode.PROTOCOL_ERROR);
     stream.sendWindow += increment;
-    if (stream.sendWindow > MAX_WINDOW) return this.reset(stream, ErrorCode.FLOW_CONTROL_ERROR);
+    if (stream.sendWindow > MAX_WINDOW) return this.resetForClient(stream, ErrorCode.FLOW_CONTROL_ERROR);
     if (stream.outgoing.length > 0) this.sending.add(stream);
   }
 
@@ -388,6 +400,12 @@ export class H2Connection extends EventEmitter implements StreamHost {
     if (--this.resetTokens < 0) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many stream resets");
   }
 
+  /** A reset the client's error caused: it counts as the client's own ("MadeYouReset", CVE-2025-8671). */
+  private resetForClient(stream: H2Stream, code: number): void {
+    this.limitResets();
+    this.reset(stream, code);
+  }
+
   // --- StreamHost ---
 
   sendHeaders(stream: H2Stream, status: number | undefined, headers: OutgoingHttpHeaders, endStream: boolean): void {
@@ -398,6 +416,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
       const value = headers[name];
       if (value === undefined) continue;
       const key = name.toLowerCase();
+      if (CONNECTION_HEADERS.includes(key)) continue; // not HTTP/2 (RFC 9113 8.2.2): clients reject them
       if (Array.isArray(value)) for (const v of value) fields.push([key, v]);
       else fields.push([key, String(value)]);
     }
@@ -486,20 +505,29 @@ export class H2Connection extends EventEmitter implements StreamHost {
   private flush(): void {
     this.flushScheduled = false;
     if (this.isDestroyed) return;
-    const callbacks: ((err?: Error | null) => void)[] = [];
-    this.frameData(callbacks);
-    if (this.out.bytes > 0) {
-      const chunks = this.out.take();
-      if (chunks.length === 1) {
-        this.socket.write(chunks[0]);
+    try {
+      const callbacks: ((err?: Error | null) => void)[] = [];
+      this.frameData(callbacks);
+      // Write callbacks run once the socket has taken the bytes (a large payload is written by reference, not copied).
+      const done = callbacks.length === 0 ? undefined : (err?: Error | null) => callbacks.forEach((cb) => cb(err ?? null));
+      if (this.out.bytes > 0) {
+        const chunks = this.out.take();
+        if (chunks.length === 1) {
+          this.socket.write(chunks[0], done);
+        } else {
+          this.socket.cork();
+          chunks.forEach((chunk, i) => this.socket.write(chunk, i === chunks.length - 1 ? done : undefined));
+          this.socket.uncork();
+        }
       } else {
-        this.socket.cork();
-        for (const chunk of chunks) this.socket.write(chunk);
-        this.socket.uncork();
+        done?.(null);
       }
+      this.endIfIdle();
+    } catch (e) {
+      // A stream's listener (drain, wantTrailers, finish) that threw: this connection ends, the process serves on.
+      logLine("error", "http/2 connection failed", { error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
+      this.destroy();
     }
-    for (const cb of callbacks) cb(null);
-    this.endIfIdle();
   }
 
   /** Moves queued response DATA into frames, as far as the windows and the socket allow. */
@@ -514,7 +542,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
         const chunk = stream.outgoing[0];
         const room = Math.min(stream.sendWindow, this.sendWindow, this.peerMaxFrame);
         if (chunk.data.length > 0 && room <= 0) break;
-        const n = Math.min(room, chunk.data.length);
+        const n = Math.max(0, Math.min(room, chunk.data.length)); // a window can be negative (SETTINGS lowered it)
         const last = n === chunk.data.length;
         const endNow = last && stream.outgoing.length === 1 && stream.ending && !stream.endsWithTrailers;
         if (n > 0 || endNow) {
@@ -573,8 +601,14 @@ export class H2Connection extends EventEmitter implements StreamHost {
     this.isDestroyed = true;
     for (const ping of this.pings) ping(new Error("connection closed"));
     this.pings = [];
-    this.socket.end();
+    this.endSocket();
     this.emit("close");
+  }
+
+  /** Ends the socket after what is queued, and destroys it if the peer has not closed it a second later. */
+  private endSocket(): void {
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 1000).unref();
   }
 
   /** A connection error (section 5.4.1): GOAWAY with the code, then close. */
@@ -582,7 +616,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
     this.goawayId = this.lastStreamId;
     this.queueFrame(FrameType.GOAWAY, 0, 0, Buffer.concat([u32(this.lastStreamId), u32(code)]));
     for (const chunk of this.out.take()) this.socket.write(chunk);
-    this.socket.end();
+    this.endSocket();
     for (const stream of this.streams.values()) stream.markClosed(code);
     this.streams.clear();
     this.isDestroyed = true;

@@ -159,6 +159,8 @@ export class HpackDecoder {
       do {
         if (pos >= end) throw new HpackError("truncated integer");
         b = buf[pos++];
+        // RFC 7541 5.1: bound the encoding; past 2^31 nothing in a header block makes sense (and 2 ** shift would reach Infinity).
+        if (shift > 28) throw new HpackError("integer encoding too long");
         value += (b & 0x7f) * 2 ** shift;
         shift += 7;
         if (value > 0x7fffffff) throw new HpackError("integer overflow");
