@@ -1,5 +1,6 @@
 import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { logLine } from "../../log.js";
 import { callNetwork, type CallNetwork } from "../../telemetry/rpc.js";
 import { CallHeaders } from "../fast-path/call-headers.js";
 import { nodeHeaders } from "../fast-path/call.js";
@@ -44,9 +45,9 @@ export function connectBridge(
     handler(request)
       .then((response) => writeResponse(stream, response))
       .catch((reason: unknown) => {
-        // A write to a stream the client reset: nothing to tell anyone. Anything else, as connect-node does.
+        // A write to a stream the client reset: nothing to tell anyone. Anything else is logged (connect-node prints it).
         if (ConnectError.from(reason).code === Code.Aborted || stream.closed) return;
-        console.error(`handler for rpc ${handler.method.name} of ${handler.service.typeName} failed`, reason);
+        logLine("error", "rpc handler failed", { rpc: `${handler.service.typeName}/${handler.method.name}`, error: reason instanceof Error ? (reason.stack ?? reason.message) : String(reason) });
         stream.close(ErrorCode.INTERNAL_ERROR);
       });
   };
