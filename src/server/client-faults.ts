@@ -121,19 +121,12 @@ export function incompleteMessage(body: Uint8Array): ConnectError | undefined {
 }
 
 /**
- * connect-node's adapter with the fixes above: decompression and JSON options,
+ * connect's handlers with the fixes above: decompression and JSON options,
  * an interceptor for streamed request messages, and a wrapper around each
  * handler for what happens before interceptors run (unary request messages,
- * request framing).
- */
-export function connectNodeAdapterWithClientFaults(options: ConnectNodeAdapterOptions): ReturnType<typeof connectNodeAdapter> {
-  return connectHandlersWithClientFaults(options).nodeHandler;
-}
-
-/**
- * The same, as connect's handlers by request path (for our HTTP/2 engine,
- * src/server/h2) and as connect-node's request handler (for node:http and
- * node:http2); both serve the same handler objects.
+ * request framing). Given two ways, serving the same handler objects: by
+ * request path (for our HTTP/2 engine, src/server/h2) and as connect-node's
+ * request handler (for node:http and node:http2).
  */
 export function connectHandlersWithClientFaults(options: ConnectNodeAdapterOptions): {
   readonly nodeHandler: ReturnType<typeof connectNodeAdapter>;

@@ -115,7 +115,7 @@ export class UnaryCall extends FastCall {
   }
 }
 
-/** gRPC trailers for node:http2, grpc-message encoded as the spec says (see grpc-message.ts). */
+/** Headers or trailers for node:http2 (and our engine), grpc-message encoded as the spec says (see grpc-message.ts). */
 export function grpcTrailers(trailer: Headers): ReturnType<typeof nodeHeaders> {
   const trailers = nodeHeaders(trailer);
   specEncodeGrpcMessageHeader(trailers);

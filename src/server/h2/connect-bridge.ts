@@ -3,8 +3,7 @@ import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/conn
 import { logLine } from "../../log.js";
 import { callNetwork, type CallNetwork } from "../../telemetry/rpc.js";
 import { CallHeaders } from "../fast-path/call-headers.js";
-import { nodeHeaders } from "../fast-path/call.js";
-import { specEncodeGrpcMessageHeader } from "../grpc-message.js";
+import { grpcTrailers } from "../fast-path/unary.js";
 import { ErrorCode } from "./frames.js";
 import type { HeaderMap } from "./hpack.js";
 import type { H2Stream } from "./stream.js";
@@ -56,9 +55,7 @@ export function connectBridge(
 async function writeResponse(stream: H2Stream, response: UniversalServerResponse): Promise<void> {
   const it = response.body?.[Symbol.asyncIterator]();
   const head = () => {
-    const header = nodeHeaders(response.header ?? new Headers());
-    specEncodeGrpcMessageHeader(header);
-    return { ":status": response.status, ...header };
+    return { ":status": response.status, ...grpcTrailers(response.header ?? new Headers()) };
   };
   try {
     if (it !== undefined) {
@@ -69,7 +66,7 @@ async function writeResponse(stream: H2Stream, response: UniversalServerResponse
       }
     }
     if (stream.closed) return;
-    const trailer = response.trailer === undefined ? {} : nodeHeaders(response.trailer);
+    const trailer = response.trailer === undefined ? {} : grpcTrailers(response.trailer);
     const hasTrailer = Object.keys(trailer).length > 0;
     if (!stream.headersSent) {
       // Nothing but headers: one HEADERS frame ends the stream (gRPC's trailers-only answer).
@@ -79,10 +76,7 @@ async function writeResponse(stream: H2Stream, response: UniversalServerResponse
       }
       stream.respond(head());
     }
-    if (hasTrailer) {
-      specEncodeGrpcMessageHeader(trailer);
-      stream.sendTrailers(trailer);
-    }
+    if (hasTrailer) stream.sendTrailers(trailer);
     stream.end();
   } finally {
     await it?.return?.().catch(() => undefined);
