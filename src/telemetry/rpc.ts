@@ -14,23 +14,12 @@ import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 
 /** The Node.js request (http or http2) of a call. */
 type NodeServerRequest = Parameters<NonNullable<ConnectNodeAdapterOptions["contextValues"]>>[0];
-import {
-  context,
-  propagation,
-  ROOT_CONTEXT,
-  SpanKind,
-  SpanStatusCode,
-  trace,
-  type Attributes,
-  type Context,
-  type Span,
-  type TextMapGetter,
-  type Tracer,
-} from "@opentelemetry/api";
+import { context, SpanStatusCode, type Attributes, type Context, type Span } from "@opentelemetry/api";
 import { pullIterator, type PullIterator } from "../pull-iterator.js";
 import { debugEnabled, logLine } from "../log.js";
 import { CallValues } from "../context-values.js";
 import type { CallDurations, DurationSeries } from "./call-durations.js";
+import type { ServerSpans } from "./server-spans.js";
 
 /**
  * Telemetry of every RPC, as a Connect interceptor (first in the list, so it
@@ -48,7 +37,8 @@ import type { CallDurations, DurationSeries } from "./call-durations.js";
  */
 export interface RpcTelemetryOptions {
   readonly callDuration: CallDurations;
-  readonly tracer?: Tracer;
+  /** Set when tracing is configured. */
+  readonly spans?: ServerSpans;
   /** True once the server is shutting down (streams then end "server_shutdown"). */
   readonly shuttingDown?: () => boolean;
 }
@@ -129,11 +119,6 @@ class LazyCallNetwork implements CallNetwork {
   }
 }
 
-const headerGetter: TextMapGetter<Headers> = {
-  get: (headers, key) => headers.get(key) ?? undefined,
-  keys: (headers) => [...headers.keys()],
-};
-
 type System = "grpc" | "connect_rpc";
 
 /** gRPC and gRPC-Web report gRPC status codes; everything else here is the Connect protocol. */
@@ -182,6 +167,8 @@ class Call {
     private readonly service: string,
     private readonly method: string,
     readonly span: Span | undefined,
+    /** The call's trace context (tracing on), for its log line's trace ids. */
+    private readonly ctx: Context | undefined,
     private readonly stream: boolean,
   ) {}
 
@@ -191,7 +178,7 @@ class Call {
     const code = error === undefined ? undefined : ConnectError.from(error).code;
     durationSeries(this.options.callDuration, this.desc, this.system, this.service, this.method, code).record((performance.now() - this.started) / 1000);
     const span = this.span;
-    if (debugEnabled()) this.log(code, reason, span);
+    if (debugEnabled()) this.log(code, reason);
     if (span === undefined) return;
     span.setAttributes(codeAttribute(this.system, code));
     if (this.stream) {
@@ -210,7 +197,7 @@ class Call {
   }
 
   /** The debug line of the call (no keys, no values), inside its span so that it carries the trace ids. */
-  private log(code: Code | undefined, reason: EndReason | undefined, span: Span | undefined): void {
+  private log(code: Code | undefined, reason: EndReason | undefined): void {
     const fields: Record<string, unknown> = {
       service: this.service,
       method: this.method,
@@ -218,8 +205,8 @@ class Call {
       duration_ms: Math.round((performance.now() - this.started) * 1000) / 1000,
     };
     if (this.stream) Object.assign(fields, { messages_sent: this.sent, messages_received: this.received, end_reason: reason ?? this.reasonOf(code) });
-    if (span === undefined) logLine("debug", "rpc", fields);
-    else context.with(trace.setSpan(context.active(), span), () => logLine("debug", "rpc", fields));
+    if (this.ctx === undefined) logLine("debug", "rpc", fields);
+    else context.with(this.ctx, () => logLine("debug", "rpc", fields));
   }
 
   private reasonOf(code: Code | undefined): EndReason {
@@ -239,7 +226,7 @@ class Call {
 }
 
 export function rpcTelemetry(options: RpcTelemetryOptions): Interceptor {
-  const tracer = options.tracer;
+  const spans = options.spans;
   return (next) => async (req) => {
     const system = systemOf(req);
     const service = req.service.typeName;
@@ -247,15 +234,14 @@ export function rpcTelemetry(options: RpcTelemetryOptions): Interceptor {
     const streaming = req.stream;
     let span: Span | undefined;
     let ctx: Context | undefined;
-    if (tracer !== undefined) {
-      const parent = propagation.extract(ROOT_CONTEXT, req.header, headerGetter);
-      span = tracer.startSpan(`${service}/${method}`, { kind: SpanKind.SERVER }, parent);
-      // Unsampled calls skip the attributes (a non-recording span would drop them anyway).
-      if (span.isRecording()) span.setAttributes(spanAttributes(req, system, service, method));
-      ctx = trace.setSpan(parent, span);
+    if (spans !== undefined) {
+      ctx = spans.start(spanName(req.method), req.header);
+      span = spans.recording(ctx);
+      // Unsampled calls have no span to fill in.
+      if (span !== undefined) span.setAttributes(spanAttributes(req, system, service, method));
       req.contextValues.set(TRACE_CONTEXT, ctx);
     }
-    const call = new Call(options, system, req.method, service, method, span, streaming);
+    const call = new Call(options, system, req.method, service, method, span, ctx, streaming);
     if (req.stream) req = { ...req, message: counted(req.message, () => call.received++) };
     if (streaming) {
       // A backstop: connect-node aborts the signal when the call is over, so a
@@ -263,7 +249,7 @@ export function rpcTelemetry(options: RpcTelemetryOptions): Interceptor {
       endOnAbort(req.signal, call);
     }
     try {
-      const res = ctx === undefined ? await next(req) : await context.with(ctx, () => next(req));
+      const res = await (ctx === undefined ? next(req) : context.with(ctx, next, undefined, req));
       if (!res.stream) {
         if (!req.stream) call.received = 1;
         call.sent = 1;
@@ -276,6 +262,15 @@ export function rpcTelemetry(options: RpcTelemetryOptions): Interceptor {
       throw err;
     }
   };
+}
+
+const spanNames = new WeakMap<DescMethod, string>();
+
+/** "package.Service/Method", the RPC conventions' span name, made once per method. */
+function spanName(desc: DescMethod): string {
+  let name = spanNames.get(desc);
+  if (name === undefined) spanNames.set(desc, (name = `${desc.parent.typeName}/${desc.name}`));
+  return name;
 }
 
 /**

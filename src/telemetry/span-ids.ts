@@ -27,8 +27,23 @@ const ZERO_SPAN_ID = "0".repeat(SPAN_ID_CHARS);
 export class PooledSpanIds implements SpanIdSource {
   private hex = "";
   private at = 0;
+  private preferred: string | undefined;
+
+  /**
+   * The next generateTraceId() returns `traceId` (once). ServerSpans draws a
+   * root span's trace id itself, to ask the sampler before any SDK span
+   * exists, and then has the SDK start the span on that id.
+   */
+  prefer(traceId: string | undefined): void {
+    this.preferred = traceId;
+  }
 
   generateTraceId(): string {
+    const preferred = this.preferred;
+    if (preferred !== undefined) {
+      this.preferred = undefined;
+      return preferred;
+    }
     const id = this.take(TRACE_ID_CHARS);
     return id === ZERO_TRACE_ID ? this.generateTraceId() : id;
   }

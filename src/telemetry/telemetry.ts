@@ -5,9 +5,6 @@ import { VERSION } from "../version.js";
 import { startMetrics, type MetricSources } from "./metrics.js";
 import { otelSignals } from "./otel-env.js";
 import { networkContextValues, nodeRequestContextValues, rpcTelemetry, type CallNetwork } from "./rpc.js";
-import { tracer } from "./spans.js";
-import { PooledSpanIds } from "./span-ids.js";
-import { SyncContextManager } from "./sync-context.js";
 
 export interface Telemetry {
   /** True when traces are exported (the SDK is started). */
@@ -43,32 +40,15 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
   const signals = otelSignals(env);
   const resource = signals.traces || signals.otlpMetrics ? await serviceResource() : undefined;
   const metrics = await startMetrics(options.sources, { otlp: signals.otlpMetrics, resource, env });
-  let sdk: { shutdown(): Promise<void> } | undefined;
-  if (signals.traces) {
-    const { NodeSDK } = await import("@opentelemetry/sdk-node");
-    const node = new NodeSDK({
-      resource,
-      autoDetectResources: false,
-      // Metrics are ours (above); logs are JSON lines on stdout; no auto-instrumentation
-      // (instrumentation-http would not see HTTP/2 and would trace /metrics scrapes).
-      metricReaders: [],
-      // No AsyncLocalStorage (and so no promise hooks on every promise): see sync-context.ts.
-      contextManager: new SyncContextManager(),
-      idGenerator: new PooledSpanIds(),
-      logRecordProcessors: [],
-      instrumentations: [],
-    });
-    node.start();
-    sdk = node;
-  }
+  const tracing = signals.traces ? (await import("./tracing.js")).startTracing(resource, env) : undefined;
   return {
-    tracing: sdk !== undefined,
-    interceptor: rpcTelemetry({ callDuration: metrics.callDuration, tracer: sdk !== undefined ? tracer : undefined, shuttingDown: options.shuttingDown }),
-    contextValues: sdk !== undefined ? nodeRequestContextValues : undefined,
-    networkContextValues: sdk !== undefined ? networkContextValues : undefined,
+    tracing: tracing !== undefined,
+    interceptor: rpcTelemetry({ callDuration: metrics.callDuration, spans: tracing?.spans, shuttingDown: options.shuttingDown }),
+    contextValues: tracing !== undefined ? nodeRequestContextValues : undefined,
+    networkContextValues: tracing !== undefined ? networkContextValues : undefined,
     prometheus: () => metrics.prometheus(),
     async shutdown() {
-      await Promise.allSettled([sdk?.shutdown(), metrics.shutdown()]);
+      await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);
     },
   };
 }
