@@ -344,6 +344,74 @@ describe("traces, metrics and logs exported by OTLP/HTTP protobuf", () => {
   });
 });
 
+/** The TraceIdRatioBased sampler's hash of a trace id: its four 32-bit words XORed (the sampler admits hash < ratio * 0xffffffff). */
+function ratioHash(traceId: string): number {
+  const b = Buffer.from(traceId, "hex");
+  return (b.readUInt32BE(0) ^ b.readUInt32BE(4) ^ b.readUInt32BE(8) ^ b.readUInt32BE(12)) >>> 0;
+}
+
+/** A sampled (flags 01) or unsampled (00) traceparent whose trace id the ratio admits or not, as asked. */
+function traceparentWith(flags: "00" | "01", admitted: boolean, ratio: number): { traceId: string; header: string } {
+  for (;;) {
+    const traceId = randomBytes(16).toString("hex");
+    if (ratioHash(traceId) < Math.floor(ratio * 0xffffffff) === admitted) return { traceId, header: `00-${traceId}-${randomBytes(8).toString("hex")}-${flags}` };
+  }
+}
+
+describe("sampling (parentbased_traceidratio at 0.5)", () => {
+  const receiver = new Receiver();
+  let server: ServerProcess;
+  const ratio = 0.5;
+
+  before(async () => {
+    await receiver.start();
+    server = await startServer(["--log-level", "debug"], {
+      ...otelEnv(receiver, "ripplecache-sampling"),
+      OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+      OTEL_TRACES_SAMPLER_ARG: String(ratio),
+    });
+  });
+  after(async () => {
+    await server?.stop();
+    await receiver.close();
+  });
+
+  test("root calls sampled by their trace id; the caller's flag decides for the others; a dropped call's log line keeps its trace id", async () => {
+    const client = createClient(CacheService, createGrpcTransport({ baseUrl: server.url }));
+    const roots = 200;
+    for (let i = 0; i < roots; i += 20) await Promise.all(Array.from({ length: 20 }, (_, j) => client.get({ key: `s/${i + j}` })));
+    // Sampled callers whose trace ids the ratio alone would drop, unsampled ones it would keep.
+    const sampledParents = Array.from({ length: 10 }, () => traceparentWith("01", false, ratio));
+    const unsampledParents = Array.from({ length: 10 }, () => traceparentWith("00", true, ratio));
+    for (const tp of [...sampledParents, ...unsampledParents]) await client.get({ key: "s/p" }, { headers: { traceparent: tp.header } });
+
+    for (const tp of sampledParents) await receiver.waitFor("of a sampled caller", (s) => s.traceId === tp.traceId);
+    // What was ended before those calls has been exported with them or before (one export at a time, in order).
+    await new Promise((r) => setTimeout(r, 300));
+    const gets = receiver.spans.filter((s) => s.service === "ripplecache-sampling" && s.name === "ripplecache.v1.CacheService/Get");
+    const rootSpans = gets.filter((s) => s.parentSpanId === "");
+    // 200 calls at 1/2: the binomial's standard deviation is ~7; 40 either side cannot be chance.
+    assert.ok(rootSpans.length > roots * ratio - 40 && rootSpans.length < roots * ratio + 40, `${rootSpans.length} of ${roots} root calls exported`);
+    for (const s of rootSpans) {
+      assert.ok(ratioHash(s.traceId) < Math.floor(ratio * 0xffffffff), `root span ${s.traceId} was exported although its trace id is above the ratio`);
+    }
+    assert.equal(new Set(rootSpans.map((s) => s.traceId)).size, rootSpans.length, "each root call its own trace");
+    const unsampledIds = new Set(unsampledParents.map((tp) => tp.traceId));
+    assert.deepEqual(
+      gets.filter((s) => unsampledIds.has(s.traceId)),
+      [],
+      "a caller's unsampled flag is followed",
+    );
+    for (const tp of unsampledParents) {
+      const line = logRecords(server).find((r) => r.msg === "rpc" && r.trace_id === tp.traceId);
+      assert.ok(line !== undefined, "the debug line of a dropped call carries the caller's trace id");
+      assert.equal(line.trace_flags, "00");
+      assert.match(String(line.span_id), /^[0-9a-f]{16}$/);
+      assert.ok(!tp.header.includes(String(line.span_id)), "the call has a span id of its own");
+    }
+  });
+});
+
 describe("replication spans", () => {
   const receiver = new Receiver();
   before(() => receiver.start());
@@ -412,7 +480,7 @@ describe("telemetry off", () => {
       assert.equal(line.trace_id, undefined);
       const loaded = new Set(server.output.filter((l) => l.startsWith("LOADED ")).map((l) => /@opentelemetry\/([a-z-]+)/.exec(l)?.[1]));
       assert.ok(loaded.has("sdk-metrics") && loaded.has("api"), `the hook sees the packages: ${[...loaded].join(", ")}`);
-      for (const sdk of ["sdk-node", "sdk-trace-base", "sdk-trace-node", "context-async-hooks", "exporter-trace-otlp-proto"]) {
+      for (const sdk of ["sdk-node", "sdk-trace", "sdk-trace-base", "sdk-trace-node", "context-async-hooks", "exporter-trace-otlp-proto", "otlp-exporter-base"]) {
         assert.ok(!loaded.has(sdk), `${sdk} is not loaded when tracing is off`);
       }
     } finally {
