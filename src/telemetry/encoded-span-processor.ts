@@ -64,6 +64,7 @@ export class EncodedSpanProcessor implements SpanProcessor {
   private stopped = false;
   private dropping = false;
   private idleWaiters: (() => void)[] = [];
+  private shutdownDone: Promise<void> | undefined;
   /** Spans dropped because the queue was full, since start. */
   dropped = 0;
 
@@ -84,7 +85,11 @@ export class EncodedSpanProcessor implements SpanProcessor {
       }
       return;
     }
-    if (this.count > 0 && (span.resource !== this.resource || span.instrumentationScope !== this.scope)) this.seal();
+    if (this.count > 0 && (span.resource !== this.resource || span.instrumentationScope !== this.scope)) {
+      // The other scope's spans go now: sealing stops the timer, which would otherwise restart with every change of scope.
+      this.seal();
+      this.exportNext();
+    }
     const before = this.writer.pos;
     try {
       writeSpan(this.writer, span);
@@ -119,11 +124,10 @@ export class EncodedSpanProcessor implements SpanProcessor {
     await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
-  async shutdown(): Promise<void> {
-    if (this.stopped) return;
-    await this.forceFlush();
+  shutdown(): Promise<void> {
+    // Spans ended from now on are not taken (as the SDK's processor); a second call waits for the first.
     this.stopped = true;
-    await this.exporter.shutdown();
+    return (this.shutdownDone ??= this.forceFlush().then(() => this.exporter.shutdown()));
   }
 
   /** The spans written so far become a batch. */
@@ -207,12 +211,13 @@ export function encodedExportApplies(env: NodeJS.ProcessEnv): boolean {
   return protocol === "http/protobuf";
 }
 
-/** OTEL_BSP_*, with the spec's defaults for what is unset or not a non-negative number. */
+/** OTEL_BSP_*, with the spec's defaults for what is unset or not a positive number. */
 export function batchOptionsFromEnv(env: NodeJS.ProcessEnv): BatchOptions {
   const read = (name: string, fallback: number): number => {
     const raw = nonBlank(env[name]);
     const n = raw === undefined ? NaN : Number(raw);
-    return Number.isFinite(n) && n >= 0 ? n : fallback;
+    // As sdk-node: zero or less is no setting.
+    return Number.isFinite(n) && n > 0 ? n : fallback;
   };
   const maxQueueSize = Math.max(1, read("OTEL_BSP_MAX_QUEUE_SIZE", 2048));
   return {
