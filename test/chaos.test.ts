@@ -45,6 +45,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { CacheClient } from "../src/client/client.js";
 import { EventType, ResyncReason, type InfoResponse, type WatchResponse } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { createNetLab, fdCount, rssBytes, startLabNode, type LabProcess, type NetLab } from "./helpers/netns.js";
+import { mulberry32 } from "./helpers/prng.js";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const enc = new TextEncoder();
@@ -58,18 +59,7 @@ const MAX_MEMORY = 8 * 1024 * 1024;
 /** Node names, one namespace each; roles rotate among them at every failover. */
 const NAMES = ["n1", "n2", "n3"] as const;
 
-/** mulberry32: a small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rnd = prng(SEED);
+const rnd = mulberry32(SEED);
 const between = (lo: number, hi: number): number => lo + Math.floor(rnd() * (hi - lo + 1));
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
 

@@ -45,6 +45,7 @@ import {
 } from "../src/telemetry/encoded-span-processor.js";
 import { exportRequest, ProtoWriter, writeSpan, type Scope } from "../src/telemetry/otlp-encoding.js";
 import { samplerFromEnv, TraceIdRatioSampler } from "../src/telemetry/sampling.js";
+import { mulberry32 } from "./helpers/prng.js";
 
 /**
  * Unit tests (in process, no server) of the span export path that stands in
@@ -63,18 +64,7 @@ import { samplerFromEnv, TraceIdRatioSampler } from "../src/telemetry/sampling.j
 
 // ---------------------------------------------------------------- helpers
 
-/** A seeded PRNG (mulberry32): the random tests are reproducible from their seed. */
 type Rand = () => number;
-function mulberry32(seed: number): Rand {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const pick = <T>(rand: Rand, items: readonly T[]): T => items[Math.floor(rand() * items.length)];
 const randomInt = (rand: Rand, below: number): number => Math.floor(rand() * below);
 

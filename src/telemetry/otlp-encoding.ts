@@ -1,4 +1,4 @@
-import type { AttributeValue, Attributes, HrTime, Link } from "@opentelemetry/api";
+import type { AttributeValue, Attributes, HrTime, Link, SpanContext } from "@opentelemetry/api";
 import type { Resource } from "@opentelemetry/resources";
 import type { ReadableSpan, TimedEvent } from "@opentelemetry/sdk-trace";
 import { BIT32, BIT64, LEN, VARINT } from "../protobuf-wire.js";
@@ -208,15 +208,7 @@ export function writeSpan(w: ProtoWriter, span: ReadableSpan): void {
   w.tag(2, LEN);
   const at = w.fork();
   const ctx = span.spanContext();
-  w.tag(1, LEN);
-  w.id(ctx.traceId);
-  w.tag(2, LEN);
-  w.id(ctx.spanId);
-  const traceState = ctx.traceState?.serialize();
-  if (traceState) {
-    w.tag(3, LEN);
-    w.string(traceState);
-  }
+  writeIds(w, ctx);
   const parent = span.parentSpanContext;
   if (parent?.spanId) {
     w.tag(4, LEN);
@@ -257,6 +249,19 @@ export function writeSpan(w: ProtoWriter, span: ReadableSpan): void {
   w.join(at);
 }
 
+/** trace_id, span_id and trace_state (fields 1-3 of both Span and Span.Link). */
+function writeIds(w: ProtoWriter, ctx: SpanContext): void {
+  w.tag(1, LEN);
+  w.id(ctx.traceId);
+  w.tag(2, LEN);
+  w.id(ctx.spanId);
+  const traceState = ctx.traceState?.serialize();
+  if (traceState) {
+    w.tag(3, LEN);
+    w.string(traceState);
+  }
+}
+
 function spanFlags(traceFlags: number, remote: boolean | undefined): number {
   return (traceFlags & 0xff) | HAS_IS_REMOTE | (remote === true ? IS_REMOTE : 0);
 }
@@ -278,15 +283,7 @@ function writeLink(w: ProtoWriter, link: Link & { droppedAttributesCount?: numbe
   w.tag(13, LEN);
   const at = w.fork();
   const ctx = link.context;
-  w.tag(1, LEN);
-  w.id(ctx.traceId);
-  w.tag(2, LEN);
-  w.id(ctx.spanId);
-  const traceState = ctx.traceState?.serialize();
-  if (traceState) {
-    w.tag(3, LEN);
-    w.string(traceState);
-  }
+  writeIds(w, ctx);
   if (link.attributes) writeAttributes(w, link.attributes, 4);
   w.tag(5, VARINT);
   w.varint(link.droppedAttributesCount ?? 0);
