@@ -6,6 +6,7 @@ import { ProtobufTraceSerializer } from "@opentelemetry/otlp-transformer";
 import type { Resource } from "@opentelemetry/resources";
 import type { ReadableSpan, SpanProcessor } from "@opentelemetry/sdk-trace";
 import { exportRequest, ProtoWriter, writeSpan, type Scope } from "./otlp-encoding.js";
+import { envValue, list } from "./otel-env.js";
 
 /** Spans of one resource and scope, encoded (writeSpan), waiting for export. */
 export interface EncodedBatch {
@@ -200,21 +201,16 @@ export function otlpHttpBatchExporter(): BatchExporter {
  * (console, zipkin, grpc, http/json, several) is left to the SDK.
  */
 export function encodedExportApplies(env: NodeJS.ProcessEnv): boolean {
-  const exporters = new Set(
-    (env.OTEL_TRACES_EXPORTER ?? "")
-      .split(",")
-      .map((s) => s.trim().toLowerCase())
-      .filter((s) => s !== "" && s !== "null"),
-  );
+  const exporters = new Set((list(env.OTEL_TRACES_EXPORTER) ?? []).filter((s) => s !== "null"));
   if (exporters.size > 1 || (exporters.size === 1 && !exporters.has("otlp"))) return false;
-  const protocol = nonBlank(env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL) ?? nonBlank(env.OTEL_EXPORTER_OTLP_PROTOCOL) ?? "http/protobuf";
+  const protocol = envValue(env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL) ?? envValue(env.OTEL_EXPORTER_OTLP_PROTOCOL) ?? "http/protobuf";
   return protocol === "http/protobuf";
 }
 
 /** OTEL_BSP_*, with the spec's defaults for what is unset or not a positive number. */
 export function batchOptionsFromEnv(env: NodeJS.ProcessEnv): BatchOptions {
   const read = (name: string, fallback: number): number => {
-    const raw = nonBlank(env[name]);
+    const raw = envValue(env[name]);
     const n = raw === undefined ? NaN : Number(raw);
     // As sdk-node: zero or less is no setting.
     return Number.isFinite(n) && n > 0 ? n : fallback;
@@ -227,9 +223,4 @@ export function batchOptionsFromEnv(env: NodeJS.ProcessEnv): BatchOptions {
     scheduledDelayMillis: read("OTEL_BSP_SCHEDULE_DELAY", 5000),
     exportTimeoutMillis: read("OTEL_BSP_EXPORT_TIMEOUT", 30000),
   };
-}
-
-function nonBlank(v: string | undefined): string | undefined {
-  const t = v?.trim();
-  return t === undefined || t === "" ? undefined : t;
 }

@@ -39,8 +39,14 @@ function nonEmpty(v: string | undefined): boolean {
   return v !== undefined && v.trim() !== "";
 }
 
+/** A variable's value, trimmed; undefined when it is unset or blank. */
+export function envValue(v: string | undefined): string | undefined {
+  const t = v?.trim();
+  return t === undefined || t === "" ? undefined : t;
+}
+
 /** A comma-separated list, lower-cased; undefined when the variable is unset or blank. */
-function list(v: string | undefined): string[] | undefined {
+export function list(v: string | undefined): string[] | undefined {
   if (!nonEmpty(v)) return undefined;
   return v!
     .split(",")

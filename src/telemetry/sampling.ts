@@ -1,5 +1,6 @@
 import { diag, SamplingDecision, type SamplingResult } from "@opentelemetry/api";
 import { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, type Sampler } from "@opentelemetry/sdk-trace";
+import { envValue } from "./otel-env.js";
 
 /**
  * The sampler OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG name, made as
@@ -13,10 +14,9 @@ import { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, type Sampler } f
  * trace id), so asking it twice about one span gives one answer.
  */
 export function samplerFromEnv(env: NodeJS.ProcessEnv = process.env): Sampler {
-  const name = env.OTEL_TRACES_SAMPLER?.trim();
+  const name = envValue(env.OTEL_TRACES_SAMPLER);
   switch (name) {
     case undefined:
-    case "":
     case "parentbased_always_on":
       return new ParentBasedSampler({ root: new AlwaysOnSampler() });
     case "always_on":
@@ -37,8 +37,8 @@ export function samplerFromEnv(env: NodeJS.ProcessEnv = process.env): Sampler {
 
 /** OTEL_TRACES_SAMPLER_ARG, a ratio in [0, 1]; 1 when blank or out of range (as the SDK does). */
 function ratioFromEnv(env: NodeJS.ProcessEnv): number {
-  const raw = env.OTEL_TRACES_SAMPLER_ARG?.trim();
-  const ratio = raw === undefined || raw === "" ? NaN : Number(raw);
+  const raw = envValue(env.OTEL_TRACES_SAMPLER_ARG);
+  const ratio = raw === undefined ? NaN : Number(raw);
   if (Number.isNaN(ratio) || ratio < 0 || ratio > 1) {
     diag.error(`OTEL_TRACES_SAMPLER_ARG=${raw ?? ""} is not a ratio in [0, 1], using 1`);
     return 1;
