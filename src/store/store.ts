@@ -56,6 +56,22 @@ export interface EntryView {
   readonly flags: number;
 }
 
+/**
+ * What `readMany` found, key by key (by position in the keys asked), read in
+ * place: valid only until the store next changes.
+ */
+export interface BatchRead {
+  /** False for a key that is absent or expired. The others below are for found keys only. */
+  found(i: number): boolean;
+  revision(i: number): number;
+  /** Remaining time to live in ms; 0 = no expiry. */
+  ttlMs(i: number): number;
+  flags(i: number): number;
+  valueLength(i: number): number;
+  /** Copies the value's bytes into `target` at `at`. */
+  copyValue(i: number, target: Uint8Array, at: number): void;
+}
+
 export type SetCondition =
   | { readonly kind: "none" }
   | { readonly kind: "ifAbsent" }
@@ -114,6 +130,13 @@ const NONE = -1;
 const LARGE = -1;
 /** Value references hold a small value's length (1 to LARGE_VALUE_BYTES) below this radix. */
 const LENGTH_RADIX = 16384;
+/**
+ * A small value's length and arena location from its reference. Not `%`: a
+ * float64 remainder is a call into C in V8, ~6x the cost of this (exact: the
+ * radix is a power of two), and GetMany asks for each key's length twice.
+ */
+const lengthIn = (ref: number): number => ref - Math.floor(ref / LENGTH_RADIX) * LENGTH_RADIX;
+const locationIn = (ref: number): number => Math.floor(ref / LENGTH_RADIX);
 /** Flags slot value that sends a reader to `oddFlags` (a uint32 of the same value may be there too). */
 const ODD_FLAGS = 0xffffffff;
 
@@ -164,7 +187,7 @@ export class CacheStore {
   private freeSlots: number[] = [];
   private readonly large = new Map<number, Uint8Array>();
   private readonly arena = new Arena((slot, location) => {
-    this.values[slot] = location * LENGTH_RADIX + (this.values[slot]! % LENGTH_RADIX);
+    this.values[slot] = location * LENGTH_RADIX + lengthIn(this.values[slot]!);
   });
   private bytesUsed = 0;
   private readonly listeners: ChangeListener[] = [];
@@ -175,6 +198,18 @@ export class CacheStore {
   private misses = 0;
   private evictions = 0;
   private expirations = 0;
+  /** What a BatchRead reads of a slot (readMany), kept inside this module. */
+  private readonly slotReader: SlotReader = {
+    revision: (slot) => this.revisions[slot]!,
+    ttlMs: (slot, now) => this.ttlLeft(slot, now),
+    flags: (slot) => this.flagsAt(slot),
+    valueLength: (slot) => this.lengthOf(slot),
+    copyValue: (slot, target, at) => {
+      const ref = this.values[slot]!;
+      if (ref === LARGE) target.set(this.large.get(slot)!, at);
+      else if (ref !== 0) this.arena.readInto(locationIn(ref), lengthIn(ref), target, at);
+    },
+  };
 
   constructor(options: StoreOptions = {}) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
@@ -240,9 +275,35 @@ export class CacheStore {
    * GetMany(100)'s server time. Like `get`'s, the values are copies.
    */
   getMany(keys: readonly string[]): (EntryView | undefined)[] {
+    const read = this.readMany(keys);
+    let bytes = 0;
+    for (let i = 0; i < keys.length; i++) if (read.found(i)) bytes += read.valueLength(i);
+    const batch = new Uint8Array(bytes);
+    let at = 0;
+    const out: (EntryView | undefined)[] = new Array<EntryView | undefined>(keys.length);
+    for (let i = 0; i < keys.length; i++) {
+      if (!read.found(i)) {
+        out[i] = undefined;
+        continue;
+      }
+      const length = read.valueLength(i);
+      read.copyValue(i, batch, at);
+      out[i] = { key: keys[i]!, value: batch.subarray(at, at + length), revision: read.revision(i), ttlMs: read.ttlMs(i), flags: read.flags(i) };
+      at += length;
+    }
+    return out;
+  }
+
+  /**
+   * `get` of each key, in order, with the same effects as `getMany`, read in
+   * place: no object or copy per key, for a caller that writes the entries
+   * straight out (GetMany's answer is encoded from this). The batch reads the
+   * store's own tables, so it is valid only until the store next changes: use
+   * it synchronously.
+   */
+  readMany(keys: readonly string[]): BatchRead {
     const now = this.clock.now();
     const slots: number[] = new Array<number>(keys.length);
-    let bytes = 0;
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!;
       this.checkKey(key);
@@ -255,32 +316,8 @@ export class CacheStore {
       }
       this.hits++;
       slots[i] = slot;
-      const ref = this.values[slot]!;
-      if (ref !== 0 && ref !== LARGE) bytes += ref % LENGTH_RADIX;
     }
-    const batch = new Uint8Array(bytes);
-    let at = 0;
-    const out: (EntryView | undefined)[] = new Array<EntryView | undefined>(keys.length);
-    for (let i = 0; i < keys.length; i++) {
-      const slot = slots[i]!;
-      if (slot === NONE) {
-        out[i] = undefined;
-        continue;
-      }
-      const ref = this.values[slot]!;
-      let value: Uint8Array;
-      if (ref === 0) value = new Uint8Array(0);
-      else if (ref === LARGE) value = this.large.get(slot)!;
-      else {
-        const length = ref % LENGTH_RADIX;
-        this.arena.readInto(Math.floor(ref / LENGTH_RADIX), length, batch, at);
-        value = batch.subarray(at, at + length);
-        at += length;
-      }
-      const expiresAt = this.expiries[slot]!;
-      out[i] = { key: this.keys[slot]!, value, revision: this.revisions[slot]!, ttlMs: expiresAt === 0 ? 0 : Math.max(1, expiresAt - now), flags: this.flagsAt(slot) };
-    }
-    return out;
+    return new StoreBatchRead(this.slotReader, slots, now);
   }
 
   /** Throws the error `set` would throw for these arguments, changing nothing. */
@@ -623,7 +660,7 @@ export class CacheStore {
     const ref = this.values[slot]!;
     const small = length > 0 && !isLargeValue(length);
     if (small && ref > 0) {
-      const location = Math.floor(ref / LENGTH_RADIX);
+      const location = locationIn(ref);
       if (this.arena.fits(location, length)) {
         this.arena.write(location, value);
         this.values[slot] = location * LENGTH_RADIX + length;
@@ -644,7 +681,7 @@ export class CacheStore {
   private releaseValue(slot: number): void {
     const ref = this.values[slot]!;
     if (ref === LARGE) this.large.delete(slot);
-    else if (ref > 0) this.arena.free(Math.floor(ref / LENGTH_RADIX));
+    else if (ref > 0) this.arena.free(locationIn(ref));
     this.values[slot] = 0;
   }
 
@@ -652,7 +689,7 @@ export class CacheStore {
   private lengthOf(slot: number): number {
     const ref = this.values[slot]!;
     if (ref === LARGE) return this.large.get(slot)!.byteLength;
-    return ref % LENGTH_RADIX;
+    return lengthIn(ref);
   }
 
   private flagsAt(slot: number): number {
@@ -675,7 +712,7 @@ export class CacheStore {
     const ref = this.values[slot]!;
     if (ref === 0) return EMPTY;
     if (ref === LARGE) return this.large.get(slot)!;
-    return this.arena.view(Math.floor(ref / LENGTH_RADIX), ref % LENGTH_RADIX);
+    return this.arena.view(locationIn(ref), lengthIn(ref));
   }
 
   /**
@@ -686,18 +723,23 @@ export class CacheStore {
     const ref = this.values[slot]!;
     if (ref === 0) return new Uint8Array(0);
     if (ref === LARGE) return this.large.get(slot)!;
-    return this.arena.read(Math.floor(ref / LENGTH_RADIX), ref % LENGTH_RADIX);
+    return this.arena.read(locationIn(ref), lengthIn(ref));
   }
 
   private view(slot: number, now: number, withValue: boolean): EntryView {
-    const expiresAt = this.expiries[slot]!;
     return {
       key: this.keys[slot]!,
       value: withValue ? this.readValue(slot) : EMPTY,
       revision: this.revisions[slot]!,
-      ttlMs: expiresAt === 0 ? 0 : Math.max(1, expiresAt - now),
+      ttlMs: this.ttlLeft(slot, now),
       flags: this.flagsAt(slot),
     };
+  }
+
+  /** Remaining time to live in ms, at least 1 while the key lives; 0 = no expiry. */
+  private ttlLeft(slot: number, now: number): number {
+    const expiresAt = this.expiries[slot]!;
+    return expiresAt === 0 ? 0 : Math.max(1, expiresAt - now);
   }
 
   private entrySizeOf(slot: number): number {
@@ -846,4 +888,46 @@ function copy(value: Uint8Array): Uint8Array {
 
 function truncate(text: string): string {
   return text.length > 64 ? `${text.slice(0, 64)}...` : text;
+}
+
+/** The reads of one slot that a BatchRead makes. */
+interface SlotReader {
+  revision(slot: number): number;
+  ttlMs(slot: number, now: number): number;
+  flags(slot: number): number;
+  valueLength(slot: number): number;
+  copyValue(slot: number, target: Uint8Array, at: number): void;
+}
+
+/** readMany's answer: the slots found (NONE for a miss), read when asked. */
+class StoreBatchRead implements BatchRead {
+  constructor(
+    private readonly slot: SlotReader,
+    private readonly slots: readonly number[],
+    private readonly now: number,
+  ) {}
+
+  found(i: number): boolean {
+    return this.slots[i] !== NONE;
+  }
+
+  revision(i: number): number {
+    return this.slot.revision(this.slots[i]!);
+  }
+
+  ttlMs(i: number): number {
+    return this.slot.ttlMs(this.slots[i]!, this.now);
+  }
+
+  flags(i: number): number {
+    return this.slot.flags(this.slots[i]!);
+  }
+
+  valueLength(i: number): number {
+    return this.slot.valueLength(this.slots[i]!);
+  }
+
+  copyValue(i: number, target: Uint8Array, at: number): void {
+    this.slot.copyValue(this.slots[i]!, target, at);
+  }
 }

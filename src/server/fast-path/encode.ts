@@ -10,7 +10,8 @@ import {
   type SetManyResponse,
   type SetResponse,
 } from "../../gen/ripplecache/v1/cache_pb.js";
-import { LEN, tag, VARINT, varintSize, writeVarint } from "../../protobuf-wire.js";
+import { encodedBytes } from "../entries.js";
+import { LEN, tag, utf8Length, VARINT, varintSize, writeUtf8, writeVarint } from "../../protobuf-wire.js";
 
 /**
  * Hand-written protobuf encoders for the answers of the hot methods:
@@ -48,6 +49,9 @@ export function encodeGetResponse(m: GetResponse): Uint8Array | undefined {
 }
 
 export function encodeGetManyResponse(m: GetManyResponse): Uint8Array | undefined {
+  // The handler's answer is usually encoded already (entries.ts).
+  const encoded = encodedBytes(m);
+  if (encoded !== undefined) return encoded;
   if (hasUnknown(m)) return undefined;
   let size = 0;
   const sizes = new Array<number>(m.entries.length);
@@ -152,25 +156,6 @@ function writeGetResponse(out: Buffer, p: number, m: GetResponse): number {
 function entrySize(e: Entry): number {
   const k = utf8Length(e.key);
   return (k > 0 ? 1 + varintSize(k) + k : 0) + valueFieldsSize(e);
-}
-
-/** Keys this short are measured and copied in JavaScript when ASCII: cheaper than a call into Buffer's native code per key. */
-const SHORT_KEY = 64;
-
-/** UTF-8 length of `s`. */
-function utf8Length(s: string): number {
-  const n = s.length;
-  if (n > SHORT_KEY) return Buffer.byteLength(s);
-  for (let i = 0; i < n; i++) if (s.charCodeAt(i) > 0x7f) return Buffer.byteLength(s);
-  return n;
-}
-
-/** Writes `s`, whose UTF-8 length is `bytes`, at `p`. */
-function writeUtf8(out: Buffer, p: number, s: string, bytes: number): number {
-  if (bytes !== s.length || bytes > SHORT_KEY) return p + out.write(s, p, bytes, "utf8");
-  // Equal lengths: every character is ASCII, one byte each.
-  for (let i = 0; i < bytes; i++) out[p + i] = s.charCodeAt(i);
-  return p + bytes;
 }
 
 function writeEntry(out: Buffer, p: number, e: Entry): number {
