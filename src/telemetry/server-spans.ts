@@ -13,6 +13,7 @@ import {
   type Tracer,
 } from "@opentelemetry/api";
 import type { PooledSpanIds } from "./span-ids.js";
+import type { SyncContextManager } from "./sync-context.js";
 
 const NO_ATTRIBUTES = Object.freeze({});
 const NO_LINKS = Object.freeze([]) as unknown as [];
@@ -53,6 +54,7 @@ export class ServerSpans {
     private readonly tracer: Tracer,
     private readonly sampler: Sampler,
     private readonly ids: PooledSpanIds,
+    private readonly contexts: SyncContextManager,
     propagators: string | undefined,
   ) {
     this.fields = /jaeger/i.test(propagators ?? "") ? undefined : propagation.fields();
@@ -80,6 +82,11 @@ export class ServerSpans {
       this.ids.prefer(undefined);
     }
     return trace.setSpan(parent, span);
+  }
+
+  /** `fn(arg)` with `context` active (the SDK's context manager, called directly). */
+  run<A, R>(context: Context, fn: (arg: A) => R, arg: A): R {
+    return this.contexts.run(context, fn, arg);
   }
 
   private carriesContext(header: Headers): boolean {
