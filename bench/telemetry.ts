@@ -331,6 +331,7 @@ async function microChild(scenario: string): Promise<void> {
   Object.assign(process.env, env);
   const { startTelemetry } = await import("../src/telemetry/telemetry.js");
   const { createContextValues } = await import("@connectrpc/connect");
+  const { CacheService } = await import("../src/gen/ripplecache/v1/cache_pb.js");
   const stub = {} as never;
   const telemetry = await startTelemetry({ sources: { store: stub, log: stub, hub: stub, replication: stub }, shuttingDown: () => false });
   const handler = async (): Promise<void> => {
@@ -342,8 +343,9 @@ async function microChild(scenario: string): Promise<void> {
   });
   const req = {
     stream: false,
-    service: { typeName: "ripplecache.v1.CacheService" },
-    method: { name: "Get", methodKind: "unary" },
+    // The real descriptors: the interceptor names spans after method.parent.
+    service: CacheService,
+    method: CacheService.method.get,
     header: new Headers({ "content-type": "application/grpc", traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" }),
     contextValues: createContextValues(),
     signal: new AbortController().signal,

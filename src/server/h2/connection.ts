@@ -4,6 +4,7 @@ import type { Socket } from "node:net";
 import { DEFAULT_MAX_FRAME, DEFAULT_WINDOW, ErrorCode, Flag, FRAME_HEADER_BYTES, FrameType, FrameWriter, MAX_WINDOW, PREFACE, Setting, u32 } from "./frames.js";
 import { encodeHeaders, HpackDecoder, HpackError, type HeaderMap } from "./hpack.js";
 import { H2Stream, type StreamHost } from "./stream.js";
+import { SendQueue, StreamTable } from "./stream-table.js";
 import { logLine } from "../../log.js";
 
 export interface H2ConnectionOptions {
@@ -52,7 +53,7 @@ class ConnectionError extends Error {
  * the limits on concurrent streams and header size. It never pushes.
  */
 export class H2Connection extends EventEmitter implements StreamHost {
-  private readonly streams = new Map<number, H2Stream>();
+  private readonly streams = new StreamTable<H2Stream>();
   private readonly decoder = new HpackDecoder();
   private input: Buffer | undefined;
   private prefaceSeen = false;
@@ -73,7 +74,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
   // Output: frames of this turn, written together.
   private readonly out = new FrameWriter();
   private flushScheduled = false;
-  private readonly sending = new Set<H2Stream>();
+  private readonly sending = new SendQueue<H2Stream>();
   private pings: ((err: Error | null) => void)[] = [];
   private isDestroyed = false;
   private isClosing = false;
@@ -325,7 +326,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
     stream.declaredLength = declared;
     // Known before the handler runs: one that answers at once ends the stream, with no reset after.
     if (flags & Flag.END_STREAM) stream.remoteEnded = true;
-    this.streams.set(id, stream);
+    this.streams.add(stream);
     try {
       this.emit("stream", stream, headers);
     } catch (e) {
@@ -532,13 +533,13 @@ export class H2Connection extends EventEmitter implements StreamHost {
 
   /** Moves queued response DATA into frames, as far as the windows and the socket allow. */
   private frameData(callbacks: ((err?: Error | null) => void)[]): void {
-    for (const stream of this.sending) {
+    this.sending.forEach((stream) => {
       if (stream.closed) {
         this.sending.delete(stream);
-        continue;
+        return true;
       }
       while (stream.outgoing.length > 0) {
-        if (this.socket.writableLength + this.out.bytes > SOCKET_HIGH_WATER) return; // socket "drain" schedules the rest
+        if (this.socket.writableLength + this.out.bytes > SOCKET_HIGH_WATER) return false; // socket "drain" schedules the rest
         const chunk = stream.outgoing[0];
         const room = Math.min(stream.sendWindow, this.sendWindow, this.peerMaxFrame);
         if (chunk.data.length > 0 && room <= 0) break;
@@ -563,18 +564,19 @@ export class H2Connection extends EventEmitter implements StreamHost {
         }
       }
       stream.drained();
-      if (stream.outgoing.length > 0) continue;
+      if (stream.outgoing.length > 0) return true;
       this.sending.delete(stream);
       if (stream.ending && !stream.closed) {
         // Everything is out: the end of the stream (an empty DATA with END_STREAM, or the trailers).
         stream.ending = false;
         const { trailers } = stream.takeEnd();
-        if (stream.closed) continue;
+        if (stream.closed) return true;
         if (trailers !== undefined) this.sendHeaders(stream, undefined, trailers, true);
         else this.queueFrame(FrameType.DATA, Flag.END_STREAM, stream.id);
         stream.finishLocal();
       }
-    }
+      return true;
+    });
   }
 
   // --- Ending ---

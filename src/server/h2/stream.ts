@@ -49,6 +49,8 @@ export class H2Stream extends EventEmitter {
   /** Response DATA not yet framed (flow control or socket backpressure). */
   readonly outgoing: OutgoingChunk[] = [];
   outgoingBytes = 0;
+  /** In its connection's SendQueue. */
+  sendQueued = false;
   /** Set by end(): frame END_STREAM (or the trailers) once `outgoing` is empty. */
   ending = false;
   private waitForTrailers = false;
