@@ -35,6 +35,32 @@ export function varintSize(v: number): number {
   return n;
 }
 
+/** The gRPC envelope's prefix: a flags byte and a 4-byte length. */
+const ENVELOPE_PREFIX_BYTES = 5;
+const ENVELOPE_ROOM = Symbol("room for a gRPC envelope prefix");
+
+/**
+ * A buffer for a message of `size` bytes with room for its gRPC envelope's
+ * prefix just before it, so that enveloping it (envelopeInPlace) takes no
+ * second buffer and no copy: a GetMany(100) answer is ~11 KB, and the copy
+ * was as much again in external memory per call (V8 runs full GCs on
+ * external memory growth).
+ */
+export function bufferWithEnvelopeRoom(size: number): Buffer {
+  const b = Buffer.allocUnsafe(ENVELOPE_PREFIX_BYTES + size).subarray(ENVELOPE_PREFIX_BYTES);
+  (b as Buffer & { [ENVELOPE_ROOM]?: true })[ENVELOPE_ROOM] = true;
+  return b;
+}
+
+/** `data` enveloped in the room before it (bufferWithEnvelopeRoom), or undefined when it has none. */
+export function envelopeInPlace(flags: number, data: Uint8Array): Buffer | undefined {
+  if ((data as Uint8Array & { [ENVELOPE_ROOM]?: true })[ENVELOPE_ROOM] !== true) return undefined;
+  const frame = Buffer.from(data.buffer, data.byteOffset - ENVELOPE_PREFIX_BYTES, ENVELOPE_PREFIX_BYTES + data.byteLength);
+  frame[0] = flags;
+  frame.writeUInt32BE(data.byteLength, 1);
+  return frame;
+}
+
 /** Keys this short are measured and copied in JavaScript when ASCII: cheaper than a call into Buffer's native code per key. */
 const SHORT_KEY = 64;
 

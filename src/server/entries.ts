@@ -1,6 +1,6 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { EntrySchema, GetManyResponseSchema, type Entry, type GetManyResponse } from "../gen/ripplecache/v1/cache_pb.js";
-import { LEN, tag, utf8Length, VARINT, varintSize, writeUtf8, writeVarint } from "../protobuf-wire.js";
+import { bufferWithEnvelopeRoom, LEN, tag, utf8Length, VARINT, varintSize, writeUtf8, writeVarint } from "../protobuf-wire.js";
 import type { BatchRead, EntryView } from "../store/store.js";
 
 const NO_BYTES = new Uint8Array(0);
@@ -79,7 +79,7 @@ function encodeGetMany(keys: readonly string[], read: BatchRead): Buffer | undef
     sizes[i] = s;
     size += 1 + varintSize(s) + s;
   }
-  const out = Buffer.allocUnsafe(size);
+  const out = bufferWithEnvelopeRoom(size);
   let p = 0;
   for (let i = 0; i < n; i++) {
     out[p++] = tag(1, LEN);

@@ -18,6 +18,7 @@ import { callNetwork, type CallNetwork } from "../../telemetry/rpc.js";
 import { incompleteMessage } from "../client-faults.js";
 import { CallHeaders } from "./call-headers.js";
 import { CallValues } from "../../context-values.js";
+import { envelopeInPlace } from "../../protobuf-wire.js";
 
 /** What the fast path needs of the server: the same implementations and interceptors connect-node runs. */
 export interface FastPathOptions {
@@ -360,8 +361,10 @@ export async function envelope(flags: number, data: Uint8Array, compression: Com
   return envelopeSync(flags, data);
 }
 
-/** An envelope of `data` as it is. */
+/** An envelope of `data` as it is: in place when its encoder left room (entries.ts), else a copy. */
 export function envelopeSync(flags: number, data: Uint8Array): Buffer {
+  const inPlace = envelopeInPlace(flags, data);
+  if (inPlace !== undefined) return inPlace;
   const frame = Buffer.allocUnsafe(5 + data.byteLength);
   frame[0] = flags;
   frame.writeUInt32BE(data.byteLength, 1);
