@@ -186,8 +186,11 @@ const STRICT_UTF8: { textDecoder: { decode(input?: Uint8Array): string } } = {
 /** Set once a call reaches the interceptors, that is, once connect has decoded its (unary) request message. */
 const REACHED = createContextKey(false, { description: "the call reached the interceptors" });
 
-/** Marks the call, and maps decoding errors of streamed request messages where they are raised. */
-export const streamedMessageFaults: Interceptor = (next) => async (req) => {
+/**
+ * Marks the call, and maps decoding errors of streamed request messages where
+ * they are raised. Not async: a call costs no promise or async frame here.
+ */
+export const streamedMessageFaults: Interceptor = (next) => (req) => {
   req.contextValues.set(REACHED, true);
   if (!req.stream) return next(req);
   return next({ ...req, message: mapErrors(req.message, req.method.input) });

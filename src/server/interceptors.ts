@@ -39,7 +39,9 @@ export function bearerAuth(
   kindOf: (service: string, method: string) => string = () => "auth",
 ): Interceptor {
   const digests = new Map<string, Buffer>();
-  return (next) => async (req) => {
+  // Not async: a call that passes goes straight on, with no promise and no async frame of this
+  // interceptor's (it checks synchronously); a refusal is a rejected promise, as before.
+  return (next) => (req) => {
     const token = tokenFor(req.service.typeName, req.method.name);
     if (token !== undefined) {
       let expected = digests.get(token);
@@ -47,17 +49,16 @@ export function bearerAuth(
       const needs = `${req.service.typeName}/${req.method.name} needs the ${kindOf(req.service.typeName, req.method.name)} token`;
       const header = req.header.get("authorization");
       if (header === null) {
-        throw new ConnectError(`missing token: ${needs}; send the header 'authorization: Bearer <token>'`, Code.Unauthenticated);
+        return Promise.reject(new ConnectError(`missing token: ${needs}; send the header 'authorization: Bearer <token>'`, Code.Unauthenticated));
       }
       const m = /^Bearer\s+(.+)$/i.exec(header.trim());
       if (m === null || !timingSafeEqual(digest(m[1]), expected)) {
-        throw new ConnectError(`invalid token: ${needs}`, Code.Unauthenticated);
+        return Promise.reject(new ConnectError(`invalid token: ${needs}`, Code.Unauthenticated));
       }
     }
     return next(req);
   };
 }
-
 
 const WRITES = new Set(["Set", "SetMany", "Delete", "Increment", "Touch", "Load", "Flush"]);
 const NEEDS_DATA = new Set(["Get", "GetMany", "Scan", "Watch", "Track"]);
@@ -66,21 +67,24 @@ const NEEDS_DATA = new Set(["Get", "GetMany", "Scan", "Watch", "Track"]);
  * On a replica: writes are refused with FAILED_PRECONDITION naming the
  * primary (message and header), and reads are refused with UNAVAILABLE until
  * the replica holds a complete history (its first sync, or a full resync, is done).
+ * Not async, as bearerAuth: a call that passes costs no promise here.
  */
 export function replicaGuard(role: NodeRole): Interceptor {
-  return (next) => async (req) => {
+  return (next) => (req) => {
     if (role.isReplica && req.service.typeName === CacheService.typeName) {
       if (WRITES.has(req.method.name)) {
-        throw new ConnectError(
-          `this node is a read-only replica: send writes to the primary at ${role.primaryAddress}`,
-          Code.FailedPrecondition,
-          { [PRIMARY_HEADER]: role.primaryAddress },
+        return Promise.reject(
+          new ConnectError(`this node is a read-only replica: send writes to the primary at ${role.primaryAddress}`, Code.FailedPrecondition, {
+            [PRIMARY_HEADER]: role.primaryAddress,
+          }),
         );
       }
       if (NEEDS_DATA.has(req.method.name) && (!role.synced || role.loadingSnapshot)) {
-        throw new ConnectError(`this replica has not completed its sync with ${role.primaryAddress} yet; retry or read from the primary`, Code.Unavailable, {
-          [PRIMARY_HEADER]: role.primaryAddress,
-        });
+        return Promise.reject(
+          new ConnectError(`this replica has not completed its sync with ${role.primaryAddress} yet; retry or read from the primary`, Code.Unavailable, {
+            [PRIMARY_HEADER]: role.primaryAddress,
+          }),
+        );
       }
     }
     return next(req);
