@@ -410,9 +410,11 @@ export async function runResync(pin: Pinning, opts: ResyncOptions): Promise<Resy
     let firstSeenMs: number | undefined;
     let primaryStreamingMs: number | undefined;
     // The primary's view while the replica starts: when it first lists it, and when streaming.
-    let watching = true;
+    // Polled until it shows streaming, for up to 10 s after the replica has every key: a busy
+    // primary's Info can lag the replica's, and stopping with the replica left that time unknown.
+    let watchUntil = Number.POSITIVE_INFINITY;
     const primaryWatch = (async () => {
-      while (watching) {
+      while (primaryStreamingMs === undefined && performance.now() < watchUntil) {
         try {
           const p = await pc.info();
           const r = p.replicas[0];
@@ -427,7 +429,7 @@ export async function runResync(pin: Pinning, opts: ResyncOptions): Promise<Resy
     try {
       replica = await replicaStart;
     } catch (err) {
-      watching = false;
+      watchUntil = 0;
       await primaryWatch;
       throw err;
     }
@@ -440,10 +442,13 @@ export async function runResync(pin: Pinning, opts: ResyncOptions): Promise<Resy
         const r = await rc.info();
         return r.linkState === "streaming" && Number(r.keys) === opts.keys ? performance.now() - replica!.spawnedAt : undefined;
       });
-    } finally {
-      watching = false;
+    } catch (err) {
+      watchUntil = 0;
       await primaryWatch;
+      throw err;
     }
+    // Awaited after the CPU and memory readings below, which the extra polling must not stretch.
+    watchUntil = performance.now() + 10_000;
     const primaryCpuMs = primaryCpu0 === undefined ? undefined : (processCpuMs(primary.pid) ?? NaN) - primaryCpu0;
     const replicaCpuMs = processCpuMs(replica.pid);
     const machine1 = machineBusyMs();
@@ -454,6 +459,7 @@ export async function runResync(pin: Pinning, opts: ResyncOptions): Promise<Resy
     const primaryRssBytes = rssBytes(primary.pid);
     const replicaRssBytes = rssBytes(replica.pid);
     log(`full resync: replica streaming with ${opts.keys} keys ${(resyncMs / 1000).toFixed(1)} s after its start; comparing digests...`);
+    await primaryWatch;
     const digest = await digests(pc, rc);
     return {
       status: "ok",
