@@ -8,9 +8,9 @@ import {
 } from "../gen/ripplecache/v1/cache_pb.js";
 import type { WatchHub } from "../watch/hub.js";
 import { trackStream } from "../watch/track-stream.js";
-import { getManyAnswer, toEntry } from "./entries.js";
 import { watchStream } from "../watch/watch-stream.js";
 import type { CacheStore, EntryView, SetCondition, SetOptions, WriteResult } from "../store/store.js";
+import { getManyAnswer, toEntry } from "./entries.js";
 
 /** Longest a read waits for its min_revision. */
 const MAX_MIN_REVISION_WAIT_MS = 10_000;

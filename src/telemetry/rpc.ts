@@ -249,7 +249,7 @@ export function rpcTelemetry(options: RpcTelemetryOptions): Interceptor {
       endOnAbort(req.signal, call);
     }
     try {
-      const res = await (spans === undefined || ctx === undefined ? next(req) : spans.run(ctx, next, req));
+      const res = await (ctx === undefined ? next(req) : context.with(ctx, next, undefined, req));
       if (!res.stream) {
         if (!req.stream) call.received = 1;
         call.sent = 1;

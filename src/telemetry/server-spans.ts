@@ -13,7 +13,6 @@ import {
   type Tracer,
 } from "@opentelemetry/api";
 import type { PooledSpanIds } from "./span-ids.js";
-import type { SyncContextManager } from "./sync-context.js";
 
 const NO_ATTRIBUTES = Object.freeze({});
 const NO_LINKS = Object.freeze([]) as unknown as [];
@@ -54,7 +53,6 @@ export class ServerSpans {
     private readonly tracer: Tracer,
     private readonly sampler: Sampler,
     private readonly ids: PooledSpanIds,
-    private readonly contexts: SyncContextManager,
     propagators: string | undefined,
   ) {
     this.fields = /jaeger/i.test(propagators ?? "") ? undefined : propagation.fields();
@@ -82,11 +80,6 @@ export class ServerSpans {
       this.ids.prefer(undefined);
     }
     return trace.setSpan(parent, span);
-  }
-
-  /** `fn(arg)` with `context` active (the SDK's context manager, called directly). */
-  run<A, R>(context: Context, fn: (arg: A) => R, arg: A): R {
-    return this.contexts.run(context, fn, arg);
   }
 
   private carriesContext(header: Headers): boolean {

@@ -31,20 +31,6 @@ export class SyncContextManager implements ContextManager {
     }
   }
 
-  /**
-   * `with` for one argument, called directly (rpc.ts, every traced call): no
-   * rest-argument arrays, and not through the API's lookup of the global
-   * manager.
-   */
-  run<A, R>(context: Context, fn: (arg: A) => R, arg: A): R {
-    this.stack.push(context);
-    try {
-      return fn(arg);
-    } finally {
-      this.stack.pop();
-    }
-  }
-
   bind<T>(context: Context, target: T): T {
     if (typeof target !== "function") return target;
     const fn = target as unknown as (...args: unknown[]) => unknown;

@@ -25,7 +25,6 @@ export interface Tracing {
 export function startTracing(resource: Resource | undefined, env: NodeJS.ProcessEnv): Tracing {
   const sampler = samplerFromEnv(env);
   const ids = new PooledSpanIds();
-  const contextManager = new SyncContextManager();
   const sdk = new NodeSDK({
     resource,
     autoDetectResources: false,
@@ -33,7 +32,7 @@ export function startTracing(resource: Resource | undefined, env: NodeJS.Process
     // (instrumentation-http would not see HTTP/2 and would trace /metrics scrapes).
     metricReaders: [],
     // No AsyncLocalStorage (and so no promise hooks on every promise): see sync-context.ts.
-    contextManager,
+    contextManager: new SyncContextManager(),
     sampler,
     idGenerator: ids,
     logRecordProcessors: [],
@@ -42,7 +41,7 @@ export function startTracing(resource: Resource | undefined, env: NodeJS.Process
   });
   sdk.start();
   return {
-    spans: new ServerSpans(trace.getTracer("ripplecache", VERSION), sampler, ids, contextManager, env.OTEL_PROPAGATORS),
+    spans: new ServerSpans(trace.getTracer("ripplecache", VERSION), sampler, ids, env.OTEL_PROPAGATORS),
     shutdown: () => sdk.shutdown(),
   };
 }
