@@ -90,15 +90,24 @@ export class ProtoWriter {
 
   fixed32(value: number): void {
     this.ensure(4);
-    this.buf.writeUInt32LE(value >>> 0, this.pos);
-    this.pos += 4;
+    this.uint32(value);
   }
 
   fixed64(low: number, high: number): void {
     this.ensure(8);
-    this.buf.writeUInt32LE(low >>> 0, this.pos);
-    this.buf.writeUInt32LE(high >>> 0, this.pos + 4);
-    this.pos += 8;
+    this.uint32(low);
+    this.uint32(high);
+  }
+
+  /** Four bytes, little-endian, in room already ensured (Buffer#writeUInt32LE checks its arguments first). */
+  private uint32(value: number): void {
+    const buf = this.buf;
+    let p = this.pos;
+    buf[p++] = value & 0xff;
+    buf[p++] = (value >>> 8) & 0xff;
+    buf[p++] = (value >>> 16) & 0xff;
+    buf[p++] = (value >>> 24) & 0xff;
+    this.pos = p;
   }
 
   double(value: number): void {
@@ -158,18 +167,28 @@ export class ProtoWriter {
     this.pos += b.length;
   }
 
-  /** A trace or span id: its hex as bytes. */
+  /** The first `n` bytes of `b`, a few dozen at most: copied in a loop, cheaper than a native call at that size. */
+  small(b: Uint8Array, n: number): void {
+    this.ensure(n);
+    const buf = this.buf;
+    let p = this.pos;
+    for (let i = 0; i < n; i++) buf[p++] = b[i];
+    this.pos = p;
+  }
+
+  /**
+   * A trace or span id: its hex as bytes. In a loop: Buffer's native hex
+   * decoding is faster warm, but a span is written between untraced calls,
+   * when the call into C++ costs more than the loop.
+   */
   id(hex: string): void {
     const n = hex.length >> 1;
     this.ensure(1 + n);
     const buf = this.buf;
-    buf[this.pos++] = n;
-    // Node's hex decoding (native, ~3x the loop below), unless it stops short at a non-hex character.
-    if (buf.write(hex, this.pos, n, "hex") === n) {
-      this.pos += n;
-      return;
-    }
-    for (let i = 0; i < n; i++) buf[this.pos++] = (hexValue(hex.charCodeAt(2 * i)) << 4) | hexValue(hex.charCodeAt(2 * i + 1));
+    let p = this.pos;
+    buf[p++] = n;
+    for (let i = 0; i < n; i++) buf[p++] = (hexValue(hex.charCodeAt(2 * i)) << 4) | hexValue(hex.charCodeAt(2 * i + 1));
+    this.pos = p;
   }
 
   /** Starts a length-delimited field's content (its tag written): returns where its length goes. */
@@ -226,7 +245,8 @@ export function writeSpan(w: ProtoWriter, span: ReadableSpan): void {
   w.hrTime(span.startTime);
   w.tag(8, BIT64);
   w.hrTime(span.endTime);
-  writeAttributes(w, span.attributes, 9);
+  if (hasAttributeWriter(span)) span.writeAttributes(w, 9);
+  else writeAttributes(w, span.attributes, 9);
   w.tag(10, VARINT);
   w.varint(span.droppedAttributesCount);
   for (const event of span.events) writeEvent(w, event);
@@ -292,30 +312,84 @@ function writeLink(w: ProtoWriter, link: Link & { droppedAttributesCount?: numbe
   w.join(at);
 }
 
+/** A span that writes its own attributes (ServerSpan keeps them in arrays, not in an object). */
+interface AttributeWriter {
+  writeAttributes(w: ProtoWriter, field: number): void;
+}
+
+function hasAttributeWriter(span: object): span is AttributeWriter {
+  return typeof (span as Partial<AttributeWriter>).writeAttributes === "function";
+}
+
 /** Repeated KeyValue at `field`. */
 export function writeAttributes(w: ProtoWriter, attributes: Attributes, field: number): void {
   for (const key in attributes) {
-    if (!Object.prototype.hasOwnProperty.call(attributes, key)) continue;
-    w.tag(field, LEN);
-    const at = w.fork();
-    writeKeyValue(w, key, attributes[key]);
-    w.join(at);
+    if (Object.prototype.hasOwnProperty.call(attributes, key)) writeKeyValueField(w, field, key, attributes[key]);
   }
 }
 
-/** KeyValue.key fields as bytes, by key: a server span has the same dozen keys every time. */
-const keyFields = new Map<string, Buffer>();
-const KEY_FIELDS_MAX = 1024;
+/** One KeyValue at `field`. */
+export function writeKeyValueField(w: ProtoWriter, field: number, key: string, value: unknown): void {
+  const known = keys.get(key);
+  if (known !== undefined && known.holds(field, value)) {
+    w.small(known.lastField, known.lastLength);
+    return;
+  }
+  const start = w.pos;
+  w.tag(field, LEN);
+  const at = w.fork();
+  writeKeyValue(w, key, value, known);
+  w.join(at);
+  (known ?? keys.get(key))?.remember(field, value, w.buf, start, w.pos);
+}
 
-function writeKeyValue(w: ProtoWriter, key: string, value: unknown): void {
-  const cached = keyFields.get(key);
-  if (cached !== undefined) {
-    w.raw(cached);
+/** The most keys remembered (beyond it, keys are written each time). */
+const KEYS_MAX = 1024;
+/** The longest KeyValue field remembered whole. */
+const LAST_FIELD_MAX = 64;
+
+/**
+ * What the writer remembers of an attribute key: its KeyValue.key bytes, and
+ * the last KeyValue field written under it, with its value. A server span has
+ * the same dozen keys every time, and most hold what they held in the last
+ * span (the method, the protocol, the server's address): that field is copied
+ * whole rather than encoded again. Only strings, numbers and booleans.
+ */
+class KnownKey {
+  readonly lastField = Buffer.alloc(LAST_FIELD_MAX);
+  lastLength = -1;
+  private field = 0;
+  private value: unknown;
+
+  constructor(readonly keyField: Buffer) {}
+
+  holds(field: number, value: unknown): boolean {
+    return this.lastLength >= 0 && this.value === value && this.field === field;
+  }
+
+  remember(field: number, value: unknown, buf: Uint8Array, start: number, end: number): void {
+    const type = typeof value;
+    if (end - start > LAST_FIELD_MAX || (type !== "string" && type !== "number" && type !== "boolean")) {
+      this.lastLength = -1;
+      return;
+    }
+    for (let i = start; i < end; i++) this.lastField[i - start] = buf[i];
+    this.lastLength = end - start;
+    this.field = field;
+    this.value = value;
+  }
+}
+
+const keys = new Map<string, KnownKey>();
+
+function writeKeyValue(w: ProtoWriter, key: string, value: unknown, known = keys.get(key)): void {
+  if (known !== undefined) {
+    w.small(known.keyField, known.keyField.length);
   } else {
     const start = w.pos;
     w.tag(1, LEN);
     w.string(key);
-    if (keyFields.size < KEY_FIELDS_MAX) keyFields.set(key, Buffer.from(w.buf.subarray(start, w.pos)));
+    if (keys.size < KEYS_MAX) keys.set(key, new KnownKey(Buffer.from(w.buf.subarray(start, w.pos))));
   }
   w.tag(2, LEN);
   const at = w.fork();

@@ -180,13 +180,13 @@ class Call {
     const span = this.span;
     if (debugEnabled()) this.log(code, reason);
     if (span === undefined) return;
-    span.setAttributes(codeAttribute(this.system, code));
+    // Attribute by attribute: an object per call to carry them would be garbage at once.
+    if (this.system === "grpc") span.setAttribute(GRPC_STATUS, code ?? 0);
+    else if (code !== undefined) span.setAttribute(CONNECT_ERROR, codeToString(code));
     if (this.stream) {
-      span.setAttributes({
-        [ATTR_MESSAGES_SENT]: this.sent,
-        [ATTR_MESSAGES_RECEIVED]: this.received,
-        [ATTR_END_REASON]: reason ?? this.reasonOf(code),
-      });
+      span.setAttribute(ATTR_MESSAGES_SENT, this.sent);
+      span.setAttribute(ATTR_MESSAGES_RECEIVED, this.received);
+      span.setAttribute(ATTR_END_REASON, reason ?? this.reasonOf(code));
     }
     if (code !== undefined) {
       const message = ConnectError.from(error).rawMessage;
@@ -238,7 +238,7 @@ export function rpcTelemetry(options: RpcTelemetryOptions): Interceptor {
       ctx = spans.start(spanName(req.method), req.header);
       span = spans.recording(ctx);
       // Unsampled calls have no span to fill in.
-      if (span !== undefined) span.setAttributes(spanAttributes(req, system, service, method));
+      if (span !== undefined) setSpanAttributes(span, req, system, service, method);
       req.contextValues.set(TRACE_CONTEXT, ctx);
     }
     const call = new Call(options, system, req.method, service, method, span, ctx, streaming);
@@ -249,7 +249,7 @@ export function rpcTelemetry(options: RpcTelemetryOptions): Interceptor {
       endOnAbort(req.signal, call);
     }
     try {
-      const res = await (ctx === undefined ? next(req) : context.with(ctx, next, undefined, req));
+      const res = await (ctx === undefined || spans === undefined ? next(req) : spans.run(ctx, next, req));
       if (!res.stream) {
         if (!req.stream) call.received = 1;
         call.sent = 1;
@@ -283,20 +283,38 @@ function endOnAbort(signal: AbortSignal, call: Call): void {
 }
 
 /** The attributes a server span starts with. */
-function spanAttributes(req: UnaryRequest | StreamRequest, system: System, service: string, method: string): Attributes {
-  const a: Attributes = { [RPC_SYSTEM]: system, [RPC_SERVICE]: service, [RPC_METHOD]: method, "network.protocol.name": "http", "network.transport": "tcp" };
+function setSpanAttributes(span: Span, req: UnaryRequest | StreamRequest, system: System, service: string, method: string): void {
+  span.setAttribute(RPC_SYSTEM, system);
+  span.setAttribute(RPC_SERVICE, service);
+  span.setAttribute(RPC_METHOD, method);
+  span.setAttribute("network.protocol.name", "http");
+  span.setAttribute("network.transport", "tcp");
   const network = req.contextValues.get(CALL_NETWORK);
-  if (network !== undefined) {
-    a["network.protocol.version"] = network.httpVersion === "2.0" ? "2" : network.httpVersion;
-    const server = network.authority === undefined ? undefined : parseAuthority(network.authority);
-    a["server.address"] = server?.host ?? network.localAddress;
-    a["server.port"] = server?.port ?? network.localPort;
-    if (network.remoteAddress !== undefined) {
-      a["client.address"] = network.remoteAddress;
-      a["client.port"] = network.remotePort;
-    }
+  if (network === undefined) return;
+  span.setAttribute("network.protocol.version", network.httpVersion === "2.0" ? "2" : network.httpVersion);
+  const server = network.authority === undefined ? undefined : serverOf(network.authority);
+  setIfDefined(span, "server.address", server?.host ?? network.localAddress);
+  setIfDefined(span, "server.port", server?.port ?? network.localPort);
+  if (network.remoteAddress !== undefined) {
+    span.setAttribute("client.address", network.remoteAddress);
+    setIfDefined(span, "client.port", network.remotePort);
   }
-  return a;
+}
+
+function setIfDefined(span: Span, key: string, value: string | number | undefined): void {
+  if (value !== undefined) span.setAttribute(key, value);
+}
+
+/** The last authority parsed: a server's calls nearly all name the same one. */
+let lastAuthority = "";
+let lastServer: { host: string; port: number | undefined } = { host: "", port: undefined };
+
+function serverOf(authority: string): { host: string; port: number | undefined } {
+  if (authority !== lastAuthority) {
+    lastServer = parseAuthority(authority);
+    lastAuthority = authority;
+  }
+  return lastServer;
 }
 
 /** host and port of an HTTP authority ("example:7420", "[::1]:7420", "example"). */

@@ -1,4 +1,5 @@
 import {
+  context,
   propagation,
   ROOT_CONTEXT,
   SamplingDecision,
@@ -12,7 +13,10 @@ import {
   type TraceState,
   type Tracer,
 } from "@opentelemetry/api";
+import { sanitizeAttributes } from "@opentelemetry/core";
+import { ServerSpan, type ServerSpanSink } from "./server-span.js";
 import type { PooledSpanIds } from "./span-ids.js";
+import type { SyncContextManager } from "./sync-context.js";
 
 const NO_ATTRIBUTES = Object.freeze({});
 const NO_LINKS = Object.freeze([]) as unknown as [];
@@ -31,8 +35,10 @@ const headerGetter: TextMapGetter<Headers> = {
  * cost the 90% of calls it does not trace (~1.5 of ~2.5 µs per call, a Get
  * being ~15 µs).
  *
- * A sampled call goes through the SDK as before (tracer.startSpan, so span
- * processors, limits and the resource apply), on the trace id the sampler saw:
+ * A sampled call gets a ServerSpan (server-span.ts) when our
+ * EncodedSpanProcessor is the only span processor: the SDK's span, made in
+ * fewer steps and objects. Otherwise it goes through the SDK (tracer.startSpan,
+ * so every processor sees the SDK's span), on the trace id the sampler saw:
  * the SDK asks the same sampler again and gets the same answer (sampling.ts).
  */
 export class ServerSpans {
@@ -47,13 +53,17 @@ export class ServerSpans {
   /**
    * `tracer`: the SDK's own, asked for once the SDK is registered (the
    * API's ProxyTracer, taken earlier, looks its delegate up on every span).
-   * `propagators`: OTEL_PROPAGATORS.
+   * `propagators`: OTEL_PROPAGATORS. `sink`: set when sampled calls get a
+   * ServerSpan rather than the SDK's (serverSpanSink). `contextManager`: the
+   * registered one, when it is ours (run() then skips the API).
    */
   constructor(
     private readonly tracer: Tracer,
     private readonly sampler: Sampler,
     private readonly ids: PooledSpanIds,
     propagators: string | undefined,
+    private readonly sink?: ServerSpanSink,
+    private readonly contextManager?: SyncContextManager,
   ) {
     this.fields = /jaeger/i.test(propagators ?? "") ? undefined : propagation.fields();
   }
@@ -69,8 +79,15 @@ export class ServerSpans {
     const root = parentSpan === undefined || !trace.isSpanContextValid(parentSpan);
     const traceId = root ? this.ids.generateTraceId() : parentSpan.traceId;
     const decision = this.sampler.shouldSample(parent, traceId, name, SpanKind.SERVER, NO_ATTRIBUTES, NO_LINKS);
-    if (decision.decision === SamplingDecision.NOT_RECORD) {
-      return new UnsampledContext(parent, traceId, decision.traceState ?? (root ? undefined : parentSpan.traceState), this.ids);
+    const traceState = decision.traceState ?? (root ? undefined : parentSpan.traceState);
+    if (decision.decision === SamplingDecision.NOT_RECORD) return new UnsampledContext(parent, traceId, traceState, this.ids);
+    const sink = this.sink;
+    if (sink !== undefined) {
+      const traceFlags = decision.decision === SamplingDecision.RECORD_AND_SAMPLED ? TraceFlags.SAMPLED : TraceFlags.NONE;
+      const context = { traceId, spanId: this.ids.generateSpanId(), traceFlags, traceState };
+      const span = new ServerSpan(sink, name, context, root ? undefined : parentSpan, Date.now(), performance.now(), parent);
+      if (decision.attributes !== undefined) span.setAttributes(sanitizeAttributes(decision.attributes));
+      return new SampledContext(parent, span);
     }
     if (root) this.ids.prefer(traceId);
     let span: Span;
@@ -82,6 +99,12 @@ export class ServerSpans {
     return trace.setSpan(parent, span);
   }
 
+  /** fn(arg) with `ctx` active, as context.with(ctx, fn, undefined, arg). */
+  run<A, R>(ctx: Context, fn: (arg: A) => R, arg: A): R {
+    const manager = this.contextManager;
+    return manager !== undefined ? manager.run(ctx, fn, arg) : context.with(ctx, fn, undefined, arg);
+  }
+
   private carriesContext(header: Headers): boolean {
     const fields = this.fields;
     if (fields === undefined) return true;
@@ -91,44 +114,91 @@ export class ServerSpans {
 
   /** The call's span when it records, else undefined (an unsampled context stays unmade). */
   recording(context: Context): Span | undefined {
+    if (context instanceof SampledContext) return context.span();
     if (context instanceof UnsampledContext) return undefined;
     const span = trace.getSpan(context);
     return span?.isRecording() === true ? span : undefined;
   }
 }
 
-/**
- * The trace context of a call the sampler dropped. It is what the SDK would
- * have made (the parent's context with a non-recording span of the call's
- * trace id and a new span id), made only when something reads it: a log line
- * (its trace_id), a span started under the call. Most calls end without.
- */
-class UnsampledContext implements Context {
-  private made: Context | undefined;
+/** The key under which the API keeps a context's span (its own, not exported): found by asking it once. */
+const SPAN_KEY: symbol = (() => {
+  let found: symbol | undefined;
+  const probe: Context = {
+    getValue(key) {
+      found = key;
+      return undefined;
+    },
+    setValue: () => probe,
+    deleteValue: () => probe,
+  };
+  trace.getSpan(probe);
+  if (found === undefined) throw new Error("@opentelemetry/api's trace.getSpan read no context key");
+  return found;
+})();
 
-  constructor(
-    private readonly parent: Context,
-    private readonly traceId: string,
-    private readonly traceState: TraceState | undefined,
-    private readonly ids: PooledSpanIds,
-  ) {}
+/**
+ * A call's trace context: its parent's, with the call's span. What
+ * trace.setSpan(parent, span) gives, without copying the parent's values
+ * (a Map) per call until something sets a value on it.
+ */
+abstract class CallContext implements Context {
+  private full: Context | undefined;
+
+  constructor(protected readonly parent: Context) {}
+
+  abstract span(): Span;
 
   getValue(key: symbol): unknown {
-    return this.context().getValue(key);
+    return key === SPAN_KEY ? this.span() : this.parent.getValue(key);
   }
 
   setValue(key: symbol, value: unknown): Context {
-    return this.context().setValue(key, value);
+    return this.made().setValue(key, value);
   }
 
   deleteValue(key: symbol): Context {
-    return this.context().deleteValue(key);
+    return this.made().deleteValue(key);
   }
 
-  private context(): Context {
-    return (this.made ??= trace.setSpan(
-      this.parent,
-      trace.wrapSpanContext({ traceId: this.traceId, spanId: this.ids.generateSpanId(), traceFlags: TraceFlags.NONE, traceState: this.traceState }),
-    ));
+  private made(): Context {
+    return (this.full ??= trace.setSpan(this.parent, this.span()));
+  }
+}
+
+/** The trace context of a sampled call: its ServerSpan. */
+class SampledContext extends CallContext {
+  constructor(
+    parent: Context,
+    private readonly serverSpan: ServerSpan,
+  ) {
+    super(parent);
+  }
+
+  span(): Span {
+    return this.serverSpan;
+  }
+}
+
+/**
+ * The trace context of a call the sampler dropped. Its span is what the SDK
+ * would have made (a non-recording span of the call's trace id and a new
+ * span id), made only when something reads it: a log line (its trace_id), a
+ * span started under the call. Most calls end without.
+ */
+class UnsampledContext extends CallContext {
+  private nonRecording: Span | undefined;
+
+  constructor(
+    parent: Context,
+    private readonly traceId: string,
+    private readonly traceState: TraceState | undefined,
+    private readonly ids: PooledSpanIds,
+  ) {
+    super(parent);
+  }
+
+  span(): Span {
+    return (this.nonRecording ??= trace.wrapSpanContext({ traceId: this.traceId, spanId: this.ids.generateSpanId(), traceFlags: TraceFlags.NONE, traceState: this.traceState }));
   }
 }

@@ -1,4 +1,4 @@
-import { ROOT_CONTEXT, type Context, type ContextManager } from "@opentelemetry/api";
+import { context as otelContext, ROOT_CONTEXT, type Context, type ContextManager } from "@opentelemetry/api";
 
 /**
  * An OpenTelemetry context manager without AsyncLocalStorage: `with()` makes
@@ -29,6 +29,26 @@ export class SyncContextManager implements ContextManager {
     } finally {
       this.stack.pop();
     }
+  }
+
+  /**
+   * with() for one argument, called directly: the API's context.with() looks
+   * the global manager up and spreads its arguments twice, on every call
+   * served (rpc.ts). Only for a manager that is the registered one (isGlobal).
+   */
+  run<A, R>(context: Context, fn: (arg: A) => R, arg: A): R {
+    this.stack.push(context);
+    try {
+      return fn(arg);
+    } finally {
+      this.stack.pop();
+    }
+  }
+
+  /** True when this manager is the one the API's context.with() and active() use. */
+  isGlobal(): boolean {
+    const probe = ROOT_CONTEXT.setValue(Symbol("probe"), true);
+    return this.run(probe, () => otelContext.active() === probe, undefined);
   }
 
   bind<T>(context: Context, target: T): T {
