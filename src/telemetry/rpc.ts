@@ -176,7 +176,8 @@ class Call {
     if (this.ended) return;
     this.ended = true;
     const code = error === undefined ? undefined : ConnectError.from(error).code;
-    durationSeries(this.options.callDuration, this.desc, this.system, this.service, this.method, code).record((performance.now() - this.started) / 1000);
+    const now = performance.now();
+    durationSeries(this.options.callDuration, this.desc, this.system, this.service, this.method, code).record((now - this.started) / 1000);
     const span = this.span;
     if (debugEnabled()) this.log(code, reason);
     if (span === undefined) return;
@@ -193,7 +194,7 @@ class Call {
       if (SERVER_ERRORS.has(code)) span.setStatus({ code: SpanStatusCode.ERROR, message });
       span.setAttribute("error.type", codeToString(code));
     }
-    span.end();
+    this.options.spans?.end(span, now);
   }
 
   /** The debug line of the call (no keys, no values), inside its span so that it carries the trace ids. */

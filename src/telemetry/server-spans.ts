@@ -99,6 +99,12 @@ export class ServerSpans {
     return trace.setSpan(parent, span);
   }
 
+  /** Ends a call's span (from recording()) at `performanceNow`, a performance.now() just read. */
+  end(span: Span, performanceNow: number): void {
+    if (span instanceof ServerSpan) span.endAt(performanceNow);
+    else span.end();
+  }
+
   /** fn(arg) with `ctx` active, as context.with(ctx, fn, undefined, arg). */
   run<A, R>(ctx: Context, fn: (arg: A) => R, arg: A): R {
     const manager = this.contextManager;
