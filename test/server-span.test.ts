@@ -23,7 +23,7 @@ import {
   type SpanStatus,
   type TimeInput,
 } from "@opentelemetry/api";
-import { hrTimeDuration, hrTimeToMilliseconds, millisToHrTime, type InstrumentationScope } from "@opentelemetry/core";
+import { addHrTimes, hrTimeDuration, hrTimeToMilliseconds, millisToHrTime, type InstrumentationScope } from "@opentelemetry/core";
 import { emptyResource, resourceFromAttributes, type Resource } from "@opentelemetry/resources";
 import { TracerProvider, type ReadableSpan, type Span as SdkSpan, type SpanLimits, type SpanProcessor } from "@opentelemetry/sdk-trace";
 import { ServerSpan, serverSpanSink, type ServerSpanSink } from "../src/telemetry/server-span.js";
@@ -406,6 +406,35 @@ describe("ServerSpan: the SDK's span, operation for operation", () => {
     assert.deepStrictEqual(span.duration, hrTimeDuration(span.startTime, span.endTime));
     const event = hrTimeToMilliseconds(span.events[0].time);
     assert.ok(event >= start && event <= end, `event at ${event - start} ms, span ${end - start} ms long`);
+    assert.deepStrictEqual(
+      recorder.log.map((entry) => entry[0]),
+      ["onStart", "onEnding", "onEnd"],
+    );
+  });
+
+  test("endAt(performance time): end() as at that reading, measured from the start; a second end is refused as end() refuses it", () => {
+    const recorder = new Recorder();
+    const sink: ServerSpanSink = { limits: DEFAULT_LIMITS, resource: RESOURCES[0], scope: SCOPES[0], processor: recorder };
+    const startMillis = 1.7e12 + 0.5;
+    const startPerformance = 1234.25;
+    const span = new ServerSpan(sink, "Get", spanContext(), undefined, startMillis, startPerformance, ROOT_CONTEXT);
+    span.endAt(startPerformance + 12.5);
+    assert.deepStrictEqual(span.startTime, millisToHrTime(startMillis));
+    assert.deepStrictEqual(span.endTime, addHrTimes(millisToHrTime(startMillis), millisToHrTime(12.5)));
+    assert.deepStrictEqual(span.duration, [0, 12_500_000]);
+    const log: Entry[] = [];
+    diag.setLogger(capturingLogger(log), DiagLogLevel.ALL);
+    try {
+      span.endAt(startPerformance + 20);
+    } finally {
+      diag.disable();
+    }
+    // (setLogger and disable log at debug level themselves.)
+    assert.deepStrictEqual(
+      log.filter((entry) => entry[0] !== "debug").map((entry) => entry[0]),
+      ["warn", "error"],
+    );
+    assert.deepStrictEqual(span.duration, [0, 12_500_000], "the first end stands");
     assert.deepStrictEqual(
       recorder.log.map((entry) => entry[0]),
       ["onStart", "onEnding", "onEnd"],

@@ -27,8 +27,12 @@ export function samplerFromEnv(env: NodeJS.ProcessEnv = process.env): Sampler {
       return new ParentBasedSampler({ root: new AlwaysOffSampler() });
     case "traceidratio":
       return new TraceIdRatioSampler(ratioFromEnv(env));
-    case "parentbased_traceidratio":
-      return new ParentBasedSampler({ root: new TraceIdRatioSampler(ratioFromEnv(env)) });
+    case "parentbased_traceidratio": {
+      const root = new TraceIdRatioSampler(ratioFromEnv(env));
+      const sampler = new ParentBasedSampler({ root });
+      ratioRoots.set(sampler, root);
+      return sampler;
+    }
     default:
       diag.error(`unknown OTEL_TRACES_SAMPLER value "${name}", using parentbased_always_on`);
       return new ParentBasedSampler({ root: new AlwaysOnSampler() });
@@ -44,6 +48,18 @@ function ratioFromEnv(env: NodeJS.ProcessEnv): number {
     return 1;
   }
   return ratio;
+}
+
+/** The TraceIdRatioSampler at the root of the ParentBasedSamplers samplerFromEnv made. */
+const ratioRoots = new WeakMap<Sampler, TraceIdRatioSampler>();
+
+/**
+ * The TraceIdRatioSampler that decides for a root span (one with no valid
+ * parent) under `sampler`, if one does: then a root call's decision needs
+ * only its trace id's hash (ServerSpans).
+ */
+export function rootRatioSampler(sampler: Sampler): TraceIdRatioSampler | undefined {
+  return sampler instanceof TraceIdRatioSampler ? sampler : ratioRoots.get(sampler);
 }
 
 const SAMPLED: SamplingResult = Object.freeze({ decision: SamplingDecision.RECORD_AND_SAMPLED });
@@ -71,7 +87,12 @@ export class TraceIdRatioSampler implements Sampler {
 
   shouldSample(_context: unknown, traceId: string): SamplingResult {
     const hash = traceIdHash(traceId);
-    return hash !== undefined && hash < this.upperBound ? SAMPLED : DROPPED;
+    return hash !== undefined && this.samples(hash) ? SAMPLED : DROPPED;
+  }
+
+  /** The decision for a valid trace id of this hash (traceIdHash; PooledSpanIds.drawnHash). */
+  samples(hash: number): boolean {
+    return hash < this.upperBound;
   }
 
   toString(): string {

@@ -8,18 +8,23 @@ import {
   TraceFlags,
   type Context,
   type Sampler,
+  type SamplingResult,
   type Span,
+  type SpanContext,
   type TextMapGetter,
   type TraceState,
   type Tracer,
 } from "@opentelemetry/api";
 import { sanitizeAttributes } from "@opentelemetry/core";
 import { ServerSpan, type ServerSpanSink } from "./server-span.js";
-import type { PooledSpanIds } from "./span-ids.js";
+import { rootRatioSampler, type TraceIdRatioSampler } from "./sampling.js";
+import { traceIdIn, type PooledSpanIds } from "./span-ids.js";
 import type { SyncContextManager } from "./sync-context.js";
 
 const NO_ATTRIBUTES = Object.freeze({});
 const NO_LINKS = Object.freeze([]) as unknown as [];
+/** What the ratio sampler answers for a trace id it samples. */
+const RATIO_SAMPLED: SamplingResult = Object.freeze({ decision: SamplingDecision.RECORD_AND_SAMPLED });
 
 const headerGetter: TextMapGetter<Headers> = {
   get: (headers, key) => headers.get(key) ?? undefined,
@@ -49,6 +54,8 @@ export class ServerSpans {
    * propagator may read more than it names (Jaeger's uberctx-* baggage).
    */
   private readonly fields: readonly string[] | undefined;
+  /** The ratio sampler that decides for calls with no parent, if one does (sampling.ts). */
+  private readonly rootRatio: TraceIdRatioSampler | undefined;
 
   /**
    * `tracer`: the SDK's own, asked for once the SDK is registered (the
@@ -66,6 +73,7 @@ export class ServerSpans {
     private readonly contextManager?: SyncContextManager,
   ) {
     this.fields = /jaeger/i.test(propagators ?? "") ? undefined : propagation.fields();
+    this.rootRatio = rootRatioSampler(sampler);
   }
 
   /**
@@ -77,19 +85,33 @@ export class ServerSpans {
     const parent = this.carriesContext(header) ? propagation.extract(ROOT_CONTEXT, header, headerGetter) : ROOT_CONTEXT;
     const parentSpan = trace.getSpanContext(parent);
     const root = parentSpan === undefined || !trace.isSpanContextValid(parentSpan);
+    const ratio = this.rootRatio;
+    if (root && ratio !== undefined) {
+      // The ratio sampler's decision from the id's hash: a dropped call's trace id stays unmade.
+      const at = this.ids.drawTraceId();
+      const pool = this.ids.pool;
+      if (!ratio.samples(this.ids.drawnHash)) return new UnsampledContext(parent, pool, at, undefined, this.ids);
+      return this.sampled(name, parent, undefined, traceIdIn(pool, at), RATIO_SAMPLED, undefined);
+    }
     const traceId = root ? this.ids.generateTraceId() : parentSpan.traceId;
     const decision = this.sampler.shouldSample(parent, traceId, name, SpanKind.SERVER, NO_ATTRIBUTES, NO_LINKS);
     const traceState = decision.traceState ?? (root ? undefined : parentSpan.traceState);
-    if (decision.decision === SamplingDecision.NOT_RECORD) return new UnsampledContext(parent, traceId, traceState, this.ids);
+    if (decision.decision === SamplingDecision.NOT_RECORD) return new UnsampledContext(parent, traceId, -1, traceState, this.ids);
+    return this.sampled(name, parent, root ? undefined : parentSpan, traceId, decision, traceState);
+  }
+
+  /** The context of a call the sampler records: a ServerSpan's, or the SDK's span's. `parentSpan`: undefined for a root. */
+  private sampled(name: string, parent: Context, parentSpan: SpanContext | undefined, traceId: string, decision: SamplingResult, traceState: TraceState | undefined): Context {
     const sink = this.sink;
     if (sink !== undefined) {
       const traceFlags = decision.decision === SamplingDecision.RECORD_AND_SAMPLED ? TraceFlags.SAMPLED : TraceFlags.NONE;
       const context = { traceId, spanId: this.ids.generateSpanId(), traceFlags, traceState };
-      const span = new ServerSpan(sink, name, context, root ? undefined : parentSpan, Date.now(), performance.now(), parent);
+      const span = new ServerSpan(sink, name, context, parentSpan, Date.now(), performance.now(), parent);
       if (decision.attributes !== undefined) span.setAttributes(sanitizeAttributes(decision.attributes));
       return new SampledContext(parent, span);
     }
-    if (root) this.ids.prefer(traceId);
+    // The SDK asks the sampler again, about the same trace id: the same answer (sampling.ts).
+    if (parentSpan === undefined) this.ids.prefer(traceId);
     let span: Span;
     try {
       span = this.tracer.startSpan(name, { kind: SpanKind.SERVER }, parent);
@@ -195,9 +217,11 @@ class SampledContext extends CallContext {
 class UnsampledContext extends CallContext {
   private nonRecording: Span | undefined;
 
+  /** The trace id is `id`, or (`at` >= 0) the one drawn at `at` of the pool `id` (PooledSpanIds.drawTraceId). */
   constructor(
     parent: Context,
-    private readonly traceId: string,
+    private readonly id: string,
+    private readonly at: number,
     private readonly traceState: TraceState | undefined,
     private readonly ids: PooledSpanIds,
   ) {
@@ -205,6 +229,10 @@ class UnsampledContext extends CallContext {
   }
 
   span(): Span {
-    return (this.nonRecording ??= trace.wrapSpanContext({ traceId: this.traceId, spanId: this.ids.generateSpanId(), traceFlags: TraceFlags.NONE, traceState: this.traceState }));
+    if (this.nonRecording === undefined) {
+      const traceId = this.at < 0 ? this.id : traceIdIn(this.id, this.at);
+      this.nonRecording = trace.wrapSpanContext({ traceId, spanId: this.ids.generateSpanId(), traceFlags: TraceFlags.NONE, traceState: this.traceState });
+    }
+    return this.nonRecording;
   }
 }

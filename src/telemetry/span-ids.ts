@@ -26,8 +26,42 @@ const ZERO_SPAN_ID = "0".repeat(SPAN_ID_CHARS);
  */
 export class PooledSpanIds implements SpanIdSource {
   private hex = "";
+  /** The pool's random bytes, of which `hex` is the hex. */
+  private bytes: Buffer = Buffer.alloc(0);
   private at = 0;
   private preferred: string | undefined;
+  /** traceIdHash (sampling.ts) of the id drawTraceId() drew last. */
+  drawnHash = 0;
+
+  /**
+   * Draws a trace id without making its string: where it starts in `pool`
+   * (read the pool after drawing: a draw may refill it), with its hash for
+   * the ratio sampler in `drawnHash`. The string is made (traceIdIn) only
+   * when something reads it: the sampler drops most calls, and for them
+   * nothing does.
+   */
+  drawTraceId(): number {
+    for (;;) {
+      if (this.at + TRACE_ID_CHARS > this.hex.length) this.refill();
+      const at = this.at;
+      this.at += TRACE_ID_CHARS;
+      const bytes = this.bytes;
+      const b = at >> 1;
+      const w0 = bytes.readUInt32BE(b);
+      const w1 = bytes.readUInt32BE(b + 4);
+      const w2 = bytes.readUInt32BE(b + 8);
+      const w3 = bytes.readUInt32BE(b + 12);
+      // The all-zero id is invalid (as in generateTraceId).
+      if ((w0 | w1 | w2 | w3) === 0) continue;
+      this.drawnHash = (w0 ^ w1 ^ w2 ^ w3) >>> 0;
+      return at;
+    }
+  }
+
+  /** The pool drawTraceId() draws from. */
+  get pool(): string {
+    return this.hex;
+  }
 
   /**
    * The next generateTraceId() returns `traceId` (once). ServerSpans draws a
@@ -54,12 +88,20 @@ export class PooledSpanIds implements SpanIdSource {
   }
 
   private take(chars: number): string {
-    if (this.at + chars > this.hex.length) {
-      this.hex = randomFillSync(Buffer.allocUnsafe(POOL_BYTES)).toString("hex");
-      this.at = 0;
-    }
+    if (this.at + chars > this.hex.length) this.refill();
     const id = this.hex.substring(this.at, this.at + chars);
     this.at += chars;
     return id;
   }
+
+  private refill(): void {
+    this.bytes = randomFillSync(Buffer.allocUnsafe(POOL_BYTES));
+    this.hex = this.bytes.toString("hex");
+    this.at = 0;
+  }
+}
+
+/** The trace id drawTraceId() drew at `at` of `pool`. */
+export function traceIdIn(pool: string, at: number): string {
+  return pool.substring(at, at + TRACE_ID_CHARS);
 }
