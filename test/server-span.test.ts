@@ -388,6 +388,30 @@ describe("ServerSpan: the SDK's span, operation for operation", () => {
     assert.deepStrictEqual(Object.keys(ours.attributes), ["1", "2", "10", "b", "a"]);
   });
 
+  test("consecutive spans with mostly the attributes of the one before (copied from its bytes in runs), changed in every position and way", () => {
+    const base: [string, string | number | boolean][] = [
+      ["rpc.system", "grpc"],
+      ["rpc.service", "ripplecache.v1.CacheService"],
+      ["rpc.method", "Get"],
+      ["server.port", 7420],
+      ["client.port", 40001],
+      ["flag", true],
+      ["rpc.grpc.status_code", 0],
+    ];
+    const variants: [string, string | number | boolean][][] = [base, base];
+    for (let i = 0; i < base.length; i++) {
+      const [key, value] = base[i];
+      const changed = typeof value === "number" ? String(value) : typeof value === "boolean" ? !value : `${value}-x`;
+      variants.push(base.map((kv, j) => (j === i ? [key, changed] : kv)), base); // one value changed (even its type), then back
+      variants.push(base.filter((_, j) => j !== i), base); // one attribute left out
+      variants.push([...base.slice(0, i), ["inserted", "x"], ...base.slice(i)], base); // one more in between
+    }
+    variants.push([...base].reverse(), base.slice(0, 3), [...base, ...base.map(([k, v]): [string, string | number | boolean] => [`${k}.2`, v])], base);
+    variants.forEach((attributes, n) => {
+      compareScript(`variant ${n}`, FIXED, () => [...attributes.map(([key, value]) => op("setAttribute", key, value)), op("end", FIXED.start + 5)]);
+    });
+  });
+
   test("end() a second time: the SDK's diag messages (a warning of an operation on an ended span, then the error)", () => {
     compareScript("end twice", FIXED, () => [op("end", FIXED.start + 5), op("end", FIXED.start + 6)]);
   });

@@ -167,6 +167,14 @@ export class ProtoWriter {
     this.pos += b.length;
   }
 
+  /** Bytes `begin` to `end` of `b` (Buffer#copy: no view made for them). */
+  copyFrom(b: Buffer, begin: number, end: number): void {
+    const n = end - begin;
+    this.ensure(n);
+    b.copy(this.buf, this.pos, begin, end);
+    this.pos += n;
+  }
+
   /** The first `n` bytes of `b`, a few dozen at most: copied in a loop, cheaper than a native call at that size. */
   small(b: Uint8Array, n: number): void {
     this.ensure(n);

@@ -74,6 +74,71 @@ function isArrayIndex(key: string): boolean {
   return /^(?:0|[1-9][0-9]*)$/.test(key) && Number(key) < 4294967295;
 }
 
+/** The most attributes, and bytes of them, LastAttributes keeps. */
+const LAST_MAX_ATTRIBUTES = 64;
+const LAST_MAX_BYTES = 4096;
+
+/**
+ * The attributes the last ServerSpan wrote, and their bytes. A server's spans
+ * carry the same keys in the same order, most with the values of the span
+ * before (the method, the protocol, the addresses): a run of those is copied
+ * from the last span's bytes in one go, and only the others (the client's
+ * port, a status) are encoded.
+ */
+class LastAttributes {
+  private keys: readonly string[] = [];
+  private values: readonly AttributeValue[] = [];
+  private field = 0;
+  count = 0;
+  /** The bytes of the last span's attributes, and where each attribute ends in them. */
+  private readonly bytes = Buffer.alloc(LAST_MAX_BYTES);
+  private ends = new Int32Array(LAST_MAX_ATTRIBUTES);
+  /** The same for the span being written (the two arrays swap when it is done). */
+  private nextEnds = new Int32Array(LAST_MAX_ATTRIBUTES);
+
+  write(w: ProtoWriter, field: number, keys: readonly string[], values: readonly AttributeValue[]): void {
+    const n = keys.length;
+    const start = w.pos;
+    const count = field === this.field && n <= LAST_MAX_ATTRIBUTES ? this.count : 0;
+    const ends = this.nextEnds;
+    let run = -1; // the first of the unchanged attributes being passed over
+    for (let i = 0; i < n; i++) {
+      const value = values[i];
+      if (i < count && keys[i] === this.keys[i] && value === this.values[i] && typeof value !== "object") {
+        if (run < 0) run = i;
+        continue;
+      }
+      if (run >= 0) this.copyRun(w, run, i, start, ends);
+      run = -1;
+      writeKeyValueField(w, field, keys[i], value);
+      if (i < LAST_MAX_ATTRIBUTES) ends[i] = w.pos - start;
+    }
+    if (run >= 0) this.copyRun(w, run, n, start, ends);
+    if (n > LAST_MAX_ATTRIBUTES || w.pos - start > LAST_MAX_BYTES) {
+      this.count = 0;
+      return;
+    }
+    w.buf.copy(this.bytes, 0, start, w.pos);
+    this.nextEnds = this.ends;
+    this.ends = ends;
+    this.keys = keys;
+    this.values = values;
+    this.field = field;
+    this.count = n;
+  }
+
+  /** The last span's attributes `from` to `to` (exclusive), as they were written; `ends` learns where they end now. */
+  private copyRun(w: ProtoWriter, from: number, to: number, start: number, ends: Int32Array): void {
+    const last = this.ends;
+    const begin = from === 0 ? 0 : last[from - 1];
+    const at = w.pos - start;
+    w.copyFrom(this.bytes, begin, last[to - 1]);
+    for (let j = from; j < to; j++) ends[j] = at + (last[j] - begin);
+  }
+}
+
+const LAST = new LastAttributes();
+
 /**
  * A call's SERVER span, made without the SDK's Tracer when ours is the only
  * span processor (serverSpanSink): the SDK's SpanImpl, operation for
@@ -345,14 +410,15 @@ export class ServerSpan implements Span, ReadableSpan {
   writeAttributes(w: ProtoWriter, field: number): void {
     const keys = this.keys;
     const values = this.values;
-    if (!this.hasIndexKey) {
-      for (let i = 0; i < keys.length; i++) writeKeyValueField(w, field, keys[i], values[i]);
+    if (this.hasIndexKey) {
+      LAST.count = 0;
+      const order = keys.map((_, i) => i);
+      const index = (i: number): number => (isArrayIndex(keys[i]) ? Number(keys[i]) : -1);
+      const indexed = order.filter((i) => index(i) >= 0).sort((a, b) => index(a) - index(b));
+      for (const i of [...indexed, ...order.filter((i) => index(i) < 0)]) writeKeyValueField(w, field, keys[i], values[i]);
       return;
     }
-    const order = keys.map((_, i) => i);
-    const index = (i: number): number => (isArrayIndex(keys[i]) ? Number(keys[i]) : -1);
-    const indexed = order.filter((i) => index(i) >= 0).sort((a, b) => index(a) - index(b));
-    for (const i of [...indexed, ...order.filter((i) => index(i) < 0)]) writeKeyValueField(w, field, keys[i], values[i]);
+    LAST.write(w, field, keys, values);
   }
 
   // --- the SDK span's private helpers, as they are ---

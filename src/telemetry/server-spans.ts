@@ -217,10 +217,10 @@ class SampledContext extends CallContext {
 class UnsampledContext extends CallContext {
   private nonRecording: Span | undefined;
 
-  /** The trace id is `id`, or (`at` >= 0) the one drawn at `at` of the pool `id` (PooledSpanIds.drawTraceId). */
+  /** The trace id is `id`, or the one drawn at `at` of the pool `id` (PooledSpanIds.drawTraceId). */
   constructor(
     parent: Context,
-    private readonly id: string,
+    private readonly id: string | Buffer,
     private readonly at: number,
     private readonly traceState: TraceState | undefined,
     private readonly ids: PooledSpanIds,
@@ -230,7 +230,7 @@ class UnsampledContext extends CallContext {
 
   span(): Span {
     if (this.nonRecording === undefined) {
-      const traceId = this.at < 0 ? this.id : traceIdIn(this.id, this.at);
+      const traceId = typeof this.id === "string" ? this.id : traceIdIn(this.id, this.at);
       this.nonRecording = trace.wrapSpanContext({ traceId, spanId: this.ids.generateSpanId(), traceFlags: TraceFlags.NONE, traceState: this.traceState });
     }
     return this.nonRecording;

@@ -8,26 +8,24 @@ export interface SpanIdSource {
 
 /** Random bytes per refill: 4,096 trace ids or 8,192 span ids. */
 const POOL_BYTES = 64 * 1024;
-const TRACE_ID_CHARS = 32;
-const SPAN_ID_CHARS = 16;
-const ZERO_TRACE_ID = "0".repeat(TRACE_ID_CHARS);
-const ZERO_SPAN_ID = "0".repeat(SPAN_ID_CHARS);
+const TRACE_ID_BYTES = 16;
+const SPAN_ID_BYTES = 8;
 
 /**
- * Trace and span ids cut from a pool of random hex. The SDK's generator
+ * Trace and span ids cut from a pool of random bytes. The SDK's generator
  * formats every id with its own Buffer#toString("hex") (with Math.random
  * bytes): two native calls per call served, traced or not, about 2% of a
- * cached Get with tracing on. Here one call to the system's random source and
- * one hex conversion serve thousands of ids, and each id is a substring of
- * the pool (V8 shares the characters rather than copying them).
+ * cached Get with tracing on. Here one call to the system's random source
+ * serves thousands of ids, and a root call's trace id (drawTraceId) is hex
+ * only if something reads it: the ratio sampler decides on its bytes, and
+ * drops most calls.
  *
  * Ids never repeat within a pool; the all-zero id, which W3C Trace Context
  * calls invalid, is skipped.
  */
 export class PooledSpanIds implements SpanIdSource {
-  private hex = "";
-  /** The pool's random bytes, of which `hex` is the hex. */
   private bytes: Buffer = Buffer.alloc(0);
+  private view: DataView = new DataView(new ArrayBuffer(0));
   private at = 0;
   private preferred: string | undefined;
   /** traceIdHash (sampling.ts) of the id drawTraceId() drew last. */
@@ -36,31 +34,26 @@ export class PooledSpanIds implements SpanIdSource {
   /**
    * Draws a trace id without making its string: where it starts in `pool`
    * (read the pool after drawing: a draw may refill it), with its hash for
-   * the ratio sampler in `drawnHash`. The string is made (traceIdIn) only
-   * when something reads it: the sampler drops most calls, and for them
-   * nothing does.
+   * the ratio sampler in `drawnHash`. traceIdIn makes the string.
    */
   drawTraceId(): number {
     for (;;) {
-      if (this.at + TRACE_ID_CHARS > this.hex.length) this.refill();
-      const at = this.at;
-      this.at += TRACE_ID_CHARS;
-      const bytes = this.bytes;
-      const b = at >> 1;
-      const w0 = bytes.readUInt32BE(b);
-      const w1 = bytes.readUInt32BE(b + 4);
-      const w2 = bytes.readUInt32BE(b + 8);
-      const w3 = bytes.readUInt32BE(b + 12);
-      // The all-zero id is invalid (as in generateTraceId).
+      const at = this.next(TRACE_ID_BYTES);
+      const view = this.view;
+      const w0 = view.getUint32(at);
+      const w1 = view.getUint32(at + 4);
+      const w2 = view.getUint32(at + 8);
+      const w3 = view.getUint32(at + 12);
       if ((w0 | w1 | w2 | w3) === 0) continue;
+      // The four big-endian words of the id XORed: what the sampler hashes from its hex.
       this.drawnHash = (w0 ^ w1 ^ w2 ^ w3) >>> 0;
       return at;
     }
   }
 
   /** The pool drawTraceId() draws from. */
-  get pool(): string {
-    return this.hex;
+  get pool(): Buffer {
+    return this.bytes;
   }
 
   /**
@@ -78,30 +71,31 @@ export class PooledSpanIds implements SpanIdSource {
       this.preferred = undefined;
       return preferred;
     }
-    const id = this.take(TRACE_ID_CHARS);
-    return id === ZERO_TRACE_ID ? this.generateTraceId() : id;
+    const at = this.drawTraceId(); // first: it may refill the pool
+    return traceIdIn(this.bytes, at);
   }
 
   generateSpanId(): string {
-    const id = this.take(SPAN_ID_CHARS);
-    return id === ZERO_SPAN_ID ? this.generateSpanId() : id;
+    for (;;) {
+      const at = this.next(SPAN_ID_BYTES);
+      if ((this.view.getUint32(at) | this.view.getUint32(at + 4)) !== 0) return this.bytes.toString("hex", at, at + SPAN_ID_BYTES);
+    }
   }
 
-  private take(chars: number): string {
-    if (this.at + chars > this.hex.length) this.refill();
-    const id = this.hex.substring(this.at, this.at + chars);
-    this.at += chars;
-    return id;
-  }
-
-  private refill(): void {
-    this.bytes = randomFillSync(Buffer.allocUnsafe(POOL_BYTES));
-    this.hex = this.bytes.toString("hex");
-    this.at = 0;
+  /** Where the next `n` bytes of the pool start (refilled when it runs out). */
+  private next(n: number): number {
+    if (this.at + n > this.bytes.length) {
+      this.bytes = randomFillSync(Buffer.allocUnsafe(POOL_BYTES));
+      this.view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.length);
+      this.at = 0;
+    }
+    const at = this.at;
+    this.at += n;
+    return at;
   }
 }
 
 /** The trace id drawTraceId() drew at `at` of `pool`. */
-export function traceIdIn(pool: string, at: number): string {
-  return pool.substring(at, at + TRACE_ID_CHARS);
+export function traceIdIn(pool: Buffer, at: number): string {
+  return pool.toString("hex", at, at + TRACE_ID_BYTES);
 }
