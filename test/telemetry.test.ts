@@ -269,6 +269,8 @@ describe("traces, metrics and logs exported by OTLP/HTTP protobuf", () => {
         version: "2",
       },
     );
+    assert.equal(span.attributes["client.address"], "127.0.0.1");
+    assert.ok(typeof span.attributes["client.port"] === "number" && span.attributes["client.port"] > 0, `client.port ${span.attributes["client.port"]}`);
     // The debug line of the call carries its trace and span ids; it names no key or value.
     const line = logRecords(server).find((r) => r.msg === "rpc" && r.trace_id === tp.traceId);
     assert.ok(line !== undefined, "a log line written inside the call has the trace id");

@@ -266,11 +266,17 @@ export function rpcTelemetry(options: RpcTelemetryOptions): Interceptor {
 }
 
 const spanNames = new WeakMap<DescMethod, string>();
+/** The method of the last call, and its span name: calls in a row are mostly of one method. */
+let lastMethod: DescMethod | undefined;
+let lastSpanName = "";
 
 /** "package.Service/Method", the RPC conventions' span name, made once per method. */
 function spanName(desc: DescMethod): string {
+  if (desc === lastMethod) return lastSpanName;
   let name = spanNames.get(desc);
   if (name === undefined) spanNames.set(desc, (name = `${desc.parent.typeName}/${desc.name}`));
+  lastMethod = desc;
+  lastSpanName = name;
   return name;
 }
 

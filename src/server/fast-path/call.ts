@@ -14,7 +14,7 @@ import {
 import * as grpc from "@connectrpc/connect/protocol-grpc";
 import * as connect from "@connectrpc/connect/protocol-connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
-import { callNetwork, type CallNetwork } from "../../telemetry/rpc.js";
+import type { CallNetwork } from "../../telemetry/rpc.js";
 import { incompleteMessage } from "../client-faults.js";
 import { CallHeaders } from "./call-headers.js";
 import { CallValues } from "../../context-values.js";
@@ -184,8 +184,10 @@ export function handlerContext(req: { service: HandlerContext["service"]; header
  * What every fast call does before its method's own work: read the request
  * body (bounded), decode it as connect would, and build the handler context.
  */
-export abstract class FastCall {
+export abstract class FastCall implements CallNetwork {
   protected readonly signal: CallSignal;
+  /** The request's :authority (or host), kept for telemetry's view of the call's connection. */
+  private requestAuthority: string | undefined;
   private readonly chunks: Buffer[] = [];
   private received = 0;
   /** Set once the answer is complete: a close before it is the client's cancellation. */
@@ -234,6 +236,32 @@ export abstract class FastCall {
   protected releaseRequest(): void {
     this.headers = RELEASED_HEADERS;
     this.chunks.length = 0;
+  }
+
+  // --- CallNetwork: the addresses are read when a sampled span asks (each read is a system call) ---
+
+  get httpVersion(): string {
+    return "2.0";
+  }
+
+  get authority(): string | undefined {
+    return this.requestAuthority;
+  }
+
+  get localAddress(): string | undefined {
+    return this.stream.session?.socket?.localAddress;
+  }
+
+  get localPort(): number | undefined {
+    return this.stream.session?.socket?.localPort;
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.stream.session?.socket?.remoteAddress;
+  }
+
+  get remotePort(): number | undefined {
+    return this.stream.session?.socket?.remotePort;
   }
 
   /** Serves the call once the request body is in (or over the limit). */
@@ -318,14 +346,9 @@ export abstract class FastCall {
       timeoutMs = () => at - Date.now();
       this.signal.setDeadline(at);
     }
-    const socket = this.stream.session?.socket;
-    const authority = header(headers, ":authority") ?? header(headers, "host") ?? undefined;
-    // Only tracing wants the addresses, for sampled calls: each read of one is a system call.
-    const values = (
-      this.options.contextValues === undefined
-        ? new CallValues()
-        : this.options.contextValues(callNetwork("2.0", authority, socket))
-    ) as CallContextValues;
+    this.requestAuthority = header(headers, ":authority") ?? header(headers, "host") ?? undefined;
+    // The call is its own CallNetwork (no object per call): only tracing reads it, for sampled calls.
+    const values = (this.options.contextValues === undefined ? new CallValues() : this.options.contextValues(this)) as CallContextValues;
     const context = new FastHandlerContext(
       this.method.desc,
       this.method.desc.parent,
@@ -338,7 +361,7 @@ export abstract class FastCall {
       protocol === "grpc" ? "grpc" : "connect",
       values,
       // HTTP/2 names the scheme in the request (connect-node asks the socket; they agree).
-      `${header(headers, ":scheme") ?? "http"}://${authority ?? ""}${headers[":path"] ?? ""}`,
+      `${header(headers, ":scheme") ?? "http"}://${this.requestAuthority ?? ""}${headers[":path"] ?? ""}`,
     );
     values[CALL_CONTEXT] = context;
     return { context, timeoutError: timeout.error };
