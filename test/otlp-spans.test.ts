@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import {
   createTraceState,
@@ -9,7 +8,6 @@ import {
   TraceFlags,
   trace,
   type Attributes,
-  type AttributeValue,
   type Context,
   type HrTime,
   type Link,
@@ -18,8 +16,7 @@ import {
   type Tracer,
 } from "@opentelemetry/api";
 import { ExportResultCode, loggingErrorHandler, setGlobalErrorHandler, type ExportResult } from "@opentelemetry/core";
-import { ProtobufTraceSerializer } from "@opentelemetry/otlp-transformer";
-import { emptyResource, resourceFromAttributes, type Resource } from "@opentelemetry/resources";
+import { emptyResource, resourceFromAttributes } from "@opentelemetry/resources";
 // sdk-node's reading of OTEL_TRACES_SAMPLER (not exported from its index): the reference for samplerFromEnv.
 import { createSamplerFromEnv } from "@opentelemetry/sdk-node/build/src/create-from-env.js";
 import {
@@ -45,6 +42,22 @@ import {
 } from "../src/telemetry/encoded-span-processor.js";
 import { exportRequest, ProtoWriter, writeSpan, type Scope } from "../src/telemetry/otlp-encoding.js";
 import { samplerFromEnv, TraceIdRatioSampler } from "../src/telemetry/sampling.js";
+import {
+  assertSameBytes,
+  BIG_WRITER,
+  EVERY_VALUE,
+  hex,
+  ourBytes,
+  pick,
+  randomAttributes,
+  randomInt,
+  randomString,
+  RECORD_UNSAMPLED,
+  recordingProvider,
+  sdkBytes,
+  spanContext,
+  type Rand,
+} from "./helpers/otlp.js";
 import { mulberry32 } from "./helpers/prng.js";
 
 /**
@@ -64,11 +77,6 @@ import { mulberry32 } from "./helpers/prng.js";
 
 // ---------------------------------------------------------------- helpers
 
-type Rand = () => number;
-const pick = <T>(rand: Rand, items: readonly T[]): T => items[Math.floor(rand() * items.length)];
-const randomInt = (rand: Rand, below: number): number => Math.floor(rand() * below);
-
-const hex = (bytes: number): string => randomBytes(bytes).toString("hex");
 const hex8 = (n: number): string => (n >>> 0).toString(16).padStart(8, "0");
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -93,126 +101,12 @@ function varintRef(value: number): number[] {
   return out;
 }
 
-/** What the SDK's serializer writes for these spans (an ExportTraceServiceRequest). */
-function sdkBytes(spans: readonly ReadableSpan[]): Buffer {
-  const bytes = ProtobufTraceSerializer.serializeRequest([...spans]);
-  assert.ok(bytes !== undefined, "the SDK serializer returned nothing");
-  return Buffer.from(bytes);
-}
-
-/** One writer for the comparisons, large enough never to grow (growth has tests of its own). */
-const BIG_WRITER = new ProtoWriter(8 << 20);
-
-/** What otlp-encoding writes for these spans (of one resource and scope): writeSpan each, then exportRequest. */
-function ourBytes(spans: readonly ReadableSpan[], writer: ProtoWriter = BIG_WRITER): Buffer {
-  assert.ok(spans.length > 0, "no spans to encode");
-  writer.reset();
-  for (const span of spans) writeSpan(writer, span);
-  return Buffer.from(exportRequest(spans[0].resource, spans[0].instrumentationScope, writer.view()));
-}
-
-/** Equal bytes, or a failure that shows where they part. */
-function assertSameBytes(got: Uint8Array, want: Uint8Array, what: string): void {
-  const a = Buffer.from(got);
-  const b = Buffer.from(want);
-  if (a.equals(b)) return;
-  let i = 0;
-  while (i < a.length && i < b.length && a[i] === b[i]) i++;
-  const from = Math.max(0, i - 24);
-  assert.fail(
-    `${what}: ${a.length} bytes, the SDK's ${b.length}; first difference at byte ${i}\n` +
-      `   got ...${a.subarray(from, i + 24).toString("hex")}\n` +
-      `  want ...${b.subarray(from, i + 24).toString("hex")}`,
-  );
-}
-
 function assertMatchesSdk(spans: readonly ReadableSpan[], what: string): void {
   assertSameBytes(ourBytes(spans), sdkBytes(spans), what);
 }
 
 /** An SDK span, once ended, is the ReadableSpan processors see. */
 const readable = (span: Span): ReadableSpan => span as unknown as ReadableSpan;
-
-/** Samples every span except those named "unsampled…", which are recorded with flags 0 (so still end and reach processors). */
-const RECORD_UNSAMPLED: Sampler = {
-  shouldSample: (_context, _traceId, name) => ({
-    decision: name.startsWith("unsampled") ? SamplingDecision.RECORD : SamplingDecision.RECORD_AND_SAMPLED,
-  }),
-  toString: () => "RecordUnsampled",
-};
-
-interface Recording {
-  readonly provider: TracerProvider;
-  readonly memory: InMemorySpanExporter;
-}
-
-/** A TracerProvider whose sampled spans land in an InMemorySpanExporter (SimpleSpanProcessor: synchronously). */
-function recordingProvider(resource: Resource, spanLimits?: SpanLimits, sampler: Sampler = RECORD_UNSAMPLED): Recording {
-  const memory = new InMemorySpanExporter();
-  const provider = new TracerProvider({ resource, sampler, spanLimits, spanProcessors: [new SimpleSpanProcessor({ exporter: memory })] });
-  return { provider, memory };
-}
-
-function spanContext(options: { flags?: number; remote?: boolean; traceState?: string } = {}): SpanContext {
-  return {
-    traceId: hex(16),
-    spanId: hex(8),
-    traceFlags: options.flags ?? TraceFlags.SAMPLED,
-    ...(options.remote === undefined ? {} : { isRemote: options.remote }),
-    ...(options.traceState === undefined ? {} : { traceState: createTraceState(options.traceState) }),
-  };
-}
-
-/** Attribute values of every type and size class the API allows. */
-const EVERY_VALUE: Attributes = {
-  "str.empty": "",
-  "str.ascii": "hello",
-  "str.latin": "héllo wörld",
-  "str.cjk": "缓存服务器",
-  "str.emoji": "🚀 ripple 🎉",
-  "str.lone-surrogate": "a\ud800b",
-  "str.127": "x".repeat(127),
-  "str.128": "x".repeat(128),
-  "str.100-chars-200-bytes": "é".repeat(100),
-  "str.16383": "y".repeat(16383),
-  "str.16384": "y".repeat(16384),
-  "str.emoji-20000-bytes": "😀".repeat(5000),
-  "bool.true": true,
-  "bool.false": false,
-  "int.zero": 0,
-  "int.negative-zero": -0,
-  "int.one": 1,
-  "int.minus-one": -1,
-  "int.127": 127,
-  "int.128": 128,
-  "int.2^31": 2 ** 31,
-  "int.-2^31": -(2 ** 31),
-  "int.2^32": 2 ** 32,
-  "int.2^53-1": Number.MAX_SAFE_INTEGER,
-  "int.-(2^53-1)": Number.MIN_SAFE_INTEGER,
-  "int.2^60": 2 ** 60,
-  "int.-2^60": -(2 ** 60),
-  "int.-2^63": -(2 ** 63),
-  "int.2^63-1024": 2 ** 63 - 1024,
-  "double.2^63": 2 ** 63,
-  "double.1e21": 1e21,
-  "double.half": 0.5,
-  "double.negative": -1.25,
-  "double.pi": Math.PI,
-  "double.nan": NaN,
-  "double.infinity": Infinity,
-  "double.-infinity": -Infinity,
-  "double.min": Number.MIN_VALUE,
-  "double.max": Number.MAX_VALUE,
-  "array.strings": ["a", "é", "😀", ""],
-  "array.numbers": [1, 2.5, -3, 2 ** 60, NaN],
-  "array.bools": [true, false, true],
-  "array.empty": [],
-  "array.strings-with-null": ["a", null, "b", undefined],
-  "array.numbers-with-null": [null, 1, undefined, 2],
-  "array.only-null": [null],
-  "array.long": Array.from({ length: 300 }, (_, i) => `item-${i}`),
-};
 
 // ---------------------------------------------------------------- otlp-encoding.ts
 
@@ -433,65 +327,6 @@ describe("otlp-encoding: the SDK serializer's bytes", () => {
     }
   });
 });
-
-function randomString(rand: Rand, nonEmpty = false): string {
-  let length = pick(rand, [0, 1, 1, 2, 3, 5, 8, 16, 40, 100, 127, 128, 129, 300]);
-  if (rand() < 0.01) length += 16_380;
-  if (nonEmpty && length === 0) length = 1;
-  const alphabet = pick(rand, ["ascii", "ascii", "ascii", "latin", "cjk", "emoji", "mixed"]);
-  let s = "";
-  for (let i = 0; i < length; i++) {
-    const kind = alphabet === "mixed" ? pick(rand, ["ascii", "latin", "cjk", "emoji", "surrogate"]) : alphabet;
-    if (kind === "ascii") s += String.fromCharCode(32 + randomInt(rand, 95));
-    else if (kind === "latin") s += String.fromCharCode(0xa0 + randomInt(rand, 0xe0));
-    else if (kind === "cjk") s += String.fromCharCode(0x4e00 + randomInt(rand, 0x5000));
-    else if (kind === "emoji") s += String.fromCodePoint(0x1f300 + randomInt(rand, 0x300));
-    else s += String.fromCharCode(0xd800 + randomInt(rand, 0x800));
-  }
-  return s;
-}
-
-function randomNumber(rand: Rand): number {
-  switch (randomInt(rand, 6)) {
-    case 0:
-      return randomInt(rand, 256) - 128;
-    case 1:
-      return Math.floor((rand() - 0.5) * 2 ** randomInt(rand, 65));
-    case 2:
-      return pick(rand, [2 ** 31, -(2 ** 31), 2 ** 32, 2 ** 53, 2 ** 60, 2 ** 63, -(2 ** 63), 2 ** 64, -(2 ** 64), 0, -0]);
-    case 3:
-      return (rand() - 0.5) * 10 ** (randomInt(rand, 40) - 20);
-    case 4:
-      return pick(rand, [NaN, Infinity, -Infinity, Number.MIN_VALUE, Number.MAX_VALUE, Number.EPSILON]);
-    default:
-      return rand();
-  }
-}
-
-function randomValue(rand: Rand): AttributeValue {
-  const withNulls = <T>(item: () => T): (T | null | undefined)[] =>
-    Array.from({ length: randomInt(rand, 6) }, () => (rand() < 0.15 ? pick(rand, [null, undefined]) : item()));
-  switch (randomInt(rand, 6)) {
-    case 0:
-    case 1:
-      return randomString(rand);
-    case 2:
-      return randomNumber(rand);
-    case 3:
-      return rand() < 0.5;
-    case 4:
-      return pick(rand, [() => withNulls(() => randomString(rand)), () => withNulls(() => randomNumber(rand)), () => withNulls(() => rand() < 0.5)])();
-    default:
-      return randomInt(rand, 1000);
-  }
-}
-
-function randomAttributes(rand: Rand): Attributes {
-  const attributes: Attributes = {};
-  const n = randomInt(rand, 9);
-  for (let i = 0; i < n; i++) attributes[rand() < 0.5 ? `k${randomInt(rand, 20)}` : randomString(rand, true)] = randomValue(rand);
-  return attributes;
-}
 
 function randomTime(rand: Rand, after?: HrTime): HrTime {
   if (after === undefined) return [1_500_000_000 + randomInt(rand, 400_000_000), randomInt(rand, 1e9)];

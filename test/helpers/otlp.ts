@@ -26,7 +26,7 @@ export function sdkBytes(spans: readonly ReadableSpan[]): Buffer {
 }
 
 /** One writer for the comparisons, large enough never to grow (growth has tests of its own). */
-const BIG_WRITER = new ProtoWriter(8 << 20);
+export const BIG_WRITER = new ProtoWriter(8 << 20);
 
 /** What otlp-encoding writes for these spans (of one resource and scope): writeSpan each, then exportRequest. */
 export function ourBytes(spans: readonly ReadableSpan[], writer: ProtoWriter = BIG_WRITER): Buffer {
