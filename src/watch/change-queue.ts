@@ -10,8 +10,19 @@ import type { Subscriber } from "./hub.js";
  * the stream then owes its client a Resync, and only changes after that point
  * are queued.
  */
+/** Slots an empty queue keeps (beyond them, its array is released). */
+const KEPT_SLOTS = 64;
+
 export class ChangeQueue implements Subscriber {
-  private items: Change[] = [];
+  /**
+   * The queued changes are items[0..count). The array is kept, not replaced,
+   * and emptied slot by slot: a new array per take (as until 2026-12-03)
+   * was young, held by an old queue until the next write, so a fan-out to
+   * 10,000 watchers gave the GC 10,000 arrays per write to copy and promote.
+   * (Setting `length = 0` would drop the backing store just the same.)
+   */
+  private readonly items: (Change | undefined)[] = [];
+  private count = 0;
   private bytes = 0;
   private overflow = false;
   private waiter: Waiter | undefined;
@@ -33,10 +44,11 @@ export class ChangeQueue implements Subscriber {
       const size = changeBytes(change);
       if (this.bytes + size > this.maxBytes) {
         this.overflow = true;
-        this.items = [];
+        this.clear(0, this.count);
+        this.count = 0;
         this.bytes = 0;
       } else {
-        this.items.push(change);
+        this.items[this.count++] = change;
         this.bytes += size;
       }
     }
@@ -44,7 +56,7 @@ export class ChangeQueue implements Subscriber {
   }
 
   get length(): number {
-    return this.items.length;
+    return this.count;
   }
 
   /** True once if the queue overflowed since the last call; the caller sends the Resync. */
@@ -54,12 +66,29 @@ export class ChangeQueue implements Subscriber {
     return o;
   }
 
-  /** Removes and returns up to `max` changes, oldest first. */
+  /** Removes and returns up to `max` changes, oldest first (the array is the caller's). */
   take(max: number): Change[] {
-    const out = this.items.length <= max ? this.items : this.items.slice(0, max);
-    this.items = this.items.length <= max ? [] : this.items.slice(max);
-    for (const c of out) this.bytes -= changeBytes(c);
+    const items = this.items;
+    const n = Math.min(max, this.count);
+    const out = new Array<Change>(n);
+    for (let i = 0; i < n; i++) {
+      const c = items[i]!;
+      out[i] = c;
+      this.bytes -= changeBytes(c);
+    }
+    // What is left moves to the front (as the slice that was here copied it).
+    for (let i = n; i < this.count; i++) items[i - n] = items[i];
+    this.clear(this.count - n, this.count);
+    this.count -= n;
     return out;
+  }
+
+  /** Empties slots [from, to): the queue keeps no change it has handed over. */
+  private clear(from: number, to: number): void {
+    const items = this.items;
+    for (let i = from; i < to; i++) items[i] = undefined;
+    // After a backlog, an empty queue lets its slots go: a slow watcher's burst is not kept for the stream's life.
+    if (from === 0 && items.length > KEPT_SLOTS) items.length = 0;
   }
 
   /** Wakes a pending `wait`. */
@@ -96,7 +125,7 @@ export class ChangeQueue implements Subscriber {
   }
 
   private ready(signal: AbortSignal): boolean {
-    return this.items.length > 0 || this.overflow || signal.aborted;
+    return this.count > 0 || this.overflow || signal.aborted;
   }
 
   /**
