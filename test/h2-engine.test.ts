@@ -303,6 +303,41 @@ test("PING is answered; a graceful close sends GOAWAY, lets the open stream fini
   }
 });
 
+test("our PING (keepalive) completes on the ACK that echoes its payload, not on a PING ACK the client sends unasked", async () => {
+  const server = await engineServer(() => {});
+  const client = await rawClient(server.port);
+  const waitFor = async (what: string, condition: () => boolean) => {
+    for (let i = 0; i < 200 && !condition(); i++) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(condition(), `timed out waiting for ${what}`);
+  };
+  try {
+    client.socket.write(PREFACE_AND_SETTINGS);
+    await waitFor("the connection", () => server.connections.size === 1);
+    const [connection] = server.connections;
+    const results: (Error | null)[] = [];
+    connection.ping((err) => results.push(err));
+    connection.ping((err) => results.push(err));
+    const ours = () => client.frames.filter((f) => f.type === 6 && (f.flags & 1) === 0);
+    await waitFor("our two PINGs", () => ours().length === 2);
+    const [first, second] = ours().map((f) => Buffer.from(f.payload));
+    assert.ok(!first.equals(second), "each PING carries its own payload");
+    // Unasked: an ACK of a payload we never sent changes nothing.
+    client.socket.write(frame(6, 1, 0, Buffer.from("unasked!")));
+    // A PING of the client's own is answered, and by then the unasked ACK has been read.
+    client.socket.write(frame(6, 0, 0, Buffer.from("client-1")));
+    await waitFor("the ACK of the client's PING", () => client.frames.some((f) => f.type === 6 && (f.flags & 1) === 1));
+    assert.deepStrictEqual(results, [], "no ping completed by the unasked ACK");
+    // The ACK of the second completes both (the peer is alive); the first's late ACK is then ignored.
+    client.socket.write(frame(6, 1, 0, second));
+    client.socket.write(frame(6, 1, 0, first));
+    await waitFor("the pings' callbacks", () => results.length === 2);
+    assert.deepStrictEqual(results, [null, null]);
+  } finally {
+    client.socket.destroy();
+    await server.close();
+  }
+});
+
 test("a client that opens and resets streams in a loop (rapid reset) loses its connection with ENHANCE_YOUR_CALM", async () => {
   let started = 0;
   const server = await engineServer(() => {

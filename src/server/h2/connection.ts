@@ -75,7 +75,9 @@ export class H2Connection extends EventEmitter implements StreamHost {
   private readonly out = new FrameWriter();
   private flushScheduled = false;
   private readonly sending = new SendQueue<H2Stream>();
-  private pings: ((err: Error | null) => void)[] = [];
+  /** Our PINGs awaiting their ACK, oldest first, each with the 8 bytes it carries (a count: an ACK names its PING). */
+  private pings: { readonly data: Buffer; readonly callback: (err: Error | null) => void }[] = [];
+  private pingsSent = 0;
   private isDestroyed = false;
   private isClosing = false;
 
@@ -127,7 +129,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
     this.isClosing = true;
     for (const stream of this.streams.values()) stream.markClosed(ErrorCode.CANCEL);
     this.streams.clear();
-    for (const ping of this.pings) ping(new Error("connection closed"));
+    for (const ping of this.pings) ping.callback(new Error("connection closed"));
     this.pings = [];
     this.socket.destroy();
     this.emit("close");
@@ -136,8 +138,10 @@ export class H2Connection extends EventEmitter implements StreamHost {
   /** Sends a PING; `callback` runs when its ACK comes (or with an error when the connection ends first). */
   ping(callback: (err: Error | null) => void): void {
     if (this.isDestroyed) throw new Error("connection closed");
-    this.pings.push(callback);
-    this.queueFrame(FrameType.PING, 0, 0, Buffer.alloc(8));
+    const data = Buffer.alloc(8);
+    data.writeUInt32BE(++this.pingsSent >>> 0, 4);
+    this.pings.push({ data, callback });
+    this.queueFrame(FrameType.PING, 0, 0, data);
   }
 
   // --- Input ---
@@ -208,7 +212,9 @@ export class H2Connection extends EventEmitter implements StreamHost {
       case FrameType.PING:
         if (id !== 0 || payload.length !== 8) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad PING");
         if (flags & Flag.ACK) {
-          this.pings.shift()?.(null);
+          // The ACK of one of ours: it and any older ones are answered (the peer is alive); one we never sent is ignored.
+          const at = this.pings.findIndex((ping) => ping.data.equals(payload));
+          if (at >= 0) for (const ping of this.pings.splice(0, at + 1)) ping.callback(null);
         } else {
           this.control();
           this.queueFrame(FrameType.PING, Flag.ACK, 0, Buffer.from(payload));
@@ -601,7 +607,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
     if (!(this.isClosing || this.peerGoneAway) || this.streams.size > 0 || this.isDestroyed) return;
     if (this.flushScheduled || this.out.bytes > 0) return; // flush() calls again
     this.isDestroyed = true;
-    for (const ping of this.pings) ping(new Error("connection closed"));
+    for (const ping of this.pings) ping.callback(new Error("connection closed"));
     this.pings = [];
     this.endSocket();
     this.emit("close");
