@@ -97,3 +97,23 @@ test("ChangeQueue: deliveries, takes of any size and overflows as a plain array 
     { numRuns: 300 },
   );
 });
+
+test("ChangeQueue.wait: a timeout counts from the start of each wait, also when a wait before it left its timer running", async () => {
+  const queue = new ChangeQueue(1 << 20);
+  const signal = new AbortController().signal;
+  // A wait with nothing delivered ends in "timeout", not before its time.
+  let t = performance.now();
+  assert.equal(await queue.wait(100, signal), "timeout");
+  assert.ok(performance.now() - t >= 95, `timed out after ${performance.now() - t} ms`);
+  // A wait woken early, then another at once: the second's timeout runs its full time from its own start.
+  const first = queue.wait(300, signal);
+  await new Promise((r) => setTimeout(r, 150));
+  queue.deliver({ type: "put", revision: 1, key: "k", value: new Uint8Array(1), flags: 0, expiresAt: 0 });
+  assert.equal(await first, "woken");
+  assert.equal(queue.take(10).length, 1);
+  t = performance.now();
+  assert.equal(await queue.wait(300, signal), "timeout");
+  const waited = performance.now() - t;
+  assert.ok(waited >= 290, `the second wait timed out after ${waited.toFixed(0)} ms, not 300 (its timer must not be the first wait's)`);
+  queue.close();
+});
