@@ -90,13 +90,13 @@ export class ServerSpans {
       // The ratio sampler's decision from the id's hash: a dropped call's trace id stays unmade.
       const at = this.ids.drawTraceId();
       const pool = this.ids.pool;
-      if (!ratio.samples(this.ids.drawnHash)) return new UnsampledContext(parent, pool, at, undefined, this.ids);
+      if (!ratio.samples(this.ids.drawnHash)) return new UnsampledContext(parent, undefined, this.ids, pool, at);
       return this.sampled(name, parent, undefined, traceIdIn(pool, at), RATIO_SAMPLED, undefined);
     }
     const traceId = root ? this.ids.generateTraceId() : parentSpan.traceId;
     const decision = this.sampler.shouldSample(parent, traceId, name, SpanKind.SERVER, NO_ATTRIBUTES, NO_LINKS);
     const traceState = decision.traceState ?? (root ? undefined : parentSpan.traceState);
-    if (decision.decision === SamplingDecision.NOT_RECORD) return new UnsampledContext(parent, traceId, -1, traceState, this.ids);
+    if (decision.decision === SamplingDecision.NOT_RECORD) return new UnsampledContext(parent, traceState, this.ids, traceId);
     return this.sampled(name, parent, root ? undefined : parentSpan, traceId, decision, traceState);
   }
 
@@ -105,8 +105,8 @@ export class ServerSpans {
     const sink = this.sink;
     if (sink !== undefined) {
       const traceFlags = decision.decision === SamplingDecision.RECORD_AND_SAMPLED ? TraceFlags.SAMPLED : TraceFlags.NONE;
-      const context = { traceId, spanId: this.ids.generateSpanId(), traceFlags, traceState };
-      const span = new ServerSpan(sink, name, context, parentSpan, Date.now(), performance.now(), parent);
+      const spanContext = { traceId, spanId: this.ids.generateSpanId(), traceFlags, traceState };
+      const span = new ServerSpan(sink, name, spanContext, parentSpan, Date.now(), performance.now(), parent);
       if (decision.attributes !== undefined) span.setAttributes(sanitizeAttributes(decision.attributes));
       return new SampledContext(parent, span);
     }
@@ -220,10 +220,10 @@ class UnsampledContext extends CallContext {
   /** The trace id is `id`, or the one drawn at `at` of the pool `id` (PooledSpanIds.drawTraceId). */
   constructor(
     parent: Context,
-    private readonly id: string | Buffer,
-    private readonly at: number,
     private readonly traceState: TraceState | undefined,
     private readonly ids: PooledSpanIds,
+    private readonly id: string | Buffer,
+    private readonly at = 0,
   ) {
     super(parent);
   }

@@ -248,20 +248,24 @@ export abstract class FastCall implements CallNetwork {
     return this.requestAuthority;
   }
 
+  private get socket(): NonNullable<CallStream["session"]>["socket"] {
+    return this.stream.session?.socket;
+  }
+
   get localAddress(): string | undefined {
-    return this.stream.session?.socket?.localAddress;
+    return this.socket?.localAddress;
   }
 
   get localPort(): number | undefined {
-    return this.stream.session?.socket?.localPort;
+    return this.socket?.localPort;
   }
 
   get remoteAddress(): string | undefined {
-    return this.stream.session?.socket?.remoteAddress;
+    return this.socket?.remoteAddress;
   }
 
   get remotePort(): number | undefined {
-    return this.stream.session?.socket?.remotePort;
+    return this.socket?.remotePort;
   }
 
   /** Serves the call once the request body is in (or over the limit). */
