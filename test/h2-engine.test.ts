@@ -68,6 +68,12 @@ async function rawClient(port: number) {
   };
 }
 
+/** Waits (up to `seconds`) until `condition` holds; fails naming `what` if it never does. */
+async function waitFor(what: string, condition: () => boolean, seconds = 1): Promise<void> {
+  for (let i = 0; i < seconds * 200 && !condition(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(condition(), `timed out waiting for ${what}`);
+}
+
 async function readAll(stream: AsyncIterable<Buffer | string>): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of stream) chunks.push(Buffer.from(c));
@@ -249,6 +255,35 @@ test("an answer that ends before the request does resets the rest with NO_ERROR,
   }
 });
 
+test("an answer that ends before the request does waits for the request's end: no reset crosses it, a short body is malformed, a request that never ends is reset", async () => {
+  // curl 7.88 (Debian 12) fails a transfer whose answer arrives together with a reset while its body is unsent ("(92) Stream
+  // error in the HTTP/2 framing layer"); on an error status it stops sending and ends the stream with an empty DATA.
+  const server = await engineServer((stream) => stream.respond({ ":status": 404 }, { endStream: true }));
+  const client = await rawClient(server.port);
+  try {
+    // POST / with content-length: 2 (a literal with the static table's name 28).
+    const declaresTwo = Buffer.concat([POST_ROOT, Buffer.from([0x0f, 0x0d, 0x01]), Buffer.from("2")]);
+    client.socket.write(PREFACE_AND_SETTINGS);
+    client.socket.write(Buffer.concat([frame(1, 4, 1, declaresTwo), frame(1, 4, 3, declaresTwo), frame(1, 4, 5, declaresTwo)]));
+    const answered = (id: number) => client.frames.some((f) => f.type === 1 && f.id === id && (f.flags & 1) === 1);
+    await waitFor("the three answers", () => answered(1) && answered(3) && answered(5));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(client.resets(), [], "no stream is reset while its request may still end");
+    client.socket.write(frame(0, 1, 1, Buffer.from("{}"))); // the body, whole: stream 1 just closes
+    client.socket.write(frame(0, 1, 3)); // curl's empty end: shorter than its content-length
+    await waitFor("the resets of streams 3 and 5", () => client.resets().length === 2, 5);
+    assert.deepEqual(client.resets(), [
+      [3, http2.constants.NGHTTP2_PROTOCOL_ERROR],
+      [5, http2.constants.NGHTTP2_NO_ERROR], // never ended: reset once the wait is over
+    ]);
+    assert.equal(server.connections.size, 1);
+    assert.equal([...server.connections][0].openStreams, 0);
+  } finally {
+    client.socket.destroy();
+    await server.close();
+  }
+});
+
 test("streams beyond SETTINGS_MAX_CONCURRENT_STREAMS are refused; headers over the limit are reset with ENHANCE_YOUR_CALM", async () => {
   const server = await engineServer(
     (stream) => {
@@ -306,10 +341,6 @@ test("PING is answered; a graceful close sends GOAWAY, lets the open stream fini
 test("our PING (keepalive) completes on the ACK that echoes its payload, not on a PING ACK the client sends unasked", async () => {
   const server = await engineServer(() => {});
   const client = await rawClient(server.port);
-  const waitFor = async (what: string, condition: () => boolean) => {
-    for (let i = 0; i < 200 && !condition(); i++) await new Promise((r) => setTimeout(r, 5));
-    assert.ok(condition(), `timed out waiting for ${what}`);
-  };
   try {
     client.socket.write(PREFACE_AND_SETTINGS);
     await waitFor("the connection", () => server.connections.size === 1);

@@ -27,6 +27,8 @@ const RESETS_PER_SECOND = 100;
 const MAX_CONTINUATIONS = 64;
 /** CONTINUATION frames may not add up to more than this over the header list limit. */
 const HEADER_BLOCK_SLACK = 16 * 1024;
+/** How long a stream whose answer ended first waits for the rest of its request (see H2Stream.closeIfDone). */
+const LINGER_MS = 1000;
 
 class ConnectionError extends Error {
   constructor(
@@ -260,7 +262,6 @@ export class H2Connection extends EventEmitter implements StreamHost {
       this.resetForClient(stream, ErrorCode.FLOW_CONTROL_ERROR);
       return;
     }
-    if (padding > 0) this.ackStream(stream, padding);
     stream.receivedBytes += data.length;
     // A body longer or shorter than its content-length is malformed (RFC 9113 8.1.1), as nghttp2 finds it.
     const declared = stream.declaredLength;
@@ -268,9 +269,18 @@ export class H2Connection extends EventEmitter implements StreamHost {
       this.ackConnection(data.length);
       return this.resetForClient(stream, ErrorCode.PROTOCOL_ERROR);
     }
+    if (stream.localEnded) return this.onLingeringData(stream, flags, data.length);
+    if (padding > 0) this.ackStream(stream, padding);
     // The payload is a view of the socket's chunk: a reader that keeps it keeps the chunk, as node:http2's do.
     if (data.length > 0) stream.receive(data);
     if (flags & Flag.END_STREAM) stream.receiveEnd();
+  }
+
+  /** The rest of a request whose answer went out: dropped, and the stream closes when it ends (or can send no more). */
+  private onLingeringData(stream: H2Stream, flags: number, bytes: number): void {
+    this.ackConnection(bytes);
+    if (flags & Flag.END_STREAM) stream.receiveEnd();
+    else if (stream.recvWindow === 0) this.reset(stream, ErrorCode.NO_ERROR);
   }
 
   private onHeaders(flags: number, id: number, payload: Buffer): void {
@@ -444,6 +454,15 @@ export class H2Connection extends EventEmitter implements StreamHost {
     if (this.streams.get(stream.id) !== stream) return;
     this.queueFrame(FrameType.RST_STREAM, 0, stream.id, u32(code));
     this.forget(stream, code);
+  }
+
+  linger(stream: H2Stream): void {
+    if (this.streams.get(stream.id) !== stream) return;
+    const unread = stream.dropUnread();
+    if (unread > 0) this.ackConnection(unread);
+    // Its window used up, the client cannot end the request: no point waiting.
+    if (stream.recvWindow === 0) return this.reset(stream, ErrorCode.NO_ERROR);
+    stream.lingerTimer = setTimeout(() => this.reset(stream, ErrorCode.NO_ERROR), LINGER_MS).unref();
   }
 
   discarded(bytes: number): void {

@@ -16,6 +16,8 @@ export interface StreamHost {
   reset(stream: H2Stream, code: number): void;
   /** Both sides ended the stream: forget it. */
   ended(stream: H2Stream): void;
+  /** Our side ended before the client's: wait a moment for its END_STREAM, then reset the rest (NO_ERROR). */
+  linger(stream: H2Stream): void;
   /** A closed stream dropped this many unread request bytes. */
   discarded(bytes: number): void;
 }
@@ -63,6 +65,8 @@ export class H2Stream extends EventEmitter {
   rstCode: number | undefined;
   private isClosed = false;
   private needDrain = false;
+  /** While lingering (see `closeIfDone`): the reset that ends the wait. */
+  lingerTimer: NodeJS.Timeout | undefined;
   /** Request bytes not yet read (no `data` listener), and whether `end` is pending behind them. */
   private readonly inbox: Buffer[] = [];
   private endPending = false;
@@ -221,14 +225,32 @@ export class H2Stream extends EventEmitter {
     this.closeIfDone();
   }
 
-  /** Both sides ended: the stream is closed. A response that ended before the request did resets the rest (NO_ERROR). */
+  /**
+   * Both sides ended: the stream is closed. A response that ended before the
+   * request did lingers. RFC 9113 8.1 lets us reset the rest with NO_ERROR at
+   * once, but curl 7.88 (Debian 12) fails a transfer whose answer arrives with
+   * that reset while its body is unsent ("(92) Stream error in the HTTP/2
+   * framing layer": 1 in 8 of its POSTs to an unknown method). So the request
+   * may still end (its bytes are dropped); curl, on an error status, ends it
+   * with an empty DATA, which breaks its content-length and is reset as
+   * malformed, as nghttp2 does. A request that does not end is reset after a
+   * moment (the connection's `linger`).
+   */
   private closeIfDone(): void {
     if (!this.localEnded) return;
     if (!this.remoteEnded) {
-      this.host.reset(this, ErrorCode.NO_ERROR);
+      this.host.linger(this);
       return;
     }
     this.host.ended(this);
+  }
+
+  /** Drops request bytes nobody will read; returns how many, for the connection's window. */
+  dropUnread(): number {
+    let unread = 0;
+    for (const chunk of this.inbox) unread += chunk.length;
+    this.inbox.length = 0;
+    return unread;
   }
 
   /** Closed by either side; `code` when by a reset. */
@@ -239,10 +261,9 @@ export class H2Stream extends EventEmitter {
     for (const chunk of this.outgoing) chunk.callback?.(new Error("stream closed"));
     this.outgoing.length = 0;
     this.outgoingBytes = 0;
+    clearTimeout(this.lingerTimer);
     // Request bytes nobody will read: the connection's window must not lose them.
-    let unread = 0;
-    for (const chunk of this.inbox) unread += chunk.length;
-    this.inbox.length = 0;
+    const unread = this.dropUnread();
     if (unread > 0) this.host.discarded(unread);
     this.reader?.();
     this.emit("close");
