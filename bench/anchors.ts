@@ -3,8 +3,10 @@
  * 10 streams, gRPC framing, 100-byte values) against RippleCache (fast path
  * on and off), a minimal @grpc/grpc-js server, raw node:http2 answering fixed
  * gRPC bytes (the ceiling in Node) and etcd's Range/Put; plus GetMany(100)
- * keys/s against Redis MGET of 100 keys (redis-benchmark -P 1); and p99 of one
- * call in flight, Get against etcd Range (a probe in anchor-servers.ts). Every server
+ * keys/s against Redis MGET of 100 keys (redis-benchmark -P 1), and Redis's
+ * cost per key against the least that V8 can spend per key (getmany-floor.ts);
+ * and p99 of one call in flight, Get against etcd Range, both servers up and
+ * taking turns (a probe in anchor-servers.ts). Every server
  * runs pinned to one core, h2load to the other, and every h2load measurement
  * follows a warm-up of a tenth as many requests. Anchors that are not installed
  * are reported as such; `npm run bench -- --with-anchors` installs them
@@ -42,9 +44,14 @@ export interface AnchorResult {
 }
 
 const VALUE = Buffer.alloc(100, 0x78);
-/** Calls of the one-in-flight latency probe (the first 10% are warm-up). */
-const LATENCY_CALLS = 5000;
+/**
+ * Calls of the one-in-flight latency probe, measured after its client's warm-up (anchor-servers.ts). With 5,000 calls
+ * measured from the client's first second, p99 was the client's own start (scavenges every few ms while its young
+ * generation grows, its code being compiled): ~1.8 ms for us and etcd alike, against ~0.5 ms once warm.
+ */
+const LATENCY_CALLS = 20_000;
 const KEYS = 1000;
+const FLOOR_ROW = "V8: GetMany's least work per key (key to string, Map.get, copy key and value)";
 /** Pairs of servers (telemetry off, traces at 10%) whose Get rates give the tracing ratio. */
 const TRACING_PAIRS = 4;
 /** Seconds of Get on the same connections before the steady-state row's 3 s are measured. */
@@ -82,17 +89,51 @@ async function freePort(): Promise<number> {
 }
 
 /** p50 and p99 of one call at a time (bench/anchor-servers.js latency), in µs. */
-function latency(pin: Pinning, url: string, body: Buffer, calls: number): { p50Us: number; p99Us: number } | undefined {
+/** What the latency probe measured; `note` for the table. */
+interface Latency {
+  readonly p50Us: number;
+  readonly p99Us: number;
+  readonly p999Us: number;
+  readonly calls: number;
+}
+
+function latencyNote(l: Latency | undefined): string {
+  return l === undefined ? "failed" : `p50 ${Math.round(l.p50Us)} µs, p99.9 ${Math.round(l.p999Us)} µs; ${l.calls} calls`;
+}
+
+/** The one-in-flight probe (anchor-servers.ts latency): each target's latency, the targets taking turns; undefined if it failed. */
+function latency(pin: Pinning, targets: readonly { readonly url: string; readonly body: Buffer }[], calls: number): Latency[] | undefined {
   const dir = mkdtempSync(join(tmpdir(), "rc-latency-"));
-  const file = join(dir, "body");
-  writeFileSync(file, body);
-  const [cmd, args] = command(pin.load, [process.execPath, join(ROOT, "dist/bench/anchor-servers.js"), "latency", url, file, String(calls)]);
-  const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 120_000 });
+  const args = targets.flatMap((t, i) => {
+    const file = join(dir, `body${i}`);
+    writeFileSync(file, t.body);
+    return [t.url, file];
+  });
+  const [cmd, argv] = command(pin.load, [process.execPath, join(ROOT, "dist/bench/anchor-servers.js"), "latency", String(calls), ...args]);
+  const r = spawnSync(cmd, argv, { encoding: "utf8", timeout: 300_000 });
   rmSync(dir, { recursive: true, force: true });
   try {
-    return JSON.parse(r.stdout.trim()) as { p50Us: number; p99Us: number };
+    const results = JSON.parse(r.stdout.trim()) as Latency[];
+    return results.length === targets.length ? results : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Get with one call in flight, on a loaded RippleCache server and (when its Range URL is given) etcd, both up on
+ * the server core and taking turns (anchor-servers.ts), so that both meet the same machine.
+ */
+async function oneInFlight(pin: Pinning, rows: AnchorRow[], get: Buffer, requests: number, etcdRange?: { readonly url: string; readonly body: Buffer }): Promise<void> {
+  const server = await loadedServer(pin, []);
+  try {
+    const url = `${server.url}/ripplecache.v1.CacheService/Get`;
+    h2load(pin, url, get, "application/grpc", warmupRequests(requests), false); // compiled, as in the rate rows
+    const l = latency(pin, [{ url, body: get }, ...(etcdRange === undefined ? [] : [etcdRange])], LATENCY_CALLS);
+    rows.push({ name: "RippleCache: Get (gRPC), one call in flight", rate: l?.[0].p99Us, unit: "µs p99", note: latencyNote(l?.[0]) });
+    if (etcdRange !== undefined) rows.push({ name: "etcd: Range (serializable), one call in flight", rate: l?.[1].p99Us, unit: "µs p99", note: latencyNote(l?.[1]) });
+  } finally {
+    await server.stop();
   }
 }
 
@@ -226,10 +267,6 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
       const base = `${server.url}/ripplecache.v1.CacheService`;
       const g = h2load(pin, `${base}/Get`, get, "application/grpc", n, true, server.pid);
       rows.push({ name: `${label}: Get (gRPC)`, rate: g.rate, unit: "calls/s", note: g.note });
-      if (full) {
-        const l = latency(pin, `${base}/Get`, get, LATENCY_CALLS);
-        rows.push({ name: "RippleCache: Get (gRPC), one call in flight", rate: l?.p99Us, unit: "µs p99", note: l === undefined ? "failed" : `p50 ${Math.round(l.p50Us)} µs` });
-      }
       const c = h2load(pin, `${base}/Get`, get.subarray(5), "application/proto", n, true, server.pid);
       rows.push({ name: `${label}: Get (Connect proto)`, rate: c.rate, unit: "calls/s", note: c.note });
       if (variant !== "connectNode") {
@@ -349,8 +386,7 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
       rows.push({ name: "etcd: Range, linearizable", rate: lin.rate, unit: "calls/s", note: lin.note });
       const ser = h2load(pin, `${base}/Range`, frame(Buffer.concat([range, Buffer.from([0x38, 0x01])])), "application/grpc", n, true, child.pid);
       rows.push({ name: "etcd: Range, serializable", rate: ser.rate, unit: "calls/s", note: ser.note });
-      const l = latency(pin, `${base}/Range`, frame(Buffer.concat([range, Buffer.from([0x38, 0x01])])), LATENCY_CALLS);
-      rows.push({ name: "etcd: Range (serializable), one call in flight", rate: l?.p99Us, unit: "µs p99", note: l === undefined ? "failed" : `p50 ${Math.round(l.p50Us)} µs` });
+      await oneInFlight(pin, rows, get, n, { url: `${base}/Range`, body: frame(Buffer.concat([range, Buffer.from([0x38, 0x01])])) });
       const p = h2load(pin, `${base}/Put`, frame(put), "application/grpc", Math.round(n / 2), true, child.pid);
       rows.push({ name: "etcd: Put", rate: p.rate, unit: "calls/s", note: p.note });
     } finally {
@@ -359,6 +395,7 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
     }
   } else {
     rows.push({ name: "etcd", rate: undefined, unit: "", note: "not installed (npm run bench -- --with-anchors)" });
+    await oneInFlight(pin, rows, get, n);
   }
 
   // Redis: MGET of 100 keys, one at a time per connection (-P 1), 50 connections.
@@ -379,6 +416,17 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
     rows.push({ name: "Redis", rate: undefined, unit: "", note: "not installed (npm run bench -- --with-anchors)" });
   }
 
+  // GetMany's least work per key in V8, with no server around it (bench/getmany-floor.ts), beside Redis's whole cost.
+  const [floorCmd, floorArgs] = command(pin.server, [process.execPath, join(ROOT, "dist/bench/getmany-floor.js")]);
+  const floor = spawnSync(floorCmd, floorArgs, { encoding: "utf8", timeout: 120_000 });
+  let nsPerKey: number | undefined;
+  try {
+    nsPerKey = (JSON.parse(floor.stdout.trim()) as { nsPerKey: number }).nsPerKey;
+  } catch {
+    nsPerKey = undefined;
+  }
+  rows.push({ name: FLOOR_ROW, rate: nsPerKey, unit: "ns/key", note: nsPerKey === undefined ? `failed: ${floor.stderr.trim().split("\n").pop() ?? ""}` : "one process, no network" });
+
   const rate = (name: string) => rows.find((r) => r.name === name)?.rate;
   const ratio = (a: string, b: string) => {
     const x = rate(a);
@@ -395,12 +443,18 @@ export async function runAnchors(options: AnchorOptions): Promise<AnchorResult> 
     { name: "Get (gRPC) / our engine with fixed bytes", value: ratio("RippleCache: Get (gRPC)", "our HTTP/2 engine, fixed gRPC bytes: Get"), target: "(ceiling)" },
     { name: "Set (gRPC) / etcd Put", value: ratio("RippleCache: Set (gRPC)", "etcd: Put"), target: ">= 2" },
     { name: "GetMany(100) keys/s / Redis MGET keys/s", value: ratio("RippleCache: GetMany(100) (gRPC)", "Redis: MGET of 100 keys (-P 1)"), target: ">= 1" },
+    { name: "  Redis MGET's whole ns per key / V8's least (bench/getmany-floor.ts)", value: redisOverFloor(rate("Redis: MGET of 100 keys (-P 1)"), rate(FLOOR_ROW)), target: "(< 1: no V8 server reaches it)" },
     { name: "Get (gRPC): traces 10% / telemetry off (median of pairs)", value: tracingRatio, target: ">= 0.9" },
     { name: "  same, by server CPU per call (off / traces 10%)", value: tracingCpuRatio, target: ">= 0.9" },
     { name: "Get (gRPC): our engine / node:http2 (fast path on both)", value: ratio("RippleCache: Get (gRPC)", "RippleCache, --http2-engine node: Get (gRPC)"), target: "" },
     { name: "Get (gRPC): fast path / connect-node (on node:http2)", value: ratio("RippleCache, --http2-engine node: Get (gRPC)", "RippleCache, --fast-path off --http2-engine node: Get (gRPC)"), target: "" },
   ];
   return { rows, ratios };
+}
+
+/** Redis's nanoseconds per key (from its keys/s) over V8's least per key. */
+function redisOverFloor(redisKeysPerSec: number | undefined, floorNsPerKey: number | undefined): number | undefined {
+  return redisKeysPerSec === undefined || floorNsPerKey === undefined || redisKeysPerSec === 0 ? undefined : 1e9 / redisKeysPerSec / floorNsPerKey;
 }
 
 export function formatAnchors(result: AnchorResult): string {
