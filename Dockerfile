@@ -27,5 +27,6 @@ USER 10001:10001
 # 7420: Connect, gRPC and gRPC-Web (HTTP/1.1 and h2c); 9090: admin HTTP (/livez, /readyz, /metrics).
 EXPOSE 7420 9090
 # Node handles SIGTERM itself (graceful drain), so it can be PID 1 without an init.
-ENTRYPOINT ["node", "bin/ripplecache.js"]
+# The V8 flag: see src/cli/node-flags.ts.
+ENTRYPOINT ["node", "--initial-old-space-size=64", "bin/ripplecache.js"]
 CMD ["serve", "--host", "0.0.0.0"]

@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { SERVER_NODE_FLAGS } from "../src/cli/node-flags.js";
 
 /** The repository root (this file runs from dist/bench/). */
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -131,6 +132,7 @@ export interface ServerOptions {
 export async function startServer(options: ServerOptions): Promise<Server> {
   const argv = [
     process.execPath,
+    ...SERVER_NODE_FLAGS,
     ...(options.nodeFlags ?? []),
     ...(options.probe === true ? ["--expose-gc", "--import", PROBE] : []),
     CLI,

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { parseAllDocuments } from "yaml";
+import { SERVER_NODE_FLAGS } from "../src/cli/node-flags.js";
 import { resolveConfig, SETTINGS, type ServerConfig } from "../src/server/config.js";
 import { checkManifest, MODELS_API_VERSION } from "./helpers/k8s-schema.js";
 import { ROOT } from "./helpers/server.js";
@@ -527,7 +528,10 @@ describe(`k8s/ (kubectl kustomize; checked against the Kubernetes ${MODELS_API_V
   test("the Dockerfile's entrypoint and user are the ones the manifests assume", () => {
     const dockerfile = readFileSync(join(ROOT, "Dockerfile"), "utf8");
     const lastStage = dockerfile.slice(dockerfile.lastIndexOf("\nFROM "));
-    assert.match(lastStage, /^ENTRYPOINT \["node", ?"bin\/ripplecache\.js"\]$/m);
+    // The server's V8 flags (src/cli/node-flags.ts) come before the script, as node requires.
+    const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(lastStage);
+    assert.ok(entrypoint, "the last stage has an exec-form ENTRYPOINT");
+    assert.deepEqual(JSON.parse(entrypoint[1]), ["node", ...SERVER_NODE_FLAGS, "bin/ripplecache.js"]);
     assert.match(lastStage, /^CMD \["serve", ?"--host", ?"0\.0\.0\.0"\]$/m);
     assert.match(lastStage, new RegExp(`^USER ${RUN_AS_USER}(:${RUN_AS_USER})?$`, "m"));
     assert.match(lastStage, /npm ci --omit=dev/);

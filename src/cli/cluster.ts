@@ -6,6 +6,7 @@
  * node's name. Ctrl-C stops all three gracefully.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { SERVER_NODE_FLAGS } from "./node-flags.js";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
@@ -21,7 +22,7 @@ const nodes: { name: string; args: string[] }[] = [
 ];
 
 const children: ChildProcess[] = nodes.map(({ name, args }) => {
-  const child = spawn(process.execPath, [CLI, "serve", "--host", "127.0.0.1", ...args, ...process.argv.slice(2)], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, CLI, "serve", "--host", "127.0.0.1", ...args, ...process.argv.slice(2)], { stdio: ["ignore", "pipe", "pipe"] });
   for (const stream of [child.stdout!, child.stderr!]) {
     createInterface({ input: stream }).on("line", (line) => process.stdout.write(`${name.padEnd(9)} | ${line}\n`));
   }
