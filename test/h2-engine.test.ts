@@ -232,7 +232,7 @@ test("a client's reset closes the stream with its code; later streams on the con
   }
 });
 
-test("an answer that ends before the request does resets the rest with NO_ERROR, and the client gets the whole answer", async () => {
+test("an answer that ends before the request does resets the rest with NO_ERROR once the client sent over 1 MiB more, and the client gets the whole answer", async () => {
   const server = await engineServer((stream) => {
     stream.respond({ ":status": 413 });
     stream.end("too large");
@@ -241,7 +241,7 @@ test("an answer that ends before the request does resets the rest with NO_ERROR,
   try {
     const req = session.request({ ":method": "POST", ":path": "/" });
     req.on("error", () => {});
-    req.write(Buffer.alloc(200_000)); // more than the stream window: the client would block forever without the reset
+    req.write(Buffer.alloc(3_000_000)); // past what a lingering stream drops (1 MiB): reset then, not after the second's wait
     let status: number | undefined;
     req.on("response", (h) => (status = Number(h[":status"])));
     const body = await readAll(req);
@@ -278,6 +278,28 @@ test("an answer that ends before the request does waits for the request's end: n
     ]);
     assert.equal(server.connections.size, 1);
     assert.equal([...server.connections][0].openStreams, 0);
+  } finally {
+    client.socket.destroy();
+    await server.close();
+  }
+});
+
+test("a lingering stream opens its window again for what it drops, so a client sending a body larger than the window can read the answer and end", async () => {
+  const server = await engineServer((stream) => stream.respond({ ":status": 404 }, { endStream: true }));
+  const client = await rawClient(server.port);
+  try {
+    // POST / with content-length: 300000 (a literal with the static table's name 28).
+    client.socket.write(PREFACE_AND_SETTINGS);
+    client.socket.write(frame(1, 4, 1, Buffer.concat([POST_ROOT, Buffer.from([0x0f, 0x0d, 0x06]), Buffer.from("300000")])));
+    await waitFor("the answer", () => client.frames.some((f) => f.type === 1 && f.id === 1 && (f.flags & 1) === 1));
+    // The whole initial window (65,535 bytes), in frames of 16,384 at most.
+    for (let sent = 0; sent < 65_535; sent += 16_384) client.socket.write(frame(0, 0, 1, Buffer.alloc(Math.min(16_384, 65_535 - sent))));
+    const streamUpdates = () => client.frames.filter((f) => f.type === 8 && f.id === 1).reduce((n, f) => n + f.payload.readUInt32BE(0), 0);
+    await waitFor("WINDOW_UPDATEs for stream 1", () => streamUpdates() >= 32_768);
+    assert.deepEqual(client.resets(), [], "not reset while it drops less than 1 MiB");
+    client.socket.write(frame(0, 1, 1)); // stops, as curl does on an error status: shorter than its content-length
+    await waitFor("the reset", () => client.resets().length === 1);
+    assert.deepEqual(client.resets(), [[1, http2.constants.NGHTTP2_PROTOCOL_ERROR]]);
   } finally {
     client.socket.destroy();
     await server.close();

@@ -29,6 +29,8 @@ const MAX_CONTINUATIONS = 64;
 const HEADER_BLOCK_SLACK = 16 * 1024;
 /** How long a stream whose answer ended first waits for the rest of its request (see H2Stream.closeIfDone). */
 const LINGER_MS = 1000;
+/** How many of that rest's bytes it takes (and drops) meanwhile before it resets the stream. */
+const LINGER_BYTES = 1024 * 1024;
 
 class ConnectionError extends Error {
   constructor(
@@ -269,18 +271,29 @@ export class H2Connection extends EventEmitter implements StreamHost {
       this.ackConnection(data.length);
       return this.resetForClient(stream, ErrorCode.PROTOCOL_ERROR);
     }
-    if (stream.localEnded) return this.onLingeringData(stream, flags, data.length);
+    if (stream.localEnded) return this.onLingeringData(stream, flags, data.length, payload.length);
     if (padding > 0) this.ackStream(stream, padding);
     // The payload is a view of the socket's chunk: a reader that keeps it keeps the chunk, as node:http2's do.
     if (data.length > 0) stream.receive(data);
     if (flags & Flag.END_STREAM) stream.receiveEnd();
   }
 
-  /** The rest of a request whose answer went out: dropped, and the stream closes when it ends (or can send no more). */
-  private onLingeringData(stream: H2Stream, flags: number, bytes: number): void {
-    this.ackConnection(bytes);
-    if (flags & Flag.END_STREAM) stream.receiveEnd();
-    else if (stream.recvWindow === 0) this.reset(stream, ErrorCode.NO_ERROR);
+  /**
+   * The rest of a request whose answer went out: dropped, its window opened again for up to
+   * LINGER_BYTES (a client that reads the answer stops sending and ends the request; one reset
+   * while still sending fails, as curl does), and the stream closes when the request ends.
+   */
+  private onLingeringData(stream: H2Stream, flags: number, dataBytes: number, payloadBytes: number): void {
+    this.ackConnection(dataBytes);
+    if (flags & Flag.END_STREAM) return stream.receiveEnd();
+    this.drainLingering(stream, payloadBytes);
+  }
+
+  /** Opens a lingering stream's window for `bytes` it dropped, while it has dropped no more than LINGER_BYTES; else, or if its window stays shut, resets it. */
+  private drainLingering(stream: H2Stream, bytes: number): void {
+    stream.lingeredBytes += bytes;
+    if (stream.lingeredBytes <= LINGER_BYTES) this.ackStream(stream, bytes);
+    if (stream.recvWindow === 0) this.reset(stream, ErrorCode.NO_ERROR);
   }
 
   private onHeaders(flags: number, id: number, payload: Buffer): void {
@@ -460,9 +473,8 @@ export class H2Connection extends EventEmitter implements StreamHost {
     if (this.streams.get(stream.id) !== stream) return;
     const unread = stream.dropUnread();
     if (unread > 0) this.ackConnection(unread);
-    // Its window used up, the client cannot end the request: no point waiting.
-    if (stream.recvWindow === 0) return this.reset(stream, ErrorCode.NO_ERROR);
-    stream.lingerTimer = setTimeout(() => this.reset(stream, ErrorCode.NO_ERROR), LINGER_MS).unref();
+    this.drainLingering(stream, unread);
+    if (!stream.closed) stream.lingerTimer = setTimeout(() => this.reset(stream, ErrorCode.NO_ERROR), LINGER_MS).unref();
   }
 
   discarded(bytes: number): void {

@@ -65,8 +65,9 @@ export class H2Stream extends EventEmitter {
   rstCode: number | undefined;
   private isClosed = false;
   private needDrain = false;
-  /** While lingering (see `closeIfDone`): the reset that ends the wait. */
+  /** While lingering (see `closeIfDone`): the reset that ends the wait, and the request bytes dropped. */
   lingerTimer: NodeJS.Timeout | undefined;
+  lingeredBytes = 0;
   /** Request bytes not yet read (no `data` listener), and whether `end` is pending behind them. */
   private readonly inbox: Buffer[] = [];
   private endPending = false;
@@ -231,10 +232,12 @@ export class H2Stream extends EventEmitter {
    * once, but curl 7.88 (Debian 12) fails a transfer whose answer arrives with
    * that reset while its body is unsent ("(92) Stream error in the HTTP/2
    * framing layer": 1 in 8 of its POSTs to an unknown method). So the request
-   * may still end (its bytes are dropped); curl, on an error status, ends it
-   * with an empty DATA, which breaks its content-length and is reset as
-   * malformed, as nghttp2 does. A request that does not end is reset after a
-   * moment (the connection's `linger`).
+   * may still end: its bytes are dropped, and its window opened again for up
+   * to 1 MiB of them, so a client sending a large body can read the answer
+   * and stop. curl, on an error status, ends the request with an empty DATA,
+   * which breaks its content-length and is reset as malformed, as nghttp2
+   * does. A request that does not end, or sends past that, is reset (the
+   * connection's `linger`).
    */
   private closeIfDone(): void {
     if (!this.localEnded) return;
