@@ -1,8 +1,9 @@
 /**
- * V8 flags the server runs with: package.json's `start`, the Dockerfile's
- * entrypoint, `npm run cluster` and the bench start it so (V8 reads them when
- * the process starts: NODE_OPTIONS refuses them and `v8.setFlagsFromString`
- * comes too late); test/node-flags.test.ts keeps those places in step.
+ * V8 flags the server runs with: package.json's `start`, the `ripplecache`
+ * command's shebang, the Dockerfile's entrypoint, `npm run cluster` and the
+ * bench start it so (V8 reads them when the process starts: NODE_OPTIONS
+ * refuses them and `v8.setFlagsFromString` comes too late);
+ * test/node-flags.test.ts and test/k8s.test.ts keep those places in step.
  *
  * --initial-old-space-size=64: V8 starts a full collection when the old
  * generation's room left is less than the young generation could promote. A
