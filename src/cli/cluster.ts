@@ -6,9 +6,9 @@
  * node's name. Ctrl-C stops all three gracefully.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { SERVER_NODE_FLAGS } from "./node-flags.js";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { SERVER_NODE_FLAGS } from "./node-flags.js";
 
 const CLI = fileURLToPath(new URL("./main.js", import.meta.url));
 const BASE_PORT = Number(process.env.RIPPLECACHE_CLUSTER_PORT ?? 7420);

@@ -878,14 +878,14 @@ export function entryBytes(key: string, valueBytes: number): number {
   return Buffer.byteLength(key, "utf8") + chargedValueBytes(valueBytes) + ENTRY_OVERHEAD_BYTES;
 }
 
-/** Values arrive as views into request buffers: keep a copy of exactly the bytes. */
 /** Small copies are cut from slabs of this size (see `copy`); larger ones get their own buffer. */
 const COPY_SLAB_BYTES = 8 * 1024;
 let copySlab = new Uint8Array(COPY_SLAB_BYTES);
 let copyOffset = 0;
 
 /**
- * A copy of `value` that no caller's buffer can change. A small one is cut
+ * A copy of `value` that no caller's buffer can change (values arrive as views
+ * into request buffers, which get reused or pin more). A small one is cut
  * from a shared 8 KiB slab rather than given an ArrayBuffer of its own: every
  * write publishes one, and at 20,000 writes/s those 20,000 ArrayBuffers a
  * second were swept in the scavenges' pauses (1-3 ms of them, `--trace-gc-nvp`
