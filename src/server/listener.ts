@@ -42,9 +42,10 @@ export interface ListenOptions {
   /** Serves the HTTP/2 streams it accepts (the fast path) before connect-node sees them. */
   readonly fastStream?: FastStreamHandler;
   /**
-   * Serves h2c connections on our own HTTP/2 engine (src/server/h2) instead
-   * of node:http2: streams the fast path does not take go to this (connect's
-   * handlers, through connect-bridge.ts). TLS connections stay on node:http2.
+   * Serves HTTP/2 on our own HTTP/2 engine (src/server/h2) instead of
+   * node:http2, h2c and TLS connections that negotiate ALPN h2 alike: streams
+   * the fast path does not take go to this (connect's handlers, through
+   * connect-bridge.ts). Without it node:http2 serves both.
    */
   readonly ownEngine?: (stream: H2Stream, headers: HeaderMap) => void;
 }
@@ -128,7 +129,32 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
 
   let server: net.Server;
   let h1: http.Server | undefined;
-  let h2: http2.Http2Server | http2.Http2SecureServer;
+  /** node:http2's server, unless our engine serves every HTTP/2 connection (TLS with --http2-engine ripple). */
+  let h2: http2.Http2Server | http2.Http2SecureServer | undefined;
+  // Node's HTTP/1.1 server, fed the sockets the listener hands it (h1 without TLS, ALPN http/1.1 on our engine's TLS server).
+  const http1Server = () => {
+    const h1Server = http.createServer(h1Options, handler);
+    // It never listens itself; "listening" starts its connection tracking, which
+    // enforces headersTimeout/requestTimeout (slow clients) and closeIdleConnections.
+    h1Server.emit("listening");
+    h1Server.on("request", (req: http.IncomingMessage) => requestArrived(req.socket));
+    h1 = h1Server;
+    return h1Server;
+  };
+  // Our engine serves h2c and, over TLS, the connections that negotiate ALPN h2: the same limits on both.
+  const engine = options.ownEngine;
+  const ownEngine =
+    engine === undefined
+      ? undefined
+      : (socket: net.Socket) => {
+          const connection = new H2Connection(socket, { maxConcurrentStreams: h2Options.settings.maxConcurrentStreams, maxHeaderListSize: maxHeaderBytes });
+          connection.on("stream", (stream: H2Stream, headers: HeaderMap) => {
+            if (options.fastStream?.(stream, headers as http2.IncomingHttpHeaders) === true) return;
+            engine(stream, headers);
+          });
+          supervise(connection);
+          socket.resume();
+        };
   let stopReloading = () => {};
   if (options.tlsCertFile !== undefined && options.tlsKeyFile !== undefined) {
     const files = { cert: options.tlsCertFile, key: options.tlsKeyFile, ca: options.tlsClientCaFile };
@@ -140,55 +166,50 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
       throw new ConfigError(`--tls-cert/--tls-key${files.ca === undefined ? "" : "/--tls-client-ca"}: cannot load: ${(err as Error).message}`);
     }
     const mutual = files.ca !== undefined;
-    // With TLS, ALPN picks the protocol and Node's secure server serves both.
-    const secure = http2.createSecureServer(
-      {
-        ...loaded,
-        allowHTTP1: true,
-        // Mutual TLS: a client without a certificate signed by the CA fails the handshake.
-        requestCert: mutual,
-        rejectUnauthorized: mutual,
-        handshakeTimeout: headerTimeoutMs,
-        ...h2Options,
-      },
-      handler,
-    );
-    // For the HTTP/1.1 connections the secure server hands to Node's HTTP/1.1 code.
-    Object.assign(secure, { maxHeaderSize: maxHeaderBytes, headersTimeout: h1Options.headersTimeout, requestTimeout: h1Options.requestTimeout, connectionsCheckingInterval: h1Options.connectionsCheckingInterval });
-    secure.on("secureConnection", (socket: tls.TLSSocket) => {
-      track(socket);
-      if (socket.alpnProtocol !== "h2") awaitFirstRequest(socket);
+    const tlsOptions: tls.TlsOptions = {
+      ...loaded,
+      // Mutual TLS: a client without a certificate signed by the CA fails the handshake.
+      requestCert: mutual,
+      rejectUnauthorized: mutual,
+      handshakeTimeout: headerTimeoutMs,
+    };
+    let secure: tls.Server;
+    if (ownEngine !== undefined) {
+      // ALPN picks the protocol: h2 goes to our engine, http/1.1 (or no ALPN) to Node's HTTP/1.1 server.
+      const h1Server = http1Server();
+      secure = tls.createServer({ ...tlsOptions, ALPNProtocols: ["h2", "http/1.1"] }, (socket: tls.TLSSocket) => {
+        track(socket);
+        if (socket.alpnProtocol === "h2") return ownEngine(socket);
+        awaitFirstRequest(socket);
+        h1Server.emit("connection", socket);
+      });
+    } else {
+      // --http2-engine node: node:http2's secure server serves both protocols.
+      const nodeSecure = http2.createSecureServer({ ...tlsOptions, allowHTTP1: true, ...h2Options }, handler);
+      // For the HTTP/1.1 connections the secure server hands to Node's HTTP/1.1 code.
+      Object.assign(nodeSecure, { maxHeaderSize: maxHeaderBytes, headersTimeout: h1Options.headersTimeout, requestTimeout: h1Options.requestTimeout, connectionsCheckingInterval: h1Options.connectionsCheckingInterval });
+      nodeSecure.on("secureConnection", (socket: tls.TLSSocket) => {
+        track(socket);
+        if (socket.alpnProtocol !== "h2") awaitFirstRequest(socket);
+      });
+      nodeSecure.on("request", (req: http.IncomingMessage | http2.Http2ServerRequest) => {
+        if (req.httpVersionMajor === 1) requestArrived(req.socket as net.Socket);
+      });
+      h2 = nodeSecure;
+      secure = nodeSecure;
+    }
+    // With a listener for it, Node leaves the failed socket open (a handshake timeout included): close it here.
+    secure.on("tlsClientError", (err: Error, socket: tls.TLSSocket) => {
+      logLine("debug", "tls handshake failed", { error: err.message });
+      socket.destroy();
     });
-    secure.on("request", (req: http.IncomingMessage | http2.Http2ServerRequest) => {
-      if (req.httpVersionMajor === 1) requestArrived(req.socket as net.Socket);
-    });
-    secure.on("tlsClientError", (err: Error) => logLine("debug", "tls handshake failed", { error: err.message }));
     stopReloading = watchTlsFiles(secure, files, loaded, options.tlsReloadIntervalMs ?? 5000);
-    h2 = secure;
     server = secure;
   } else {
     // Node's plaintext HTTP/2 server refuses HTTP/1.1, so one net.Server peeks
     // at the first bytes and hands the socket to the server that speaks them.
-    const h1Server = http.createServer(h1Options, handler);
-    // It never listens itself; "listening" starts its connection tracking, which
-    // enforces headersTimeout/requestTimeout (slow clients) and closeIdleConnections.
-    h1Server.emit("listening");
-    h1Server.on("request", (req: http.IncomingMessage) => requestArrived(req.socket));
-    h1 = h1Server;
+    const h1Server = http1Server();
     const h2c = http2.createServer(h2Options, handler);
-    const engine = options.ownEngine;
-    const ownEngine =
-      engine === undefined
-        ? undefined
-        : (socket: net.Socket) => {
-            const connection = new H2Connection(socket, { maxConcurrentStreams: h2Options.settings.maxConcurrentStreams, maxHeaderListSize: maxHeaderBytes });
-            connection.on("stream", (stream: H2Stream, headers: HeaderMap) => {
-              if (options.fastStream?.(stream, headers as http2.IncomingHttpHeaders) === true) return;
-              engine(stream, headers);
-            });
-            supervise(connection);
-            socket.resume();
-          };
     h2 = h2c;
     server = net.createServer((socket) => {
       track(socket);
@@ -228,14 +249,15 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
     });
   }
   const fastStream = options.fastStream;
-  if (fastStream !== undefined) {
+  if (fastStream !== undefined && h2 !== undefined) {
+    const nodeH2 = h2;
     // The compatibility layer (the request handler) listens for "stream" too:
     // put the fast path in front of it, so a stream is served by one of them.
-    const compat = h2.listeners("stream") as ((...args: unknown[]) => void)[];
-    h2.removeAllListeners("stream");
-    h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
+    const compat = nodeH2.listeners("stream") as ((...args: unknown[]) => void)[];
+    nodeH2.removeAllListeners("stream");
+    nodeH2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
       if (fastStream(stream, headers)) return;
-      for (const listener of compat) listener.call(h2, stream, headers, ...rest);
+      for (const listener of compat) listener.call(nodeH2, stream, headers, ...rest);
     });
   }
   // A stream whose response is complete while its client is still sending
@@ -244,7 +266,7 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
   // blocked on flow control and the stream never closes. At shutdown such
   // streams are reset with NO_ERROR so they cannot hold the connection open.
   const streams = new Set<http2.ServerHttp2Stream>();
-  h2.on("stream", (stream: http2.ServerHttp2Stream) => {
+  h2?.on("stream", (stream: http2.ServerHttp2Stream) => {
     streams.add(stream);
     stream.once("close", () => streams.delete(stream));
     stream.once("finish", () => {
@@ -304,7 +326,7 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
       sessions.delete(session);
     });
   };
-  h2.on("session", supervise);
+  h2?.on("session", supervise);
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
