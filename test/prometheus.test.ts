@@ -1,7 +1,5 @@
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { once } from "node:events";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -10,6 +8,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { CacheService } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { requireTool, startServer, type ServerProcess, freePort } from "./helpers/server.js";
 import { eventually } from "./helpers/assert.js";
+import { startPrometheus, type Prometheus } from "./helpers/prometheus.js";
 
 /**
  * A real Prometheus (Debian's `prometheus` package; CI installs it) scrapes
@@ -18,53 +17,12 @@ import { eventually } from "./helpers/assert.js";
  * fails the test: it never skips.
  */
 
-
-interface Sample {
-  metric: Record<string, string>;
-  value: [number, string];
-}
-
-async function query(promPort: number, promql: string): Promise<Sample[]> {
-  const res = await fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(promql)}`);
-  const body = (await res.json()) as { status: string; data?: { resultType: string; result: Sample[] }; error?: string };
-  if (body.status !== "success") throw new Error(`query ${promql} failed: ${body.error}`);
-  return body.data!.result;
-}
-
-
-function startPrometheus(binary: string, targets: readonly string[], port: number, dir: string): { proc: ChildProcess; output: string[] } {
-  const config = join(dir, "prometheus.yml");
-  writeFileSync(
-    config,
-    [
-      "global:",
-      "  scrape_interval: 1s",
-      "  scrape_timeout: 1s",
-      "  evaluation_interval: 1s",
-      "scrape_configs:",
-      "  - job_name: ripplecache",
-      "    static_configs:",
-      `      - targets: [${targets.map((t) => `"${t}"`).join(", ")}]`,
-      "",
-    ].join("\n"),
-  );
-  const proc = spawn(
-    binary,
-    [`--config.file=${config}`, `--web.listen-address=127.0.0.1:${port}`, `--storage.tsdb.path=${join(dir, "data")}`, "--log.level=warn"],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  const output: string[] = [];
-  proc.stdout!.on("data", (c: Buffer) => output.push(c.toString()));
-  proc.stderr!.on("data", (c: Buffer) => output.push(c.toString()));
-  return { proc, output };
-}
-
 test("Prometheus scrapes /metrics: the hit counter and a replica's lag through its query API", async () => {
   const binary = requireTool("prometheus", "prometheus");
   const dir = mkdtempSync(join(tmpdir(), "ripplecache-prometheus-"));
   const primary = await startServer();
   let replica: ServerProcess | undefined;
-  let prometheus: ReturnType<typeof startPrometheus> | undefined;
+  let prometheus: Prometheus | undefined;
   try {
     replica = await startServer(["--replica-of", primary.addr]);
     const client = createClient(CacheService, createGrpcTransport({ baseUrl: primary.url }));
@@ -74,18 +32,12 @@ test("Prometheus scrapes /metrics: the hit counter and a replica's lag through i
 
     const promPort = await freePort();
     const primaryTarget = `127.0.0.1:${primary.adminPort}`;
-    prometheus = startPrometheus(binary, [primaryTarget, `127.0.0.1:${replica.adminPort}`], promPort, dir);
-    await eventually(
-      "prometheus ready",
-      async () => (await fetch(`http://127.0.0.1:${promPort}/-/ready`)).status,
-      (s) => s === 200,
-    ).catch((err: unknown) => {
-      throw new Error(`${String(err)}\n${prometheus!.output.join("")}`);
-    });
+    prometheus = await startPrometheus(binary, [primaryTarget, `127.0.0.1:${replica.adminPort}`], promPort, dir);
+    const query = prometheus.query;
 
     const hits = await eventually(
       "the hit counter in Prometheus",
-      () => query(promPort, `ripplecache_cache_hits_total{instance="${primaryTarget}"}`),
+      () => query(`ripplecache_cache_hits_total{instance="${primaryTarget}"}`),
       (r) => r.length === 1 && r[0].value[1] === "3",
     );
     assert.equal(hits[0].metric.job, "ripplecache");
@@ -93,7 +45,7 @@ test("Prometheus scrapes /metrics: the hit counter and a replica's lag through i
     // A replica that stops reading falls behind: the primary reports its lag in revisions and seconds.
     const replicaAddress = await eventually(
       "the replica connected to the primary",
-      () => query(promPort, `ripplecache_replication_replica_connected{instance="${primaryTarget}"} == 1`),
+      () => query(`ripplecache_replication_replica_connected{instance="${primaryTarget}"} == 1`),
       (r) => r.length === 1,
     ).then((r) => r[0].metric.ripplecache_replica_address);
     assert.equal(replicaAddress, replica.addr);
@@ -102,13 +54,13 @@ test("Prometheus scrapes /metrics: the hit counter and a replica's lag through i
       for (let i = 0; i < 5; i++) await client.set({ key: `p/lag/${i}`, value: new Uint8Array([i]) });
       const lag = await eventually(
         "the replica's lag in Prometheus",
-        () => query(promPort, `ripplecache_replication_replica_lag{instance="${primaryTarget}",ripplecache_replica_address="${replicaAddress}"}`),
+        () => query(`ripplecache_replication_replica_lag{instance="${primaryTarget}",ripplecache_replica_address="${replicaAddress}"}`),
         (r) => r.length === 1 && Number(r[0].value[1]) >= 5,
       );
       assert.equal(lag[0].metric.ripplecache_replica_address, replica.addr);
       await eventually(
         "the replica's lag in seconds",
-        () => query(promPort, `ripplecache_replication_replica_lag_time_seconds{instance="${primaryTarget}"}`),
+        () => query(`ripplecache_replication_replica_lag_time_seconds{instance="${primaryTarget}"}`),
         (r) => r.length === 1 && Number(r[0].value[1]) > 0,
       );
     } finally {
@@ -116,21 +68,18 @@ test("Prometheus scrapes /metrics: the hit counter and a replica's lag through i
     }
     await eventually(
       "the replica caught up",
-      () => query(promPort, `ripplecache_replication_replica_lag{instance="${primaryTarget}"}`),
+      () => query(`ripplecache_replication_replica_lag{instance="${primaryTarget}"}`),
       (r) => r.length === 1 && r[0].value[1] === "0",
     );
     // The replica's own /metrics: a replica whose link is up.
     const linkUp = await eventually(
       "the replica's link",
-      () => query(promPort, `ripplecache_replication_link_up{instance="127.0.0.1:${replica!.adminPort}"}`),
+      () => query(`ripplecache_replication_link_up{instance="127.0.0.1:${replica!.adminPort}"}`),
       (r) => r.length === 1 && r[0].value[1] === "1",
     );
     assert.equal(linkUp.length, 1);
   } finally {
-    if (prometheus !== undefined && prometheus.proc.exitCode === null) {
-      prometheus.proc.kill("SIGTERM");
-      await once(prometheus.proc, "exit");
-    }
+    await prometheus?.stop();
     replica?.proc.kill("SIGCONT");
     await replica?.stop();
     await primary.stop();
