@@ -274,6 +274,8 @@ async function main(): Promise<void> {
     `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, pinned: CPUS !== undefined, options: opts, summary, results, micro }, null, 2)}\n`,
   );
   process.stdout.write(`\nwritten to ${opts.out}\n`);
+  // The last line, for the bench's report and docs/PERFORMANCE.md (bench/format.ts reads it).
+  process.stdout.write(`${JSON.stringify({ inProcessUsPerCall: Object.fromEntries(micro.map((m) => [m.scenario, Math.round(m.usPerCall * 100) / 100])) })}\n`);
 }
 
 async function endToEnd() {
