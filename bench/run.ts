@@ -23,6 +23,11 @@
  * --fanout-writes N, --repl-duration MS, --repl-rate N, --resync-keys N
  * (0 skips the full resync; 200000 for a quick run).
  *
+ * Written to bench/results/latest.json, which then rewrites the generated
+ * tables of docs/PERFORMANCE.md and README.md (bench/format.ts; `node
+ * dist/bench/format.js --docs` does it again without running anything), and
+ * the targets are printed met or not met by this run's figures alone.
+ *
  * This is a benchmark, not a test: it asserts nothing about absolute speed.
  */
 import { spawn, spawnSync } from "node:child_process";
@@ -38,7 +43,7 @@ import { formatProfile, summarizeProfile, type ProfileSummary } from "./profile.
 import { formatFanout, runFanout } from "./fanout.js";
 import { formatAnchors, runAnchors } from "./anchors.js";
 import { formatLag, formatResync, runLag, runResync, type LagOptions, type ResyncOptions, type ResyncResult } from "./replication.js";
-import { fmtInt, fmtMs, fmtPct, table } from "./format.js";
+import { fmtInt, fmtMs, fmtPct, formatTargets, table, writeDocs } from "./format.js";
 import { CLI, ROOT, command, killAll, machineBusyMs, pinning, processCpuMs, startServer, track, type Pinning, type Server } from "./procs.js";
 
 const LOAD = join(ROOT, "dist/bench/load.js");
@@ -68,7 +73,8 @@ const USAGE = `node dist/bench/run.js [flags]     (npm run bench -- [flags])
   --no-memory          skip the memory measurement
   --memory-script FILE the memory measurement (default dist/bench/memory.js)
   --cpu-prof           run the server under --cpu-prof and print a summary
-  --out FILE           results JSON (default bench/results/latest.json)
+  --out FILE           results JSON (default bench/results/latest.json, and then the generated tables of
+                       docs/PERFORMANCE.md and README.md are rewritten from it)
   --sections LIST      anchors,throughput,memory,fanout,lag,resync,expiry,telemetry (default all)
   --with-anchors       install the anchors first (apt-get: nghttp2-client, etcd-server, redis-server)
   --anchor-requests N  h2load requests per side-by-side measurement (default 100000)
@@ -259,7 +265,8 @@ async function measureMemory(opts: Options, cpu: number | undefined): Promise<Me
   if (!existsSync(opts.memoryScript)) {
     return { status: "missing", message: `not measured: ${relative(ROOT, opts.memoryScript)} does not exist (bench/memory.ts not written or not built yet)` };
   }
-  const timeoutMs = 240_000;
+  // Ours at 100-byte and 1 KiB values, then Redis with the same keys (bench/memory.ts): about a minute on a quiet machine.
+  const timeoutMs = 900_000;
   const [cmd, args] = command(cpu, [process.execPath, "--expose-gc", opts.memoryScript, "--keys", String(opts.memoryKeys)]);
   const child = track(spawn(cmd, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] }));
   const stdout: string[] = [];
@@ -416,7 +423,8 @@ function report(opts: Options, pin: Pinning, rs: Row[], rt: Ratio[], memory: Mem
   const label = "Memory".padEnd(Math.max(9, ...body.map((r) => r[0].length)));
   out.push(
     memory.status === "ok"
-      ? `${label}  bytes/key (${fmtInt(memory.keys)} keys, ${relative(ROOT, opts.memoryScript)}): heap ${fmtInt(memory.heapBytesPerKey)}, rss ${fmtInt(memory.rssBytesPerKey)}, counted ${fmtInt(memory.countedBytesPerKey)}`
+      ? `${label}  bytes/key (${fmtInt(memory.keys)} keys, ${relative(ROOT, opts.memoryScript)}): heap ${fmtInt(memory.heapBytesPerKey)}, rss ${fmtInt(memory.rssBytesPerKey)}, counted ${fmtInt(memory.countedBytesPerKey)}` +
+        memoryExtras(memory.raw)
       : `${label}  bytes/key: ${memory.message}`,
   );
   if (rt.length > 0) {
@@ -456,6 +464,20 @@ function report(opts: Options, pin: Pinning, rs: Row[], rt: Ratio[], memory: Mem
   out.push("server CPU / load CPU: share of one core used over the measured window; near 100% marks the side that limits throughput.");
   out.push("server µs/op: server CPU time per call (steadier than ops/s on a shared machine). other CPU: cores' worth used by other processes meanwhile (noise).");
   return out.join("\n");
+}
+
+/** Redis's bytes per key and the 1 KiB check of the calibration, from bench/memory.ts's JSON. */
+function memoryExtras(raw: unknown): string {
+  const r = raw as { redis?: { status: string; version?: string; rssBytesPerKey?: number; usedMemoryBytesPerKey?: number; message?: string }; rssToRedisRss?: number; calibration?: { valueBytes: number; rssBytesPerKey: number; countedBytesPerKey: number; countedToRss: number } };
+  const redis =
+    r.redis === undefined
+      ? ""
+      : r.redis.status === "ok"
+        ? `; Redis ${r.redis.version}: rss ${fmtInt(r.redis.rssBytesPerKey ?? NaN)}, used_memory ${fmtInt(r.redis.usedMemoryBytesPerKey ?? NaN)} (ours / Redis rss x${r.rssToRedisRss?.toFixed(2)})`
+        : `; Redis: ${r.redis.message}`;
+  const c = r.calibration;
+  const check = c === undefined ? "" : `; at ${c.valueBytes}-byte values: rss ${fmtInt(c.rssBytesPerKey)}, counted ${fmtInt(c.countedBytesPerKey)} (counted / rss ${c.countedToRss.toFixed(2)})`;
+  return redis + check;
 }
 
 function git(args: string[]): string | undefined {
@@ -678,6 +700,12 @@ async function main(): Promise<number> {
   mkdirSync(join(opts.out, ".."), { recursive: true });
   writeFileSync(opts.out, `${JSON.stringify(results, null, 2)}\n`);
   process.stdout.write(`\nresults: ${opts.out}\n`);
+  // Every target judged on this run's figures alone; then the generated tables of the docs.
+  process.stdout.write(`\nTargets (met or not by this run's figures; a section not run is not measured):\n${formatTargets(results)}\n`);
+  if (opts.out === join(ROOT, "bench/results/latest.json")) {
+    const changed = writeDocs(results, ROOT);
+    process.stdout.write(changed.length > 0 ? `rewrote the generated tables of ${changed.join(" and ")}\n` : "docs/PERFORMANCE.md and README.md already matched\n");
+  }
   if (profile !== undefined) process.stdout.write(`profile: ${profile.file}\n`);
   if (warnings.length > 0) process.stdout.write(`\n${warnings.join("\n")}\n`);
   const failed =
