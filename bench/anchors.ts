@@ -66,21 +66,21 @@ function median(xs: readonly number[]): number | undefined {
   return s.length % 2 === 1 ? s[mid] : (s[mid - 1]! + s[mid]!) / 2;
 }
 
-function bin<D extends DescMessage>(schema: D, init: MessageInitShape<D>): Buffer {
+export function bin<D extends DescMessage>(schema: D, init: MessageInitShape<D>): Buffer {
   return Buffer.from(toBinary(schema, create(schema, init)));
 }
 
-function frame(payload: Buffer): Buffer {
+export function frame(payload: Buffer): Buffer {
   const head = Buffer.alloc(5);
   head.writeUInt32BE(payload.length, 1);
   return Buffer.concat([head, payload]);
 }
 
-function has(tool: string): boolean {
+export function has(tool: string): boolean {
   return spawnSync("sh", ["-c", `command -v ${tool}`]).status === 0;
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const s = createServer();
   await new Promise<void>((r) => s.listen(0, "127.0.0.1", () => r()));
   const port = (s.address() as AddressInfo).port;
@@ -144,7 +144,7 @@ async function oneInFlight(pin: Pinning, rows: AnchorRow[], get: Buffer, request
  * without one, a Node server's rate included compiling its code, and a
  * traced one had more to compile (the tracing ratio read low).
  */
-function h2load(pin: Pinning, url: string, body: Buffer, contentType: string, requests: number, warmup = true, serverPid?: number): { rate: number | undefined; note: string } {
+export function h2load(pin: Pinning, url: string, body: Buffer, contentType: string, requests: number, warmup = true, serverPid?: number): { rate: number | undefined; note: string } {
   if (warmup) {
     const w = h2loadOnce(pin, url, body, contentType, warmupRequests(requests));
     if (w.rate === undefined) return w;
@@ -185,7 +185,7 @@ function h2loadOnce(pin: Pinning, url: string, body: Buffer, contentType: string
  * synchronously, so a pipe would go unread and a chatty server (etcd) would
  * block on its own logging. Ready when the file shows `ready`.
  */
-async function spawnPinned(cpu: number | undefined, argv: string[], ready: RegExp): Promise<ChildProcess> {
+export async function spawnPinned(cpu: number | undefined, argv: string[], ready: RegExp): Promise<ChildProcess> {
   const dir = mkdtempSync(join(tmpdir(), "rc-anchor-"));
   const logFile = join(dir, "output.log");
   const fd = openSync(logFile, "w");
@@ -205,7 +205,7 @@ async function spawnPinned(cpu: number | undefined, argv: string[], ready: RegEx
   }
 }
 
-async function stop(child: ChildProcess): Promise<void> {
+export async function stop(child: ChildProcess): Promise<void> {
   child.kill("SIGKILL");
   await exited(child);
 }

@@ -42,6 +42,7 @@ import { keyName, type BenchProtocol, type LoadConfig, type LoadMessage, type Lo
 import { formatProfile, summarizeProfile, type ProfileSummary } from "./profile.js";
 import { formatFanout, runFanout } from "./fanout.js";
 import { formatAnchors, runAnchors } from "./anchors.js";
+import { formatTls, runTls } from "./tls.js";
 import { formatLag, formatResync, runLag, runResync, type LagOptions, type ResyncOptions, type ResyncResult } from "./replication.js";
 import { fmtInt, fmtMs, fmtPct, formatTargets, table, writeDocs } from "./format.js";
 import { CLI, ROOT, command, killAll, machineBusyMs, pinning, processCpuMs, startServer, track, type Pinning, type Server } from "./procs.js";
@@ -75,7 +76,7 @@ const USAGE = `node dist/bench/run.js [flags]     (npm run bench -- [flags])
   --cpu-prof           run the server under --cpu-prof and print a summary
   --out FILE           results JSON (default bench/results/latest.json, and then the generated tables of
                        docs/PERFORMANCE.md and README.md are rewritten from it)
-  --sections LIST      anchors,throughput,memory,fanout,lag,resync,expiry,telemetry (default all)
+  --sections LIST      anchors,tls,throughput,memory,fanout,lag,resync,expiry,telemetry (default all)
   --with-anchors       install the anchors first (apt-get: nghttp2-client, etcd-server, redis-server)
   --anchor-requests N  h2load requests per side-by-side measurement (default 100000)
   --fanout-watchers L  watcher counts for the Watch fan-out, one server each (default 1000,10000)
@@ -87,7 +88,7 @@ const USAGE = `node dist/bench/run.js [flags]     (npm run bench -- [flags])
   --resync-keys N      keys in the full-resync measurement (default 1000000; 0 = skip it)
 `;
 
-const SECTIONS = ["anchors", "throughput", "memory", "fanout", "lag", "resync", "expiry", "telemetry"] as const;
+const SECTIONS = ["anchors", "tls", "throughput", "memory", "fanout", "lag", "resync", "expiry", "telemetry"] as const;
 type Section = (typeof SECTIONS)[number];
 
 function options() {
@@ -520,6 +521,9 @@ async function main(): Promise<number> {
   const want = (section: Section) => opts.sections.includes(section);
   if (want("anchors")) process.stderr.write("bench: side by side with h2load...\n");
   const anchors = want("anchors") ? await runAnchors({ requests: opts.anchorRequests, install: opts.withAnchors }) : undefined;
+  // Get over TLS (bench/tls.ts): as many h2load requests as the side-by-side rows, --rounds rounds.
+  if (want("tls")) process.stderr.write("bench: Get over TLS with h2load...\n");
+  const tlsRows = want("tls") ? await runTls({ requests: opts.anchorRequests, rounds: opts.rounds, install: opts.withAnchors }) : undefined;
   const measurements: Measurement[] = [];
   let serverExit: number | null = 0;
   const server = want("throughput") ? await startServer({ cpu: pin.server, nodeFlags }) : undefined;
@@ -638,6 +642,7 @@ async function main(): Promise<number> {
   const rt = ratios(measurements, opts);
   const sectionTexts = [
     anchors === undefined ? undefined : `Side by side, same load generator (bench/anchors.ts):\n${formatAnchors(anchors)}`,
+    tlsRows === undefined ? undefined : `Get over TLS, same load generator (bench/tls.ts):\n${formatTls(tlsRows)}`,
     fanout === undefined ? undefined : formatFanout(fanout, opts.fanoutPerConnection, opts.fanoutClient),
     lag === undefined ? undefined : formatLag(lag, lagOptions, pin),
     resync === undefined ? undefined : formatResync(resync, resyncOptions, pin),
@@ -686,6 +691,7 @@ async function main(): Promise<number> {
     })),
     connectVsGrpc: rt,
     sideBySide: anchors,
+    tls: tlsRows,
     memory,
     watchFanout: fanout,
     replicationLag: lag,
