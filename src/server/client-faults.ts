@@ -128,7 +128,11 @@ export function incompleteMessage(body: Uint8Array): ConnectError | undefined {
  * request path (for our HTTP/2 engine, src/server/h2) and as connect-node's
  * request handler (for node:http and node:http2).
  */
-export function connectHandlersWithClientFaults(options: ConnectNodeAdapterOptions): {
+export function connectHandlersWithClientFaults(
+  options: ConnectNodeAdapterOptions,
+  /** Applied to each handler last (outermost), for both engines: CORS (src/server/cors.ts). */
+  wrap: (handler: UniversalHandler) => UniversalHandler = (h) => h,
+): {
   readonly nodeHandler: ReturnType<typeof connectNodeAdapter>;
   readonly handlers: ReadonlyMap<string, UniversalHandler>;
 } {
@@ -139,7 +143,7 @@ export function connectHandlersWithClientFaults(options: ConnectNodeAdapterOptio
     interceptors: [streamedMessageFaults, ...(options.interceptors ?? [])],
   });
   options.routes(router);
-  const wrapped = router.handlers.map(withClientFaults);
+  const wrapped = router.handlers.map((h) => wrap(withClientFaults(h)));
   return {
     // connect-node reads the router's handlers once routes() returns.
     nodeHandler: connectNodeAdapter({ ...options, routes: (r) => r.handlers.push(...wrapped) }),

@@ -1,5 +1,6 @@
 import { accessSync, constants, readFileSync } from "node:fs";
 import { LOG_LEVELS, type LogLevel } from "../log.js";
+import { parseAllowedOrigins } from "./cors.js";
 
 /**
  * Server settings. Each comes from a flag (`--max-memory 512MiB`), else from
@@ -53,6 +54,10 @@ export interface ServerConfig {
   readonly logLevel: LogLevel;
   readonly fastPath: boolean;
   readonly http2Engine: "ripple" | "node";
+  /** Origins browsers may call from (CORS); empty = CORS off. */
+  readonly corsAllowedOrigins: readonly string[];
+  readonly corsAllowCredentials: boolean;
+  readonly corsMaxAgeSeconds: number;
 }
 
 type Kind = "string" | "int" | "bytes" | "file";
@@ -106,6 +111,9 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "fast-path", kind: "string", defaultValue: "on", help: "Serve unary and server-streaming calls in binary over HTTP/2 (gRPC, Connect) on the fast path (off = connect-node serves every call; answers are the same)." },
   { flag: "http2-engine", kind: "string", defaultValue: "ripple", help: "What serves HTTP/2 without TLS: ripple (our own engine, several times faster per call) or node (node:http2). TLS connections always use node:http2." },
   { flag: "keepalive-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds to wait for a PING answer before the connection and its streams are dropped." },
+  { flag: "cors-allowed-origins", kind: "string", defaultValue: "", help: "Origins whose web pages may call the main port (CORS), comma-separated, e.g. https://app.example.com; * for any (not with credentials); empty = CORS off." },
+  { flag: "cors-allow-credentials", kind: "string", defaultValue: "off", help: "on: allowed origins may send cookies and client certificates (Access-Control-Allow-Credentials); needs a list of origins, not *." },
+  { flag: "cors-max-age", kind: "int", defaultValue: "7200", help: "Seconds a browser may cache a preflight's answer (Access-Control-Max-Age)." },
 ];
 
 export function envName(flag: string): string {
@@ -177,6 +185,13 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
     const file = optional(flag);
     if (file !== undefined) mustBeReadable(file, what(flag));
   }
+  const corsAllowCredentials = onOff(raw("cors-allow-credentials"), what("cors-allow-credentials"));
+  let corsAllowedOrigins: string[];
+  try {
+    corsAllowedOrigins = parseAllowedOrigins(raw("cors-allowed-origins"), corsAllowCredentials, what("cors-allowed-origins"));
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
   const maxHeaderBytes = bytes("max-header-bytes");
   if (maxHeaderBytes < 1024) throw new ConfigError(`${what("max-header-bytes")}: give at least 1KiB`);
   return {
@@ -221,6 +236,9 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
     logLevel: logLevel(raw("log-level"), what("log-level")),
     fastPath: onOff(raw("fast-path"), what("fast-path")),
     http2Engine: oneOf(raw("http2-engine"), ["ripple", "node"] as const, what("http2-engine")),
+    corsAllowedOrigins,
+    corsAllowCredentials,
+    corsMaxAgeSeconds: int("cors-max-age"),
   };
 }
 

@@ -23,7 +23,8 @@ import { startTelemetry } from "../telemetry/telemetry.js";
 import { TRACE_CONTEXT } from "../telemetry/rpc.js";
 import { startAdminHttp } from "./admin-http.js";
 import { listen } from "./listener.js";
-import { createFastPath } from "./fast-path/index.js";
+import { createFastPath, type FastStreamHandler } from "./fast-path/index.js";
+import { type CorsPolicy, withCors } from "./cors.js";
 import { HealthState, registerHealth, ServingStatus } from "./health.js";
 import { registerReflection } from "./reflection.js";
 import { http2TlsOptions } from "../client/tls.js";
@@ -131,17 +132,26 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     registerHealth(router, health);
     registerReflection(router);
   };
+  const cors: CorsPolicy | undefined =
+    config.corsAllowedOrigins.length === 0
+      ? undefined
+      : {
+          allowedOrigins: config.corsAllowedOrigins,
+          allowCredentials: config.corsAllowCredentials,
+          maxAgeSeconds: config.corsMaxAgeSeconds,
+          allowAuthorization: config.authToken !== undefined || config.adminToken !== undefined,
+        };
   const { nodeHandler: handler, handlers } = connectHandlersWithClientFaults({
     routes,
     interceptors,
     ...(telemetry.contextValues !== undefined ? { contextValues: telemetry.contextValues } : {}),
     readMaxBytes: config.maxRequestBytes,
     shutdownSignal: shutdown.signal,
-  });
+  }, cors === undefined ? undefined : (h) => withCors(cors, h));
   // Unary and server-streaming calls in binary over HTTP/2 skip connect-node's
   // plumbing: the same implementations and interceptors (with the one the
   // client-faults adapter adds first), the same answers.
-  const fastStream = config.fastPath
+  const fastPath = config.fastPath
     ? createFastPath({
         services: [createServiceImplSpec<typeof CacheService>(CacheService, cacheImpl), createServiceImplSpec<typeof AdminService>(AdminService, adminImpl)],
         interceptors: [streamedMessageFaults, ...interceptors],
@@ -151,6 +161,9 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
         ...(telemetry.networkContextValues !== undefined ? { contextValues: telemetry.networkContextValues } : {}),
       })
     : undefined;
+  // A browser's call (it sends Origin) goes to connect's handlers, which add the CORS headers.
+  const fastStream: FastStreamHandler | undefined =
+    fastPath === undefined || cors === undefined ? fastPath : (stream, headers) => headers.origin === undefined && fastPath(stream, headers);
   // h2c on our own HTTP/2 engine (src/server/h2), unless --http2-engine node.
   const ownEngine = config.http2Engine === "ripple" ? connectBridge(handlers, telemetry.networkContextValues) : undefined;
   const listener = await listen(handler, { ...config, fastStream, ownEngine });
