@@ -7,12 +7,14 @@ import { StoreError } from "./errors.js";
  * Bytes counted per entry on top of its key and its value's share of the arena
  * (`chargedValueBytes`): the index's Map entry, the key string, the slot
  * table's typed arrays (revision, expiry, flags, value reference, recency
- * links), the key's pointer and the arena's per-chunk bookkeeping. Measured
- * with `node --expose-gc dist/bench/memory.js` at 1,000,000 keys of 100-byte
- * values (105 bytes each in the arena): ~105 B/key of V8 heap and external
- * memory beyond key and value, ~152-158 B/key of RSS (which includes the V8
- * heap's free space). We count the RSS figure, so --max-memory bounds what the
- * process really holds for its entries (see README, "Memory").
+ * links), the key's pointer and the arena's per-chunk bookkeeping.
+ *
+ * A calibration, not a derivation: it is the RSS per key beyond key and
+ * arena share that `node --expose-gc dist/bench/memory.js` measures at
+ * 1,000,000 keys of 100-byte values (105 bytes each in the arena; the V8
+ * heap and external memory alone are ~105 B/key, RSS adds the heap's free
+ * space), so that --max-memory bounds what the process really holds at that
+ * size. The bench checks it at 1 KiB values too (docs/PERFORMANCE.md).
  */
 export const ENTRY_OVERHEAD_BYTES = 154;
 

@@ -16,9 +16,9 @@ const KEPT_SLOTS = 64;
 export class ChangeQueue implements Subscriber {
   /**
    * The queued changes are items[0..count). The array is kept, not replaced,
-   * and emptied slot by slot: a new array per take (as until 2026-12-03)
-   * was young, held by an old queue until the next write, so a fan-out to
-   * 10,000 watchers gave the GC 10,000 arrays per write to copy and promote.
+   * and emptied slot by slot: a new array per take would be young, held by
+   * an old queue until the next write, so a fan-out to 10,000 watchers would
+   * give the GC 10,000 arrays per write to copy and promote.
    * (Setting `length = 0` would drop the backing store just the same.)
    */
   private readonly items: (Change | undefined)[] = [];
@@ -114,10 +114,11 @@ export class ChangeQueue implements Subscriber {
    * from a `setImmediate`. For a consumer that takes no promise per change (a Watch).
    * Why later, not at once: the delivering write (a SetMany of 100 keys,
    * say) is over by then, so the consumer takes its changes as one batch, and
-   * no consumer's work runs inside a write to the store. Why not a microtask
-   * (as until 2026-12-03): the writer's answer is made in the microtasks
+   * no consumer's work runs inside a write to the store. Why not a microtask:
+   * the writer's answer is made in the microtasks
    * after its write, so it is queued before the fan-out starts and is not
-   * held behind 10,000 watchers' events (a Set's answer came ~20 ms late).
+   * held behind 10,000 watchers' events (with a microtask, a Set's answer
+   * came ~20 ms late).
    */
   onWake(ms: number, signal: AbortSignal, woken: Waiter): void {
     if (this.ready(signal)) {
@@ -136,8 +137,8 @@ export class ChangeQueue implements Subscriber {
    * The abort listener is added once per signal. The timeout runs `ms` from
    * this wait's start, but a pending timer is not moved: when it fires it
    * looks at when the wait it serves started, and re-arms for what is left.
-   * Moving it (`refresh`) at every wait, as until 2026-12-03, cost a fan-out
-   * to 10,000 watchers 10,000 timer-list moves per write (~6% of its time).
+   * Moving it (`refresh`) at every wait would cost a fan-out to 10,000
+   * watchers 10,000 timer-list moves per write (~6% of its time).
    */
   private arm(ms: number, signal: AbortSignal, waiter: Waiter): void {
     if (this.signal !== signal) {
