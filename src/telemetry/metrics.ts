@@ -50,7 +50,7 @@ class PullReader extends MetricReader {
 /**
  * The server's instruments on an OpenTelemetry MeterProvider (sdk-metrics),
  * with a pull reader for Prometheus text and, when configured, a periodic
- * OTLP reader. The table of names, units and descriptions is in README.md, "Telemetry".
+ * OTLP reader. The table of names, units and descriptions is in docs/TELEMETRY.md, "Metrics".
  */
 export async function startMetrics(sources: MetricSources, options: MetricsOptions): Promise<ServerMetrics> {
   const env = options.env ?? process.env;
