@@ -20,6 +20,8 @@ export interface FollowerOptions {
   readonly token?: string;
   /** This node's client address, reported to the primary for its Info. */
   readonly ownAddress: string;
+  /** The term of the lease the primary was seen to hold (0 without a coordinator): an older primary is refused. */
+  readonly term?: number;
   /** The link is considered dead after this long without a message (the primary heartbeats more often). */
   readonly silenceTimeoutMs: number;
   readonly initialBackoffMs: number;
@@ -30,6 +32,8 @@ export interface FollowerOptions {
 }
 
 class ProtocolError extends Error {}
+/** The primary answered with an older term than its lease's: it is a deposed primary (the replica waits to be re-pointed). */
+class StaleTermError extends Error {}
 
 /**
  * ReplicationService as a replica calls it: Sync's answers read as
@@ -155,12 +159,17 @@ export class ReplicaFollower {
     const store = this.store;
     const role = this.role;
     const knownId = role.loadingSnapshot ? "" : role.replicationId;
-    requests.push({ kind: { case: "hello", value: { replicationId: knownId, appliedRevision: BigInt(store.currentRevision), address: this.options.ownAddress } } });
+    const minTerm = this.options.term ?? 0;
+    requests.push({ kind: { case: "hello", value: { replicationId: knownId, appliedRevision: BigInt(store.currentRevision), address: this.options.ownAddress, term: BigInt(minTerm) } } });
+    const checkTerm = (term: bigint) => {
+      if (Number(term) < minTerm) throw new StaleTermError(`${this.options.primaryAddress} answered with term ${term}, older than the lease's term ${minTerm}`);
+    };
     role.linkState = "connecting";
     role.changed();
     const silence = setTimeout(() => abort.abort(), this.options.silenceTimeoutMs);
     let reachedStreaming = false;
     let snapshotId = "";
+    let snapshotTerm = 0;
     let fullResync: Activity | undefined;
     let loadedEntries = 0;
     const ack = (revision: number) => requests.push({ kind: { case: "ack", value: { appliedRevision: BigInt(revision) } } });
@@ -179,16 +188,21 @@ export class ReplicaFollower {
         const k = res.kind;
         switch (k.case) {
           case "partial":
+            checkTerm(k.value.term);
             if (Number(k.value.fromRevision) !== store.currentRevision + 1) throw new ProtocolError("partial resync does not start after the applied revision");
             role.replicationId = k.value.replicationId;
+            role.term = Number(k.value.term);
             this.options.log?.("partial resync", { primary: this.options.primaryAddress, from: Number(k.value.fromRevision) });
             streaming();
             break;
           case "full":
+            checkTerm(k.value.term);
             // Until DONE the dataset is partial: forget the history id so a
             // broken snapshot leads to another full resync, never to a mix.
             snapshotId = k.value.replicationId;
+            snapshotTerm = Number(k.value.term);
             role.replicationId = "";
+            role.term = 0;
             role.loadingSnapshot = true;
             role.linkState = "full-sync";
             role.changed();
@@ -212,6 +226,7 @@ export class ReplicaFollower {
           case "done":
             if (!role.loadingSnapshot) throw new ProtocolError("snapshot done outside a full resync");
             role.replicationId = snapshotId;
+            role.term = snapshotTerm;
             fullResync?.end({ "ripplecache.replication.entries": loadedEntries });
             streaming();
             ack(store.currentRevision);
@@ -233,6 +248,8 @@ export class ReplicaFollower {
       if (err instanceof ProtocolError || err instanceof WireError) {
         role.replicationId = "";
         this.options.log?.("replication protocol error", { error: err.message });
+      } else if (err instanceof StaleTermError) {
+        this.options.log?.("refused a primary of an older term", { error: err.message });
       } else if (!this.stopped) {
         this.options.log?.("replication link down", { primary: this.options.primaryAddress, error: err instanceof Error ? err.message : String(err) });
       }

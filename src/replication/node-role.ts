@@ -20,6 +20,12 @@ export class NodeRole implements RevisionHistory {
   /** The history this node's dataset belongs to; "" for a replica that holds no complete history. */
   replicationId = newReplicationId();
   previous: { readonly id: string; readonly upTo: number } | undefined;
+  /**
+   * The term of the history this node holds: the lease's acquisitions when
+   * its primary took the lease (0 without a coordinator, and for no history).
+   * Candidates are ranked by it first (src/coordination/elector.ts).
+   */
+  term = 0;
   /** For a replica: the primary's address (host:port). */
   primaryAddress = "";
   /** For a replica: "connecting", "full-sync", "streaming" or "disconnected". */
@@ -73,10 +79,11 @@ export class NodeRole implements RevisionHistory {
     this.changed();
   }
 
-  /** Starts a new history that continues the current one up to `revision`. */
-  becomePrimary(revision: number): void {
+  /** Starts a new history, of `term`, that continues the current one up to `revision`. */
+  becomePrimary(revision: number, term = this.term): void {
     if (this.replicationId !== "") this.previous = { id: this.replicationId, upTo: revision };
     this.replicationId = newReplicationId();
+    this.term = term;
     this.role = "primary";
     this.primaryAddress = "";
     this.linkState = "";

@@ -25,6 +25,8 @@ export interface ReplicationSourceOptions {
   readonly bufferBytes: number;
   /** Heartbeat after this long without changes. */
   readonly heartbeatMs: number;
+  /** A replica named a later term than this node's: this node has lost its lease (the coordinator is asked again). */
+  readonly onNewerTerm?: (term: number, replica: string) => void;
 }
 
 /** Entries per snapshot chunk, and the soft byte bound of one chunk. */
@@ -42,6 +44,9 @@ interface ReplicaLink {
   fullResyncs: number;
   /** (last revision, time sent) of batches not yet acknowledged, oldest first: the lag in time. */
   readonly unacked: { revision: number; at: number }[];
+  /** Set by closeLinks: the stream ends (this node stopped being primary). */
+  closed: boolean;
+  readonly queue: ChangeQueue;
 }
 
 /** Totals per replica address that ever connected, kept across reconnects (for metrics). */
@@ -177,11 +182,15 @@ export class ReplicationSource {
     const hello = first.value.kind.value;
     const applied = Number(hello.appliedRevision);
     const address = hello.address !== "" ? hello.address : peer;
+    if (Number(hello.term) > this.role.term) {
+      this.options.onNewerTerm?.(Number(hello.term), address);
+      throw new ConnectError(`this node's term ${this.role.term} is older than the replica's term ${hello.term}: it no longer holds the lease`, Code.FailedPrecondition);
+    }
 
     const queue = new ChangeQueue(this.options.bufferBytes);
     this.hub.addSubscriber(queue);
     this.hub.addPrefix("", queue);
-    const link: ReplicaLink = { address, ackedRevision: applied, state: "partial-resync", fullResyncs: this.fullResyncCounts.get(address) ?? 0, unacked: [] };
+    const link: ReplicaLink = { address, ackedRevision: applied, state: "partial-resync", fullResyncs: this.fullResyncCounts.get(address) ?? 0, unacked: [], closed: false, queue };
     this.links.add(link);
     this.countSent(address, 0);
     const reader = this.readAcks(it, link, queue);
@@ -203,8 +212,9 @@ export class ReplicationSource {
       const from = applied + 1;
       const registeredAt = this.log.latestRevision;
       const id = this.role.replicationId;
+      const term = BigInt(this.role.term);
       if (this.continuesOurHistory(hello.replicationId, applied)) {
-        yield { kind: { case: "partial", value: { replicationId: id, fromRevision: BigInt(from) } } };
+        yield { kind: { case: "partial", value: { replicationId: id, fromRevision: BigInt(from), term } } };
         for (let r = from; r <= registeredAt; ) {
           const chunk = this.log.readFrom(r, BATCH_CHANGES);
           if (chunk === "compacted") throw new ConnectError("the change log moved past this replica during its resync; reconnect", Code.Aborted);
@@ -226,7 +236,7 @@ export class ReplicationSource {
         }, false, trace);
         let sentEntries = 0;
         let sentBytes = 0;
-        yield { kind: { case: "full", value: { replicationId: id, revision: BigInt(registeredAt) } } };
+        yield { kind: { case: "full", value: { replicationId: id, revision: BigInt(registeredAt), term } } };
         for (let cursor = 0; cursor >= 0; ) {
           const page = this.store.snapshotPage(cursor, CHUNK_ENTRIES);
           cursor = page.next;
@@ -251,6 +261,7 @@ export class ReplicationSource {
             yield this.chunk(entries);
           }
           if (signal.aborted) return;
+          if (link.closed) throw closedError();
         }
         yield { kind: { case: "done", value: { revision: BigInt(registeredAt) } } };
         fullResync.end({ "ripplecache.replication.entries": sentEntries, "ripplecache.replication.bytes": sentBytes });
@@ -259,6 +270,7 @@ export class ReplicationSource {
       link.state = "streaming";
 
       while (!signal.aborted) {
+        if (link.closed) throw closedError();
         if (queue.takeOverflow()) {
           throw new ConnectError(`replica ${address} fell more than ${this.options.bufferBytes} bytes behind; it must resync`, Code.ResourceExhausted);
         }
@@ -274,6 +286,14 @@ export class ReplicationSource {
     } finally {
       unregister();
       void reader;
+    }
+  }
+
+  /** Ends every replica's stream: this node is no longer primary (it lost or handed over its lease). */
+  closeLinks(): void {
+    for (const link of this.links) {
+      link.closed = true;
+      link.queue.wake();
     }
   }
 
@@ -330,9 +350,11 @@ export class ReplicationSource {
         const k = next.value.kind;
         if (k.case !== "ack") continue;
         const revision = Number(k.value.appliedRevision);
+        // Before the comparison: an idle new replica acknowledges a snapshot at the revision it
+        // already reported (0 on a fresh pair), which must still clear the snapshot's lag entry.
+        while (link.unacked.length > 0 && link.unacked[0].revision <= revision) link.unacked.shift();
         if (revision <= link.ackedRevision) continue;
         link.ackedRevision = revision;
-        while (link.unacked.length > 0 && link.unacked[0].revision <= revision) link.unacked.shift();
         this.notifyAcks();
       }
     } catch {
@@ -347,6 +369,10 @@ export class ReplicationSource {
     this.ackWaiters.clear();
     for (const w of waiters) w();
   }
+}
+
+function closedError(): ConnectError {
+  return new ConnectError("this node is no longer the primary: follow the lease's holder", Code.Unavailable);
 }
 
 const EMPTY = new Uint8Array(0);

@@ -1,4 +1,5 @@
 import { accessSync, constants, readFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { LOG_LEVELS, type LogLevel } from "../log.js";
 import { parseAllowedOrigins } from "./cors.js";
 
@@ -54,6 +55,15 @@ export interface ServerConfig {
   readonly logLevel: LogLevel;
   readonly fastPath: boolean;
   readonly http2Engine: "ripple" | "node";
+  /** What elects the primary: static (--replica-of), etcd or kubernetes (docs/FAILOVER.md). */
+  readonly coordinator: "static" | "etcd";
+  readonly etcdEndpoints: readonly string[];
+  /** The replication group: one lease, one primary. */
+  readonly group: string;
+  readonly nodeId: string;
+  readonly leaseDurationMs: number;
+  readonly renewDeadlineMs: number;
+  readonly retryPeriodMs: number;
   /** Origins browsers may call from (CORS); empty = CORS off. */
   readonly corsAllowedOrigins: readonly string[];
   readonly corsAllowCredentials: boolean;
@@ -111,6 +121,13 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "fast-path", kind: "string", defaultValue: "on", help: "Serve unary and server-streaming calls in binary over HTTP/2 (gRPC, Connect) on the fast path (off = connect-node serves every call; answers are the same)." },
   { flag: "http2-engine", kind: "string", defaultValue: "ripple", help: "What serves HTTP/2 without TLS: ripple (our own engine, several times faster per call) or node (node:http2). TLS connections always use node:http2." },
   { flag: "keepalive-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds to wait for a PING answer before the connection and its streams are dropped." },
+  { flag: "coordinator", kind: "string", defaultValue: "static", help: "What elects the primary: static (no election: a primary, or a replica with --replica-of) or etcd (the holder of the group's lease in etcd is primary; docs/FAILOVER.md)." },
+  { flag: "etcd-endpoints", kind: "string", defaultValue: "http://127.0.0.1:2379", help: "With --coordinator etcd: the etcd members, comma-separated URLs." },
+  { flag: "group", kind: "string", defaultValue: "default", help: "With a coordinator: the replication group (one lease, one primary) this node is a candidate in." },
+  { flag: "node-id", kind: "string", defaultValue: "", help: "With a coordinator: this node's id in its group, unique and stable across restarts (default: the host name)." },
+  { flag: "lease-duration", kind: "int", defaultValue: "1500", help: "With a coordinator: ms after a lease last changed before other candidates may take it over." },
+  { flag: "renew-deadline", kind: "int", defaultValue: "1000", help: "With a coordinator: the primary stops acknowledging writes this many ms after it sent its last successful renewal; below --lease-duration (the rest is the margin for clock rates)." },
+  { flag: "retry-period", kind: "int", defaultValue: "250", help: "With a coordinator: ms between renewals, and between a candidate's looks at the lease." },
   { flag: "cors-allowed-origins", kind: "string", defaultValue: "", help: "Origins whose web pages may call the main port (CORS), comma-separated, e.g. https://app.example.com; * for any (not with credentials); empty = CORS off." },
   { flag: "cors-allow-credentials", kind: "string", defaultValue: "off", help: "on: allowed origins may send cookies and client certificates (Access-Control-Allow-Credentials); needs a list of origins, not *." },
   { flag: "cors-max-age", kind: "int", defaultValue: "7200", help: "Seconds a browser may cache a preflight's answer (Access-Control-Max-Age)." },
@@ -194,6 +211,14 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
   }
   const maxHeaderBytes = bytes("max-header-bytes");
   if (maxHeaderBytes < 1024) throw new ConfigError(`${what("max-header-bytes")}: give at least 1KiB`);
+  const coordinator = oneOf(raw("coordinator"), ["static", "etcd"] as const, what("coordinator"));
+  if (coordinator !== "static" && optional("replica-of") !== undefined) {
+    throw new ConfigError(`--replica-of and --coordinator ${coordinator} exclude each other: the coordinator's lease decides whom each node follows`);
+  }
+  const [leaseDurationMs, renewDeadlineMs, retryPeriodMs] = [int("lease-duration"), int("renew-deadline"), int("retry-period")];
+  if (!(retryPeriodMs >= 10 && retryPeriodMs < renewDeadlineMs && renewDeadlineMs < leaseDurationMs)) {
+    throw new ConfigError(`--retry-period (${retryPeriodMs}) < --renew-deadline (${renewDeadlineMs}) < --lease-duration (${leaseDurationMs}) must hold (and the retry period be at least 10 ms)`);
+  }
   return {
     host: raw("host"),
     port,
@@ -236,6 +261,13 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
     logLevel: logLevel(raw("log-level"), what("log-level")),
     fastPath: onOff(raw("fast-path"), what("fast-path")),
     http2Engine: oneOf(raw("http2-engine"), ["ripple", "node"] as const, what("http2-engine")),
+    coordinator,
+    etcdEndpoints: raw("etcd-endpoints").split(",").map((e) => e.trim()).filter((e) => e !== ""),
+    group: raw("group"),
+    nodeId: optional("node-id") ?? hostname(),
+    leaseDurationMs,
+    renewDeadlineMs,
+    retryPeriodMs,
     corsAllowedOrigins,
     corsAllowCredentials,
     corsMaxAgeSeconds: int("cors-max-age"),

@@ -28,6 +28,8 @@ import { type CorsPolicy, withCors } from "./cors.js";
 import { HealthState, registerHealth, ServingStatus } from "./health.js";
 import { registerReflection } from "./reflection.js";
 import { http2TlsOptions } from "../client/tls.js";
+import { CoordinatedNode, coordinationInfoFields, leaseFence } from "../coordination/coordinated-node.js";
+import { EtcdLock } from "../coordination/etcd.js";
 
 export interface RunningServer {
   readonly port: number;
@@ -37,6 +39,8 @@ export interface RunningServer {
   readonly hub: WatchHub;
   readonly health: HealthState;
   readonly replication: Replication;
+  /** With --coordinator etcd: the lease election that decides this node's role. */
+  readonly coordination: CoordinatedNode | undefined;
   /** Graceful stop: refuse new connections, end streams, let in-flight calls finish, then close. */
   close(): Promise<void>;
 }
@@ -63,7 +67,10 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   );
   const sweeper = new ExpirySweeper(store);
   sweeper.start();
+  let coordination: CoordinatedNode | undefined;
   const replication = new Replication(store, log, hub, role, {
+    coordinated: config.coordinator !== "static",
+    onNewerTerm: () => coordination?.poke(),
     replicaOf: config.replicaOf,
     token: config.replicationToken ?? config.authToken,
     bufferBytes: config.replicationBufferBytes,
@@ -74,6 +81,19 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
         ? http2TlsOptions({ caFile: config.replicationTlsCaFile, certFile: config.replicationTlsCertFile, keyFile: config.replicationTlsKeyFile })
         : undefined,
   });
+  if (config.coordinator === "etcd") {
+    // Each etcd call is bounded well inside the renew deadline, so a hung call cannot outlast the lease.
+    const lock = new EtcdLock({ endpoints: config.etcdEndpoints, group: config.group, nodeId: config.nodeId, callTimeoutMs: Math.max(50, Math.floor(config.renewDeadlineMs / 2)) });
+    coordination = new CoordinatedNode(lock, replication, store, {
+      coordinator: config.coordinator,
+      group: config.group,
+      nodeId: config.nodeId,
+      leaseDurationMs: config.leaseDurationMs,
+      renewDeadlineMs: config.renewDeadlineMs,
+      retryPeriodMs: config.retryPeriodMs,
+      log: (msg, fields) => logLine("info", msg, fields),
+    });
+  }
   // min_revision reads: they also wait while a full resync loads (the role says when).
   const revisions = new RevisionWaiter(log, replication.role);
 
@@ -119,9 +139,19 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     service === CacheService.typeName && method === "Flush" ? tokens[AdminService.typeName] : tokens[service];
   const tokenKind = (service: string, method: string) =>
     service === AdminService.typeName || (service === CacheService.typeName && method === "Flush") ? "admin" : service === ReplicationService.typeName ? "replication" : "client";
-  const interceptors: Interceptor[] = [telemetry.interceptor, bearerAuth(tokenFor, tokenKind), replicaGuard(replication.role), storeErrors];
+  const interceptors: Interceptor[] = [
+    telemetry.interceptor,
+    bearerAuth(tokenFor, tokenKind),
+    // With a coordinator, writes are fenced by the lease first (src/coordination/coordinated-node.ts).
+    ...(coordination !== undefined ? [leaseFence(coordination)] : []),
+    replicaGuard(replication.role),
+    storeErrors,
+  ];
 
   const cacheImpl = cacheServiceImpl({ store, hub, replication, revisions, maxBatch: config.maxBatch, version: VERSION, startedAt: Date.now() });
+  // Info also reports coordination: role, term, lease holder (src/coordination).
+  const baseInfo = cacheImpl.info.bind(cacheImpl);
+  cacheImpl.info = async (req, ctx) => ({ ...(await baseInfo(req, ctx)), ...coordinationInfoFields(coordination, replication) });
   const adminImpl = adminServiceImpl(store, replication, () => ownAddress);
   const routes = (router: ConnectRouter) => {
     router.service(CacheService, cacheImpl);
@@ -169,6 +199,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const listener = await listen(handler, { ...config, fastStream, ownEngine });
   ownAddress = config.advertiseAddress ?? `${config.host}:${listener.port}`;
   replication.start(ownAddress);
+  coordination?.start(ownAddress);
   const admin =
     config.adminPort === undefined
       ? undefined
@@ -188,6 +219,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     hub,
     health,
     replication,
+    coordination,
     close() {
       closing ??= (async () => {
         // Drain: report not ready at once and keep serving, so that load
@@ -195,6 +227,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
         draining = true;
         updateHealth();
         clearInterval(healthTimer);
+        // A primary stops taking writes and releases its lease at once: another node takes over without waiting for it to expire.
+        await coordination?.stop();
         if (config.drainPeriodMs > 0) await new Promise((r) => setTimeout(r, config.drainPeriodMs));
         await replication.close();
         listener.stopAccepting();
