@@ -31,6 +31,8 @@ const HEADER_BLOCK_SLACK = 16 * 1024;
 const LINGER_MS = 1000;
 /** How many of that rest's bytes it takes (and drops) meanwhile before it resets the stream. */
 const LINGER_BYTES = 1024 * 1024;
+/** How long a connection that ended keeps its socket for what it wrote last (GOAWAY) to reach the peer, reading nothing. */
+const SOCKET_LINGER_MS = 1000;
 
 class ConnectionError extends Error {
   constructor(
@@ -59,7 +61,10 @@ class ConnectionError extends Error {
 export class H2Connection extends EventEmitter implements StreamHost {
   private readonly streams = new StreamTable<H2Stream>();
   private readonly decoder = new HpackDecoder();
-  private input: Buffer | undefined;
+  /** A frame (or the preface) that runs past the end of a socket read: its bytes so far, in a buffer of its whole length once its header is in. */
+  private partial: Buffer | undefined;
+  private partialFill = 0;
+  private readonly onSocketData = (chunk: Buffer): void => this.onData(chunk);
   private prefaceSeen = false;
   private lastStreamId = 0;
   /** Set once GOAWAY went out: streams above it are ignored. */
@@ -98,7 +103,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
     ]));
     this.queueFrame(FrameType.WINDOW_UPDATE, 0, 0, u32(CONNECTION_WINDOW - DEFAULT_WINDOW));
     this.recvWindow = CONNECTION_WINDOW;
-    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("data", this.onSocketData);
     socket.on("drain", () => this.schedule());
     socket.on("error", () => this.destroy());
     socket.on("close", () => this.destroy());
@@ -150,30 +155,40 @@ export class H2Connection extends EventEmitter implements StreamHost {
 
   // --- Input ---
 
+  /**
+   * One socket read. Frames whole in it are handled in place (their payloads
+   * are views of it); only a frame that runs past its end is copied, into a
+   * buffer of the frame's own length, so a peer that trickles its frames costs
+   * one copy of each, never a copy of all its unread input per read.
+   */
   private onData(chunk: Buffer): void {
-    let buf = this.input === undefined ? chunk : Buffer.concat([this.input, chunk]);
-    this.input = undefined;
+    if (this.isDestroyed) return;
     let pos = 0;
     try {
-      if (!this.prefaceSeen) {
-        if (buf.length < PREFACE.length) {
-          this.input = buf;
-          return;
-        }
-        if (!buf.subarray(0, PREFACE.length).equals(PREFACE)) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad connection preface");
-        this.prefaceSeen = true;
-        pos = PREFACE.length;
+      if (this.partial !== undefined) {
+        pos = this.fillPartial(chunk);
+        if (this.partial !== undefined || this.isDestroyed) return;
       }
-      while (buf.length - pos >= FRAME_HEADER_BYTES && !this.isDestroyed) {
-        const length = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2];
+      if (!this.prefaceSeen) {
+        if (chunk.length - pos < PREFACE.length) return this.startPartial(chunk, pos, PREFACE.length);
+        if (!chunk.subarray(pos, pos + PREFACE.length).equals(PREFACE)) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad connection preface");
+        this.prefaceSeen = true;
+        pos += PREFACE.length;
+      }
+      while (!this.isDestroyed) {
+        const left = chunk.length - pos;
+        if (left < FRAME_HEADER_BYTES) {
+          if (left > 0) this.startPartial(chunk, pos, FRAME_HEADER_BYTES);
+          break;
+        }
+        const length = (chunk[pos] << 16) | (chunk[pos + 1] << 8) | chunk[pos + 2];
         if (length > DEFAULT_MAX_FRAME) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, `frame of ${length} bytes`);
-        if (buf.length - pos < FRAME_HEADER_BYTES + length) break;
-        const type = buf[pos + 3];
-        const flags = buf[pos + 4];
-        const id = buf.readUInt32BE(pos + 5) & 0x7fff_ffff;
-        const payload = buf.subarray(pos + FRAME_HEADER_BYTES, pos + FRAME_HEADER_BYTES + length);
+        if (left < FRAME_HEADER_BYTES + length) {
+          this.startPartial(chunk, pos, FRAME_HEADER_BYTES + length);
+          break;
+        }
+        this.frameAt(chunk, pos, length);
         pos += FRAME_HEADER_BYTES + length;
-        this.onFrame(type, flags, id, payload);
       }
     } catch (e) {
       if (e instanceof ConnectionError) this.fail(e.code);
@@ -185,9 +200,48 @@ export class H2Connection extends EventEmitter implements StreamHost {
       }
       return;
     }
-    // Keep only the partial frame (a copy would pin less, but frames are small).
-    if (pos < buf.length) this.input = buf.subarray(pos);
     this.schedule();
+  }
+
+  /** Copies the start of `chunk` into the partial frame and, once that is whole, handles it; returns how many bytes of `chunk` it took. */
+  private fillPartial(chunk: Buffer): number {
+    let pos = 0;
+    for (;;) {
+      const partial = this.partial!;
+      const n = Math.min(partial.length - this.partialFill, chunk.length - pos);
+      chunk.copy(partial, this.partialFill, pos, pos + n);
+      this.partialFill += n;
+      pos += n;
+      if (this.partialFill < partial.length) return pos;
+      this.partial = undefined;
+      if (!this.prefaceSeen) {
+        if (!partial.equals(PREFACE)) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad connection preface");
+        this.prefaceSeen = true;
+        return pos;
+      }
+      const length = (partial[0] << 16) | (partial[1] << 8) | partial[2];
+      if (partial.length === FRAME_HEADER_BYTES && length > 0) {
+        // The header is in: the frame gets a buffer of its whole length.
+        if (length > DEFAULT_MAX_FRAME) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, `frame of ${length} bytes`);
+        this.startPartial(partial, 0, FRAME_HEADER_BYTES + length);
+        continue;
+      }
+      this.frameAt(partial, 0, length);
+      return pos;
+    }
+  }
+
+  /** Keeps `chunk` from `pos` on as the start of a frame (or preface) of `length` bytes. */
+  private startPartial(chunk: Buffer, pos: number, length: number): void {
+    const partial = Buffer.allocUnsafe(length);
+    this.partialFill = chunk.copy(partial, 0, pos);
+    this.partial = partial;
+  }
+
+  /** The frame of `length` payload bytes at `pos`. */
+  private frameAt(buf: Buffer, pos: number, length: number): void {
+    const id = buf.readUInt32BE(pos + 5) & 0x7fff_ffff;
+    this.onFrame(buf[pos + 3], buf[pos + 4], id, buf.subarray(pos + FRAME_HEADER_BYTES, pos + FRAME_HEADER_BYTES + length));
   }
 
   private onFrame(type: number, flags: number, id: number, payload: Buffer): void {
@@ -644,14 +698,24 @@ export class H2Connection extends EventEmitter implements StreamHost {
     this.emit("close");
   }
 
-  /** Ends the socket after what is queued, and destroys it if the peer has not closed it a second later. */
+  /** Ends the socket after what is queued, and destroys it if the peer has not closed it SOCKET_LINGER_MS later. */
   private endSocket(): void {
     this.socket.end();
-    setTimeout(() => this.socket.destroy(), 1000).unref();
+    setTimeout(() => this.socket.destroy(), SOCKET_LINGER_MS).unref();
   }
 
-  /** A connection error (section 5.4.1): GOAWAY with the code, then close. */
+  /**
+   * A connection error (section 5.4.1): GOAWAY with the code, then close.
+   * Nothing more is read, as nghttp2 does: the data handler goes, the socket
+   * is paused (what the peer sends waits in the kernel, bounded by its
+   * buffer, until the socket is destroyed, SOCKET_LINGER_MS at most after
+   * the GOAWAY), and a partial frame is dropped.
+   */
   private fail(code: number): void {
+    if (this.isDestroyed) return;
+    this.socket.off("data", this.onSocketData);
+    this.socket.pause();
+    this.partial = undefined;
     this.goawayId = this.lastStreamId;
     this.queueFrame(FrameType.GOAWAY, 0, 0, Buffer.concat([u32(this.lastStreamId), u32(code)]));
     for (const chunk of this.out.take()) this.socket.write(chunk);
