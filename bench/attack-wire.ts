@@ -61,6 +61,8 @@ export interface ConnectionOutcome {
   /** Bytes the kernel took from the attacker, and whether it ended blocked (the server stopped reading). */
   bytesSent: number;
   writeBlocked: boolean;
+  /** When the attacker began waiting for connection window that the server never gave (flow control refused more data). */
+  windowShutAtMs?: number;
   /** When the write that was still blocked at the end began: from then on the server took nothing (it stopped reading). */
   stalledAtMs?: number;
 }
@@ -178,7 +180,10 @@ export class Wire {
       rx = now;
     }, 50);
     const ok = await Promise.race([
-      once(this.socket, "drain").then(() => true),
+      once(this.socket, "drain").then(
+        () => true,
+        () => false, // once() rejects on the socket's error (EPIPE, ECONNRESET): the server is gone
+      ),
       this.closedPromise.then(() => false),
       new Promise<boolean>((res) => (timer = setTimeout(() => res(false), left))),
     ]);
@@ -209,8 +214,13 @@ export class Wire {
 
   /** Waits (up to the deadline) until the connection window has room for `bytes` of DATA, and takes them from it. */
   async reserve(bytes: number, deadline: number): Promise<boolean> {
+    const since = this.now();
     while (this.sendWindow < bytes) {
-      if (this.ended || performance.now() >= deadline) return false;
+      if (this.ended) return false;
+      if (performance.now() >= deadline) {
+        if (this.now() - since >= 500) this.outcome.windowShutAtMs = since;
+        return false;
+      }
       await new Promise((r) => setTimeout(r, 5));
     }
     this.sendWindow -= bytes;

@@ -37,8 +37,12 @@ const PROBE_MEDIAN_MS = 20;
 const PROBE_MAX_MS = 250;
 const ENDED_MS = 2000;
 const BACK_MS = 5000;
-/** "Back": RSS within this of where it was before the attack (V8 keeps some heap it grew). */
-const BACK_SLACK = 16 * MiB;
+/**
+ * "Back": RSS within this of where it was before the attack. The control row
+ * grows 7-9 MiB over a run by itself, and V8 keeps 10-16 MiB of the heap it
+ * grew for any burst of garbage after its next full GC.
+ */
+const BACK_SLACK = 24 * MiB;
 
 type Engine = "ripple" | "node";
 
@@ -214,7 +218,7 @@ async function measureOn(server: Server, row: Row, engine: Engine, holdMs: numbe
 function endedAtOf(row: Row, c: ConnectionOutcome): number | undefined {
   const times = [c.closedAtMs, c.stalledAtMs];
   if (!row.ignoresGoaway) times.push(c.goaway?.atMs);
-  if (row.refusalEnds) times.push(c.firstRefusalAtMs);
+  if (row.refusalEnds) times.push(c.firstRefusalAtMs, c.windowShutAtMs);
   const known = times.filter((t): t is number => t !== undefined);
   return known.length === 0 ? undefined : Math.min(...known);
 }
@@ -227,6 +231,7 @@ function describe(c: ConnectionOutcome, connections: number): string {
   if (c.goaway !== undefined) parts.push(`GOAWAY ${c.goaway.code} ${sec(c.goaway.atMs)}`);
   if (c.closedAtMs !== undefined) parts.push(`closed ${sec(c.closedAtMs)}`);
   else if (c.stalledAtMs !== undefined) parts.push(`not read from ${sec(c.stalledAtMs)}`);
+  else if (c.windowShutAtMs !== undefined) parts.push(`no window from ${sec(c.windowShutAtMs)}`);
   else parts.push("still open");
   return `${connections > 1 ? "each: " : ""}${parts.join("; ")}`;
 }
