@@ -11,7 +11,7 @@
  * server of each.
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import * as http2 from "node:http2";
@@ -25,6 +25,7 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { CacheService } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { eventually } from "./helpers/assert.js";
+import { generatePythonStubs, PYTHON } from "./helpers/python.js";
 import { requireTool, ROOT, startServer, type ServerProcess } from "./helpers/server.js";
 
 const enc = new TextEncoder();
@@ -244,6 +245,39 @@ test("real clients over TLS with ALPN h2 on our engine: connect-node (Connect, g
   assert.match(r.stderr, /ALPN: server accepted h2/);
   assert.match(r.stderr, /< HTTP\/2 200/);
   assert.equal(JSON.parse(r.stdout).value, Buffer.from("grpc-js").toString("base64"));
+});
+
+test("Python grpcio (gRPC C-core) over TLS on our engine, with and without a client certificate", () => {
+  const stubs = generatePythonStubs(["ripplecache/v1/cache.proto"]);
+  try {
+    const script = `
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import grpc
+from ripplecache.v1 import cache_pb2, cache_pb2_grpc
+_, _, addr, ca, cert, key = sys.argv
+read = lambda f: open(f, "rb").read() if f else None
+creds = grpc.ssl_channel_credentials(root_certificates=read(ca), private_key=read(key), certificate_chain=read(cert))
+with grpc.secure_channel(addr, creds) as channel:
+    stub = cache_pb2_grpc.CacheServiceStub(channel)
+    try:
+        stub.Set(cache_pb2.SetRequest(key="tls-engine/python", value=b"py"), timeout=5)
+        got = stub.Get(cache_pb2.GetRequest(key="tls-engine/python"), timeout=5)
+        print(json.dumps({"found": got.found, "value": got.value.decode()}))
+    except grpc.RpcError as e:
+        print(json.dumps({"code": e.code().name}))
+`;
+    const run = (server: ServerProcess, withCert: boolean) => {
+      const r = spawnSync(PYTHON, ["-c", script, stubs, `127.0.0.1:${server.port}`, ca.cert, withCert ? client.cert : "", withCert ? client.key : ""], { encoding: "utf8", timeout: 30_000 });
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout.trim()) as { found?: boolean; value?: string; code?: string };
+    };
+    assert.deepEqual(run(ours, false), { found: true, value: "py" });
+    assert.deepEqual(run(mutual, true), { found: true, value: "py" });
+    assert.equal(run(mutual, false).code, "UNAVAILABLE", "no client certificate: refused");
+  } finally {
+    rmSync(stubs, { recursive: true, force: true });
+  }
 });
 
 test("HTTP/1.1 over TLS: ALPN http/1.1 (connect-node, curl) and a client that offers no ALPN, on the same port", async () => {
