@@ -119,7 +119,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "replication-heartbeat", kind: "int", defaultValue: "1000", help: "Milliseconds between heartbeats to idle replicas; a replica drops a link silent for 3 heartbeats." },
   { flag: "replica-unready-after", kind: "int", defaultValue: "30000", help: "A replica whose link to its primary is down this many ms reports NOT_SERVING (0 = never)." },
   { flag: "fast-path", kind: "string", defaultValue: "on", help: "Serve unary and server-streaming calls in binary over HTTP/2 (gRPC, Connect) on the fast path (off = connect-node serves every call; answers are the same)." },
-  { flag: "http2-engine", kind: "string", defaultValue: "ripple", help: "What serves HTTP/2 without TLS: ripple (our own engine, several times faster per call) or node (node:http2). TLS connections always use node:http2." },
+  { flag: "http2-engine", kind: "string", defaultValue: "ripple", help: "What serves HTTP/2, h2c and TLS (ALPN h2) alike: ripple (our own engine, several times faster per call) or node (node:http2)." },
   { flag: "keepalive-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds to wait for a PING answer before the connection and its streams are dropped." },
   { flag: "coordinator", kind: "string", defaultValue: "static", help: "What elects the primary: static (no election: a primary, or a replica with --replica-of) or etcd (the holder of the group's lease in etcd is primary; docs/FAILOVER.md)." },
   { flag: "etcd-endpoints", kind: "string", defaultValue: "http://127.0.0.1:2379", help: "With --coordinator etcd: the etcd members, comma-separated URLs." },
