@@ -194,7 +194,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   // A browser's call (it sends Origin) goes to connect's handlers, which add the CORS headers.
   const fastStream: FastStreamHandler | undefined =
     fastPath === undefined || cors === undefined ? fastPath : (stream, headers) => headers.origin === undefined && fastPath(stream, headers);
-  // h2c on our own HTTP/2 engine (src/server/h2), unless --http2-engine node.
+  // HTTP/2 (h2c, and TLS with ALPN h2) on our own engine (src/server/h2), unless --http2-engine node.
   const ownEngine = config.http2Engine === "ripple" ? connectBridge(handlers, telemetry.networkContextValues) : undefined;
   const listener = await listen(handler, { ...config, fastStream, ownEngine });
   ownAddress = config.advertiseAddress ?? `${config.host}:${listener.port}`;
