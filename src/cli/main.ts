@@ -2,9 +2,10 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { CacheClient, type Protocol } from "../client/client.js";
-import { EventType, ResyncReason, Role } from "../gen/ripplecache/v1/cache_pb.js";
+import { EventType, ResyncReason, Role, RoleSchema } from "../gen/ripplecache/v1/cache_pb.js";
 import { ConfigError, envName, resolveConfig, SETTINGS } from "../server/config.js";
-import { startServer } from "../server/server.js";
+import { type RunningServer, startServer } from "../server/server.js";
+import type { ServerConfig } from "../server/config.js";
 import { VERSION } from "../version.js";
 import { announce, configureLogging, logLine } from "../log.js";
 
@@ -14,12 +15,14 @@ Usage:
   ripplecache serve [flags]                     run the server (ripplecache serve --help lists flags)
   ripplecache get KEY                           print the value; exit code 1 on a miss
   ripplecache set KEY [VALUE] [--ttl MS] [--flags N] [--if-absent | --if-present | --if-revision N]
-                                                VALUE from the argument, else from stdin
+                                                VALUE from the argument, else from stdin (empty only with --empty)
   ripplecache del KEY [--if-revision N]         exit code 1 when nothing was deleted
   ripplecache incr KEY [DELTA] [--ttl MS]       print the new value
+  ripplecache touch KEY --ttl MS                set a key's time to live (0 = never expires); exit code 1 on a miss
   ripplecache scan [PREFIX] [--keys-only] [--limit N]
                                                 print KEY<TAB>VALUE lines (KEY lines with --keys-only)
   ripplecache info                              print server information as JSON
+  ripplecache flush                             remove every key (admin token)
   ripplecache promote                           make a replica the primary (admin token)
   ripplecache replica-of HOST:PORT              make a node a replica of HOST:PORT (admin token)
   ripplecache digest                            print the dataset checksum at the current revision
@@ -31,7 +34,7 @@ Client flags:
   --protocol P       connect, grpc or grpc-web (default connect)
   --http1            use HTTP/1.1 instead of HTTP/2 (connect and grpc-web)
   --token T          bearer token (RIPPLECACHE_TOKEN)
-  --timeout MS       deadline per call (default 10000)
+  --timeout MS       deadline per call, more than 0 (default 10000)
   --cacert FILE      TLS: PEM CA bundle that verifies the server (https; default: Node's root CAs with an https:// --addr)
   --cert FILE        TLS: PEM client certificate, for a server with --tls-client-ca (with --key)
   --key FILE         TLS: PEM private key of --cert
@@ -57,8 +60,15 @@ const CLIENT_OPTIONS = {
   "from-revision": { type: "string" },
   "from-history": { type: "string" },
   json: { type: "boolean" },
+  empty: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsConfig["options"];
+
+/** Most positional arguments each client command takes (a command not listed takes any number). */
+const MAX_POSITIONALS: Record<string, number> = { get: 1, set: 2, del: 1, incr: 2, touch: 1, scan: 1, info: 0, flush: 0, promote: 0, failover: 0, "replica-of": 1, digest: 0, watch: 1 };
+
+/** The address the client commands talk to, for error messages. */
+let clientAddr = "";
 
 class UsageError extends Error {}
 
@@ -71,8 +81,10 @@ async function main(argv: string[]): Promise<number> {
     case "set":
     case "del":
     case "incr":
+    case "touch":
     case "scan":
     case "info":
+    case "flush":
     case "watch":
     case "promote":
     case "replica-of":
@@ -96,7 +108,7 @@ async function main(argv: string[]): Promise<number> {
 async function serve(args: string[]): Promise<number> {
   const options: ParseArgsConfig["options"] = { help: { type: "boolean", short: "h" } };
   for (const s of SETTINGS) options[s.flag] = { type: "string" };
-  const { values } = parseArgs({ args, options, strict: true, allowPositionals: false });
+  const { values } = parseArgs({ args: withOptionValues(args, options), options, strict: true, allowPositionals: false });
   if (values.help) {
     process.stdout.write("ripplecache serve [flags]\n\nEach flag can also be set by its environment variable.\n\n");
     for (const s of SETTINGS) {
@@ -107,6 +119,15 @@ async function serve(args: string[]): Promise<number> {
   const flags: Record<string, string | undefined> = {};
   for (const s of SETTINGS) flags[s.flag] = values[s.flag] as string | undefined;
   const config = resolveConfig(flags);
+  if (config.replicaOf !== undefined && !isHostPort(config.replicaOf)) {
+    throw new ConfigError(`--replica-of (RIPPLECACHE_REPLICA_OF): "${config.replicaOf}" is not HOST:PORT (example: 10.0.0.5:7420)`);
+  }
+  if (config.advertiseAddress !== undefined && !isHostPort(config.advertiseAddress)) {
+    throw new ConfigError(`--advertise-address (RIPPLECACHE_ADVERTISE_ADDRESS): "${config.advertiseAddress}" is not HOST:PORT`);
+  }
+  if (config.adminPort !== undefined && config.adminPort !== 0 && config.adminPort === config.port) {
+    throw new ConfigError(`--admin-port (RIPPLECACHE_ADMIN_PORT) and --port are both ${config.port}: give the admin server a port of its own`);
+  }
   configureLogging(config.logLevel);
   // Signals are handled from the start: a SIGTERM during start-up still stops gracefully.
   let signalled: string | undefined;
@@ -117,7 +138,12 @@ async function serve(args: string[]): Promise<number> {
       onSignal?.(signal);
     });
   }
-  const server = await startServer(config);
+  let server: RunningServer;
+  try {
+    server = await startServer(config);
+  } catch (err) {
+    throw startError(err, config);
+  }
   announce("listening", { host: config.host, port: server.port, adminPort: server.adminPort, version: VERSION, maxMemoryBytes: config.maxMemoryBytes, auth: config.authToken !== undefined, tls: config.tlsCertFile !== undefined });
   await new Promise<void>((resolve) => {
     onSignal = (signal: string) => {
@@ -131,19 +157,26 @@ async function serve(args: string[]): Promise<number> {
 }
 
 async function clientCommand(command: string, args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, options: CLIENT_OPTIONS, strict: true, allowPositionals: true });
+  const { values, positionals } = parseArgs({ args: withOptionValues(args, CLIENT_OPTIONS), options: CLIENT_OPTIONS, strict: true, allowPositionals: true });
   if (values.help) {
     process.stdout.write(USAGE);
     return 0;
   }
+  const most = MAX_POSITIONALS[command] ?? Number.POSITIVE_INFINITY;
+  if (positionals.length > most) {
+    throw new UsageError(`${command} takes ${most === 0 ? "no arguments" : `at most ${most} argument${most === 1 ? "" : "s"}`}; unexpected ${positionals.slice(most).map((a) => JSON.stringify(a)).join(" ")}`);
+  }
+  const timeoutMs = number(values.timeout ?? "10000", "--timeout");
+  if (timeoutMs === 0) throw new UsageError("--timeout must be more than 0 milliseconds (it is the deadline of each call)");
   const protocol = (values.protocol ?? "connect") as Protocol;
   if (!["connect", "grpc", "grpc-web"].includes(protocol)) throw new UsageError(`--protocol must be connect, grpc or grpc-web, not "${protocol}"`);
+  clientAddr = values.addr ?? process.env.RIPPLECACHE_ADDR ?? "127.0.0.1:7420";
   const client = new CacheClient({
-    addr: values.addr ?? process.env.RIPPLECACHE_ADDR ?? "127.0.0.1:7420",
+    addr: clientAddr,
     protocol,
     httpVersion: values.http1 ? "1.1" : "2",
     token: values.token ?? process.env.RIPPLECACHE_TOKEN,
-    timeoutMs: number(values.timeout ?? "10000", "--timeout"),
+    timeoutMs,
     ...(values.cacert !== undefined || values.cert !== undefined ? { tls: { caFile: values.cacert, certFile: values.cert, keyFile: values.key } } : {}),
   });
   if ((values.cert === undefined) !== (values.key === undefined)) throw new UsageError("--cert and --key go together");
@@ -165,7 +198,8 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
         return 0;
       }
       case "set": {
-        const value = positionals[1] !== undefined ? new TextEncoder().encode(positionals[1]) : await readStdin();
+        if (values.empty && positionals[1] !== undefined) throw new UsageError("set takes a VALUE or --empty, not both");
+        const value = values.empty ? new Uint8Array(0) : positionals[1] !== undefined ? new TextEncoder().encode(positionals[1]) : await readStdin();
         const r = await client.set(key(), value, {
           ttlMs: number(values.ttl ?? "0", "--ttl"),
           flags: number(values.flags ?? "0", "--flags"),
@@ -187,6 +221,21 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
         if (!/^-?[0-9]+$/.test(delta)) throw new UsageError(`DELTA must be an integer, not "${delta}"`);
         const r = await client.increment(key(), BigInt(delta), number(values.ttl ?? "0", "--ttl"));
         process.stdout.write(`${r.value}\n`);
+        return 0;
+      }
+      case "touch": {
+        if (values.ttl === undefined) throw new UsageError("touch needs --ttl MS (0 = the key never expires)");
+        const r = await client.rpc.touch({ key: key(), ttlMs: BigInt(number(values.ttl, "--ttl")) });
+        if (!r.found) {
+          process.stderr.write("(not found)\n");
+          return 1;
+        }
+        process.stdout.write(`OK revision ${r.revision}\n`);
+        return 0;
+      }
+      case "flush": {
+        const r = await client.rpc.flush({});
+        process.stdout.write(`flushed at revision ${r.revision}\n`);
         return 0;
       }
       case "scan": {
@@ -218,7 +267,8 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
       case "info": {
         const i = await client.info();
         const out = {
-          role: Role[i.role],
+          // The API's JSON name (ROLE_PRIMARY), as curl and every JSON client show it.
+          role: RoleSchema.value[i.role]?.name ?? String(i.role),
           version: i.version,
           revision: Number(i.revision),
           keys: Number(i.keys),
@@ -298,14 +348,90 @@ async function readStdin(): Promise<Uint8Array> {
   if (process.stdin.isTTY) throw new UsageError("set needs a VALUE argument or a value on stdin");
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  // An empty stdin is more often a mistake (a command that printed nothing) than a wish.
+  if (chunks.length === 0 || Buffer.concat(chunks).length === 0) throw new UsageError("set read an empty value from stdin: give --empty to store an empty value");
   return Buffer.concat(chunks);
 }
 
+/**
+ * The arguments with each string option joined to its value (`--ttl -5` becomes
+ * `--ttl=-5`), so that a negative number reaches our validation instead of
+ * parseArgs' "argument is ambiguous"; and positional negative numbers (`incr k -5`)
+ * moved after `--`, in order, so that they are not taken for options.
+ */
+function withOptionValues(args: readonly string[], options: ParseArgsConfig["options"]): string[] {
+  const opts: string[] = [];
+  const positionals: string[] = [];
+  const negative = /^-[0-9]/;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") {
+      positionals.push(...args.slice(i + 1));
+      break;
+    }
+    if (negative.test(arg) || arg === "-" || !arg.startsWith("-")) positionals.push(arg);
+    else {
+      const name = arg.startsWith("--") && !arg.includes("=") ? arg.slice(2) : undefined;
+      const next = args[i + 1];
+      if (name !== undefined && options?.[name]?.type === "string" && next !== undefined && (!next.startsWith("-") || negative.test(next))) {
+        opts.push(`${arg}=${next}`);
+        i++;
+      } else opts.push(arg);
+    }
+  }
+  return positionals.length === 0 ? opts : [...opts, "--", ...positionals];
+}
+
+/** HOST:PORT (or an http(s) URL), as the ReplicaOf RPC takes it. */
+function isHostPort(address: string): boolean {
+  if (/^https?:\/\//.test(address)) return true;
+  const m = /^[^\s:]+:([0-9]{1,5})$/.exec(address);
+  return m !== null && Number(m[1]) <= 65535;
+}
+
+/** A start-up failure as one line naming the flag to change. */
+function startError(err: unknown, config: ServerConfig): Error {
+  const e = err as NodeJS.ErrnoException & { port?: number; address?: string };
+  const code = e?.code ?? "";
+  const onAdmin = e?.port !== undefined && e.port === config.adminPort && e.port !== config.port;
+  const flag = onAdmin ? "--admin-port (RIPPLECACHE_ADMIN_PORT)" : "--port (RIPPLECACHE_PORT)";
+  const where = `${config.host}:${e?.port ?? (onAdmin ? config.adminPort : config.port)}`;
+  const otherPort = onAdmin ? `give another --admin-port (0 = any free port, "off" = no admin server)` : "give another --port (0 = any free port)";
+  switch (code) {
+    case "EADDRINUSE":
+      return new ConfigError(`cannot listen on ${where} for ${flag}: the address is in use; ${otherPort}`);
+    case "EACCES":
+      return new ConfigError(`cannot listen on ${where} for ${flag}: permission denied (ports below 1024 need privileges); ${otherPort}`);
+    case "EADDRNOTAVAIL":
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+    case "EAI_FAIL":
+      return new ConfigError(`--host (RIPPLECACHE_HOST): cannot listen on "${config.host}" (${code}): not an address of this machine`);
+  }
+  const message = err instanceof Error ? err.message.split("\n")[0] : String(err);
+  if (!/--[a-z]/.test(message) && (code.startsWith("ERR_OSSL") || /PEM|certificate|private key/i.test(message))) {
+    return new ConfigError(`cannot start TLS: ${message}: check --tls-cert, --tls-key and --tls-client-ca`);
+  }
+  return new ConfigError(`cannot start: ${message}${code !== "" && !message.includes(code) ? ` (${code})` : ""}`);
+}
+
+
+/**
+ * Errors that mean the peer answered, but not as RippleCache does: an HTTP/2
+ * session refused by an HTTP/1.1 server, a plain HTTP status (404, 405) where
+ * a Connect or gRPC answer belongs, or bytes that are not HTTP at all.
+ */
+function notRippleCache(err: ConnectError): boolean {
+  if (err.code !== Code.Internal && err.code !== Code.Unknown && err.code !== Code.Unimplemented) return false;
+  return /^(Protocol error|HTTP (404|405)|Parse Error)/.test(err.rawMessage);
+}
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    if (err instanceof ConnectError) {
+    if (err instanceof ConnectError && notRippleCache(err)) {
+      process.stderr.write(`ripplecache: ${clientAddr} is not a RippleCache port (${Code[err.code]}: ${err.rawMessage}): is it the admin port (--admin-port, /livez /readyz /metrics)? --addr takes the server's main port (--port, 7420 by default)\n`);
+    } else if (err instanceof ConnectError) {
       const hint = err.code === Code.Unavailable ? " (is the server running at that address?)" : "";
       process.stderr.write(`ripplecache: ${Code[err.code]}: ${err.rawMessage}${hint}\n`);
     } else if (err instanceof UsageError || err instanceof ConfigError || (err instanceof Error && "code" in err && String(err.code).startsWith("ERR_PARSE_ARGS"))) {

@@ -50,6 +50,10 @@ export interface Fault {
  * request message of type `input`, or undefined to keep the error as it is.
  */
 export function requestFault(code: number, message: string, input: DescMessage): Fault | undefined {
+  // connect names the limit by its own option; the operator knows it as --max-request-bytes.
+  if (code === Code.ResourceExhausted && message.includes(READ_MAX_BYTES)) {
+    return { code, message: message.replace(/configured readMaxBytes (\d+)/, "the server's --max-request-bytes ($1 bytes)") };
+  }
   if (code !== Code.Internal || !message.startsWith(PARSE_BINARY)) return undefined;
   const why = message.slice(PARSE_BINARY.length);
   return { code: Code.InvalidArgument, message: `invalid protobuf for ${input.typeName}: ${EXPLAINED[why] ?? why}` };
@@ -62,6 +66,7 @@ export function requestFaultError(error: ConnectError, input: DescMessage): Conn
 }
 
 const PARSE_BINARY = "parse binary: ";
+const READ_MAX_BYTES = "configured readMaxBytes ";
 /** @bufbuild/protobuf's terse reasons, said plainly. */
 const EXPLAINED: Record<string, string> = {
   "The encoded data was not valid for encoding utf-8": "a string field is not valid UTF-8",
@@ -260,7 +265,7 @@ async function unaryRequestFault(res: UniversalServerResponse, input: DescMessag
   if (type.startsWith("application/grpc-web")) {
     return { ...res, body: mapEnvelopes(res.body, trailerFlag, (data) => fixGrpcWebTrailer(data, input)) };
   }
-  if (res.status !== 500 || !type.startsWith("application/json")) return res;
+  if ((res.status !== 500 && res.status !== 429) || !type.startsWith("application/json")) return res;
   // Connect unary: the error is the JSON body, and its code sets the HTTP status.
   const chunks: Uint8Array[] = [];
   for await (const chunk of res.body) chunks.push(chunk);
