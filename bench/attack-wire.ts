@@ -197,19 +197,31 @@ export class Wire {
     return ok;
   }
 
-  /** Bytes waiting in the server's socket for the server to read (Linux /proc/net/tcp; -1 elsewhere). */
-  private serverRxQueue(): number {
+  /** The server's end of this connection in /proc/net/tcp (Linux): its fields, or undefined when it is gone. */
+  private serverSocket(): string[] | undefined {
     const local = this.socket.localPort;
     const remote = this.socket.remotePort;
-    if (local === undefined || remote === undefined) return -1;
+    if (local === undefined || remote === undefined) return undefined;
     const key = `:${remote.toString(16).toUpperCase().padStart(4, "0")} 0100007F:${local.toString(16).toUpperCase().padStart(4, "0")} `;
     try {
       const line = readFileSync("/proc/net/tcp", "latin1").split("\n").find((l) => l.includes(key));
-      if (line === undefined) return -1;
-      return Number.parseInt(line.trim().split(/\s+/)[4].split(":")[1], 16);
+      return line?.trim().split(/\s+/);
     } catch {
-      return -1;
+      return undefined;
     }
+  }
+
+  /** Bytes waiting in the server's socket for the server to read (-1 when unknown). */
+  private serverRxQueue(): number {
+    const fields = this.serverSocket();
+    return fields === undefined ? -1 : Number.parseInt(fields[4].split(":")[1], 16);
+  }
+
+  /** An attacker that does not read sees no FIN: the server's socket leaving ESTABLISHED (state 01) says it closed. */
+  private checkServerClosed(): void {
+    if (this.closed || process.platform !== "linux" || this.socket.localPort === undefined) return;
+    const fields = this.serverSocket();
+    if (fields === undefined || fields[3] !== "01") this.markClosed("fin");
   }
 
   /** Waits (up to the deadline) until the connection window has room for `bytes` of DATA, and takes them from it. */
@@ -229,7 +241,8 @@ export class Wire {
 
   /** Waits until the server ends the connection (GOAWAY or close) or the deadline. */
   async hold(deadline: number, untilClosed = false): Promise<void> {
-    while (performance.now() < deadline && !(untilClosed ? this.closed : this.ended)) {
+    for (let i = 0; performance.now() < deadline && !(untilClosed ? this.closed : this.ended); i++) {
+      if (this.socket.isPaused() && i % 5 === 0) this.checkServerClosed();
       await new Promise((r) => setTimeout(r, 10));
     }
   }

@@ -200,7 +200,8 @@ async function measureOn(server: Server, row: Row, engine: Engine, holdMs: numbe
       probeMedianMs: pct(window, 50),
       probeMaxMs: window.length === 0 ? NaN : Math.max(...window),
       endedAtMs: Number.isFinite(endedAt) ? endedAt : undefined,
-      outcome: describe(conns[0], row.connections),
+      // The connection ended last (the one the verdict is about), or the first.
+      outcome: describe(conns.reduce((a, c) => ((endedAtOf(row, c) ?? Infinity) > (endedAtOf(row, a) ?? Infinity) ? c : a)), row.connections),
       backAtMs: backAt === undefined ? undefined : Math.round(backAt - t0),
       observedMs: Math.round(end - t0),
       connections: conns,
@@ -233,7 +234,7 @@ function describe(c: ConnectionOutcome, connections: number): string {
   else if (c.stalledAtMs !== undefined) parts.push(`not read from ${sec(c.stalledAtMs)}`);
   else if (c.windowShutAtMs !== undefined) parts.push(`no window from ${sec(c.windowShutAtMs)}`);
   else parts.push("still open");
-  return `${connections > 1 ? "each: " : ""}${parts.join("; ")}`;
+  return `${connections > 1 ? `last of ${connections}: ` : ""}${parts.join("; ")}`;
 }
 
 const sec = (ms: number | undefined) => (ms === undefined ? "-" : `${(ms / 1000).toFixed(ms < 100 ? 3 : 2)} s`);
