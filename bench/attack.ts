@@ -16,7 +16,7 @@
  * of every attack) rewrites the table in docs/RELIABILITY.md between its
  * marker comments.
  *
- *   npm run attack [-- --only zero-window,rapid-reset] [--engines ripple] [--hold 6000] [--no-docs]
+ *   npm run attack [-- --only zero-window,rapid-reset] [--engines ripple] [--hold 6000] [--no-docs] [--out FILE]
  */
 import { spawn, spawnSync } from "node:child_process";
 import { cpus } from "node:os";
@@ -278,6 +278,8 @@ const { values } = parseArgs({
     hold: { type: "string", default: "6000" },
     out: { type: "string", default: join(ROOT, "bench/results/attack.json") },
     "no-docs": { type: "boolean", default: false },
+    /** The commit measured, for a run from an export of the tree (no .git). */
+    commit: { type: "string" },
   },
 });
 const only = values.only?.split(",").filter(Boolean);
@@ -301,7 +303,7 @@ for (const row of rows) {
 // Table order: ours, then node:http2.
 measurements.sort((a, b) => ROWS.findIndex((r) => r.attack === a.attack) - ROWS.findIndex((r) => r.attack === b.attack) || (a.engine === "ripple" ? -1 : 1));
 
-const commit = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).stdout.trim();
+const commit = values.commit ?? (spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).stdout?.trim() || "unknown");
 const machine = `${cpus().length} cores (${cpus()[0]?.model ?? "unknown"}), Node ${process.version}`;
 const table = markdown(rows, measurements);
 const judged = measurements.filter((m) => m.attack !== "control");
