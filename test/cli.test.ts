@@ -129,6 +129,10 @@ describe("ripplecache CLI", () => {
     // A negative DELTA is a positional argument, not an option.
     assert.equal(cli(["incr", "neg/n", "-5", ...base]).stdout, "-5\n");
     assert.equal(cli(["incr", "neg/n", "--ttl", "0", "-3", ...base]).stdout, "-8\n");
+    // "-" is a value like any other, for an option and as a positional argument.
+    assert.equal(cli(["set", "neg/k", "v", "--flags", "-", ...base]).stderr, 'ripplecache: --flags must be a non-negative integer, not "-"\n');
+    assert.equal(cli(["set", "neg/dash", "-", ...base]).code, 0);
+    assert.equal(cli(["get", "neg/dash", ...base]).stdout, "-");
     // A string option followed by another option is still a forgotten value.
     assert.match(cli(["get", "k", "--addr", "--http1"]).stderr, /argument is ambiguous/);
   });

@@ -373,7 +373,7 @@ function withOptionValues(args: readonly string[], options: ParseArgsConfig["opt
     else {
       const name = arg.startsWith("--") && !arg.includes("=") ? arg.slice(2) : undefined;
       const next = args[i + 1];
-      if (name !== undefined && options?.[name]?.type === "string" && next !== undefined && (!next.startsWith("-") || negative.test(next))) {
+      if (name !== undefined && options?.[name]?.type === "string" && next !== undefined && (!next.startsWith("-") || next === "-" || negative.test(next))) {
         opts.push(`${arg}=${next}`);
         i++;
       } else opts.push(arg);
