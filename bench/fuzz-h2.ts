@@ -66,12 +66,24 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 200));
     for (const crash of engines.crashes) console.log(`CRASH of the ${crash.engine} server: ${crash.message}`);
   } else {
+    let latest: CampaignResult | undefined;
+    // A campaign stopped early (SIGINT, SIGTERM) prints what it found so far and stops its servers.
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      process.once(signal, () => {
+        if (latest !== undefined) console.log(summary(latest, false));
+        console.log(`stopped by ${signal}`);
+        void engines.stop().then(() => process.exit(latest !== undefined && latest.unclassified.size > 0 ? 1 : 0));
+      });
+    }
     const r = await campaign(engines, {
       seed,
       first: Number(values.first),
       count: Number(values.cases),
       concurrency: Number(values.concurrency),
-      progress: (p) => console.log(summary(p, false)),
+      progress: (p) => {
+        latest = p;
+        console.log(summary(p, false));
+      },
     });
     console.log(summary(r, true));
     if (r.unclassified.size > 0 || engines.crashes.some((c) => c.engine === "ours")) exitCode = 1;
