@@ -1,6 +1,6 @@
 /** Number formatting and plain-text tables for the bench report; the generated tables of docs/PERFORMANCE.md and README.md. */
 import { readFileSync, realpathSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 
@@ -206,12 +206,14 @@ function rowsOf(r: BenchResults): DocRow[] {
   add({
     figure: `RippleCache bytes per key${shape}: RSS / V8 heap + external / counted`,
     value: raw === undefined ? undefined : `${fmtInt(num(raw.rssBytesPerKey) ?? NaN)} / ${fmtInt(num(raw.heapBytesPerKey) ?? NaN)} / ${fmtInt(num(raw.countedBytesPerKey) ?? NaN)} B`,
+    headline: true,
   });
   const redis = obj(raw?.redis);
   const redisOk = redis?.status === "ok";
   add({
     figure: `Redis${redisOk ? ` ${str(redis?.version) ?? ""}` : ""} bytes per key, the same keys and values: RSS / used_memory`,
     value: redisOk ? `${fmtInt(num(redis?.rssBytesPerKey) ?? NaN)} / ${fmtInt(num(redis?.usedMemoryBytesPerKey) ?? NaN)} B` : undefined,
+    headline: true,
   });
   {
     const v = num(raw?.rssToRedisRss);
@@ -323,22 +325,23 @@ function runLine(r: BenchResults): string[] {
 
 const cell = (s: string) => s.replace(/\|/g, "\\|");
 
-function markdownRows(rows: DocRow[]): string[] {
+function markdownRows(rows: DocRow[], column = "latest run"): string[] {
   return [
-    "| figure | latest run | target | verdict |",
+    `| figure | ${column} | target | verdict |`,
     "| --- | --- | --- | --- |",
     ...rows.map((row) => `| ${cell(row.figure)} | ${cell(row.value ?? NOT_MEASURED)} | ${cell(row.target?.text ?? "")} | ${verdict(row) === NOT_MEASURED ? "" : verdict(row)} |`),
   ];
 }
 
-/** The generated part of docs/PERFORMANCE.md. */
-export function renderPerformance(r: BenchResults): string {
+/** The generated part of docs/PERFORMANCE.md; `source`: another results file, printed with --print. */
+export function renderPerformance(r: BenchResults, source = "bench/results/latest.json"): string {
+  const latest = source === "bench/results/latest.json";
   return [
-    "<!-- generated from bench/results/latest.json by bench/format.ts: edit the generator, not this table -->",
+    `<!-- generated from ${source} by bench/format.ts: edit the generator, not this table -->`,
     "",
     ...runLine(r).map((l) => `${l}  `),
     "",
-    ...markdownRows(rowsOf(r)),
+    ...markdownRows(rowsOf(r), latest ? "latest run" : "this run").map((l) => (latest ? l : l.replaceAll(NOT_MEASURED, "not measured in this run"))),
   ].join("\n");
 }
 
@@ -397,16 +400,24 @@ export function writeDocs(r: BenchResults, root: string): string[] {
 // `node dist/bench/format.js --docs [--from FILE] [--check]`
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
   const { values } = parseArgs({
-    options: { docs: { type: "boolean", default: false }, check: { type: "boolean", default: false }, from: { type: "string" } },
+    options: { docs: { type: "boolean", default: false }, check: { type: "boolean", default: false }, print: { type: "boolean", default: false }, from: { type: "string" } },
     strict: true,
   });
   const root = fileURLToPath(new URL("../../", import.meta.url));
   const from = values.from ?? join(root, "bench/results/latest.json");
-  if (!values.docs && !values.check) {
-    process.stderr.write("usage: node dist/bench/format.js --docs [--from FILE]   (rewrite docs/PERFORMANCE.md and README.md's table)\n       node dist/bench/format.js --check [--from FILE]  (exit 1 if they differ)\n");
+  if (!values.docs && !values.check && !values.print) {
+    process.stderr.write(
+      "usage: node dist/bench/format.js --docs [--from FILE]   (rewrite docs/PERFORMANCE.md and README.md's table)\n" +
+        "       node dist/bench/format.js --check [--from FILE]  (exit 1 if they differ)\n" +
+        "       node dist/bench/format.js --print [--from FILE]  (print the table of a results file, e.g. an earlier run kept in bench/results/)\n",
+    );
     process.exit(2);
   }
   const results = JSON.parse(readFileSync(from, "utf8")) as BenchResults;
+  if (values.print) {
+    process.stdout.write(`${renderPerformance(results, relative(root, resolve(from)))}\n`);
+    process.exit(0);
+  }
   if (values.check) {
     const stale = [...docsFor(results, (f) => readFileSync(join(root, f), "utf8"))].filter(([f, c]) => readFileSync(join(root, f), "utf8") !== c).map(([f]) => f);
     process.stdout.write(stale.length === 0 ? "docs match the results\n" : `stale: ${stale.join(", ")} (node dist/bench/format.js --docs)\n`);
