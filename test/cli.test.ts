@@ -7,7 +7,9 @@ import { after, before, describe, test } from "node:test";
 import { CLI, startServer, type ServerProcess } from "./helpers/server.js";
 
 function cli(args: string[], input?: string) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { input, encoding: "utf8", timeout: 15_000 });
+  // A generous timeout: a busy machine (the whole suite on 2 cores) can take seconds to start node.
+  const r = spawnSync(process.execPath, [CLI, ...args], { input, encoding: "utf8", timeout: 60_000 });
+  if (r.signal !== null) throw new Error(`ripplecache ${args.join(" ")}: killed by ${r.signal} (timeout?); stderr: ${r.stderr}`);
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -165,7 +167,7 @@ describe("ripplecache CLI", () => {
     assert.deepEqual([missing.code, missing.stderr], [1, "(not found)\n"]);
     assert.match(cli(["touch", "touch/a", "--ttl", "1", ...base]).stdout, /^OK revision \d+\n$/);
     // With a 1 ms time to live the key expires; poll rather than sleep a guessed time.
-    const deadline = Date.now() + 10_000;
+    const deadline = Date.now() + 60_000;
     while (cli(["get", "touch/a", ...base]).code === 0) {
       assert.ok(Date.now() < deadline, "touch --ttl 1 made the key expire");
       await new Promise((r) => setTimeout(r, 20));

@@ -94,7 +94,7 @@ void client.get(42);
     const server = spawn(bin, ["serve", "--host", "127.0.0.1", "--port", "0", "--admin-port", "0"], { cwd: app, stdio: ["ignore", "pipe", "pipe"] });
     try {
       const port = await new Promise<number>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error("the installed server did not start within 10 s")), 10_000);
+        const timer = setTimeout(() => reject(new Error("the installed server did not start within 30 s")), 30_000);
         createInterface({ input: server.stdout! }).on("line", (line) => {
           const record = JSON.parse(line) as { msg?: string; port?: number };
           if (record.msg === "listening" && typeof record.port === "number") {
