@@ -228,7 +228,10 @@ async function switchovers(etcd: EtcdProcess, count: number, withCommand: boolea
         if (how === "ripplecache failover") {
           const to = nodes.find((n) => n !== primary && alive(n))!;
           const r = await cli(["failover", "--to", nodeId(to), "--addr", primary.addr]);
-          if (r.code !== 0) throw new Error(`ripplecache failover: exit ${r.code}: ${r.stderr.trim()}`);
+          if (r.code !== 0) {
+            const errors = primary.output.filter((l) => /"level":"(error|warn)"/.test(l)).slice(-3);
+            throw new Error(`ripplecache failover: exit ${r.code}: ${r.stderr.trim()}; the primary's log: ${errors.join(" | ")}`);
+          }
         } else {
           await primary.server.stop("SIGTERM");
         }

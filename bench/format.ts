@@ -308,13 +308,75 @@ function rowsOf(r: BenchResults): DocRow[] {
       value: off === undefined || ten === undefined || all === undefined ? undefined : `${fix(off, 2)} / ${fix(ten, 2)} / ${fix(all, 2)} µs`,
     });
   }
+  rows.push(...failoverRows(r));
+  return rows;
+}
+
+/** Failover (bench/failover.ts): kill -9 of the primary against Redis Sentinel, planned switchovers. */
+function failoverRows(r: BenchResults): DocRow[] {
+  const f = obj(r.failover);
+  const s = obj(f?.summary);
+  const k = (sys: string, kind: string) => obj(obj(s?.[sys])?.[kind]);
+  const ms = (x: number | undefined) => (x === undefined ? "-" : `${fmtInt(x)} ms`);
+  const pm = (x: Json | undefined) => (num(x?.p50Ms) === undefined ? undefined : `${ms(num(x?.p50Ms))} (max ${ms(num(x?.maxMs))})`);
+  const rows: DocRow[] = [];
+  for (const [kind, label] of [["plain", "Set / SET"], ["replicated", "Set min_replicas 1 / SET + WAIT 1"]] as const) {
+    const ours = k("ripple", kind);
+    const theirs = k("sentinel", kind);
+    const a = num(ours?.p50Ms);
+    const b = num(theirs?.p50Ms);
+    rows.push({
+      figure: `Write unavailability after kill -9 of the primary, ${label}: RippleCache (etcd, default lease) / Redis Sentinel (down-after 1000 ms), p50 over ${num(ours?.n) ?? "?"} runs each`,
+      value: a === undefined || b === undefined ? undefined : `${pm(ours)} / ${pm(theirs)}`,
+      measure: a === undefined || b === undefined ? undefined : a / b,
+      target: { op: "<=", bound: 1, text: "<= Sentinel's" },
+      headline: kind === "plain",
+    });
+  }
+  {
+    const worst = Math.max(num(k("ripple", "plain")?.p50Ms) ?? Number.NaN, num(k("ripple", "replicated")?.p50Ms) ?? Number.NaN);
+    rows.push({ figure: "RippleCache write unavailability after kill -9, p50 (the slower kind)", value: Number.isFinite(worst) ? ms(worst) : undefined, measure: Number.isFinite(worst) ? worst / 1000 : undefined, target: { op: "<=", bound: 2, text: "< 2 s" } });
+  }
+  {
+    const lost = (sys: string, kind: string) => num(k(sys, kind)?.lost);
+    const [r1, r0, s1, s0] = [lost("ripple", "replicated"), lost("ripple", "plain"), lost("sentinel", "replicated"), lost("sentinel", "plain")];
+    rows.push({
+      figure: "Acknowledged writes lost after kill -9: RippleCache min_replicas 1 / plain; Sentinel WAIT 1 / plain",
+      value: r1 === undefined ? undefined : `${r1} / ${r0}; ${s1} / ${s0}`,
+      measure: r1,
+      target: { op: "<=", bound: 0, text: "0 with min_replicas 1" },
+    });
+  }
+  for (const [sys, label] of [["failoverCommand", "Planned switchover (`ripplecache failover --to`)"], ["sigterm", "SIGTERM of the primary (lease handed over)"]] as const) {
+    const a = k(sys, "plain");
+    const b = k(sys, "replicated");
+    const worst = Math.max(num(a?.maxMs) ?? Number.NaN, num(b?.maxMs) ?? Number.NaN);
+    rows.push({
+      figure: `${label} under writes: longest time without an acknowledged write, worst of ${num(a?.n) ?? "?"} (Set and min_replicas 1)`,
+      value: Number.isFinite(worst) ? ms(worst) : undefined,
+      measure: Number.isFinite(worst) ? worst : undefined,
+      target: { op: "<=", bound: 300, text: "< 300 ms" },
+      headline: sys === "failoverCommand",
+    });
+  }
+  {
+    const lost = obj(s?.switchoverLost);
+    const acked = obj(s?.switchoverAcked);
+    const total = lost === undefined ? undefined : (num(lost.plain) ?? 0) + (num(lost.replicated) ?? 0);
+    rows.push({
+      figure: "Acknowledged writes lost over the switchovers (both kinds)",
+      value: total === undefined ? undefined : `${total} of ${fmtInt((num(acked?.plain) ?? 0) + (num(acked?.replicated) ?? 0))}`,
+      measure: total,
+      target: { op: "<=", bound: 0, text: "0" },
+    });
+  }
   return rows;
 }
 
 function runLine(r: BenchResults): string[] {
   const m = obj(r.machine) ?? {};
   const sections = arr(obj(r.config)?.sections).map(String);
-  const all = ["anchors", "tls", "throughput", "memory", "fanout", "lag", "resync", "expiry", "telemetry"];
+  const all = ["anchors", "tls", "throughput", "memory", "fanout", "lag", "resync", "expiry", "telemetry", "failover"];
   const missing = all.filter((s) => !sections.includes(s));
   const commit = str(m.commit) === undefined ? "" : ` at commit \`${str(m.commit)}\`${m.dirty === true ? " (with uncommitted changes)" : ""}`;
   return [

@@ -43,6 +43,7 @@ import { formatProfile, summarizeProfile, type ProfileSummary } from "./profile.
 import { formatFanout, runFanout } from "./fanout.js";
 import { formatAnchors, runAnchors } from "./anchors.js";
 import { formatTls, runTls } from "./tls.js";
+import { formatFailover, runFailover } from "./failover.js";
 import { formatLag, formatResync, runLag, runResync, type LagOptions, type ResyncOptions, type ResyncResult } from "./replication.js";
 import { fmtInt, fmtMs, fmtPct, formatTargets, table, writeDocs } from "./format.js";
 import { CLI, ROOT, command, killAll, machineBusyMs, pinning, processCpuMs, startServer, track, type Pinning, type Server } from "./procs.js";
@@ -76,7 +77,8 @@ const USAGE = `node dist/bench/run.js [flags]     (npm run bench -- [flags])
   --cpu-prof           run the server under --cpu-prof and print a summary
   --out FILE           results JSON (default bench/results/latest.json, and then the generated tables of
                        docs/PERFORMANCE.md and README.md are rewritten from it)
-  --sections LIST      anchors,tls,throughput,memory,fanout,lag,resync,expiry,telemetry (default all)
+  --sections LIST      anchors,tls,throughput,memory,fanout,lag,resync,expiry,telemetry,failover (default all)
+  --failover-reps N    kill -9 repetitions per system in the failover section (default 5; 6 switchovers after)
   --with-anchors       install the anchors first (apt-get: nghttp2-client, etcd-server, redis-server)
   --anchor-requests N  h2load requests per side-by-side measurement (default 100000)
   --fanout-watchers L  watcher counts for the Watch fan-out, one server each (default 1000,10000)
@@ -88,7 +90,7 @@ const USAGE = `node dist/bench/run.js [flags]     (npm run bench -- [flags])
   --resync-keys N      keys in the full-resync measurement (default 1000000; 0 = skip it)
 `;
 
-const SECTIONS = ["anchors", "tls", "throughput", "memory", "fanout", "lag", "resync", "expiry", "telemetry"] as const;
+const SECTIONS = ["anchors", "tls", "throughput", "memory", "fanout", "lag", "resync", "expiry", "telemetry", "failover"] as const;
 type Section = (typeof SECTIONS)[number];
 
 function options() {
@@ -119,6 +121,7 @@ function options() {
       "resync-keys": { type: "string", default: "1000000" },
       "with-anchors": { type: "boolean", default: false },
       "anchor-requests": { type: "string", default: "100000" },
+      "failover-reps": { type: "string", default: "5" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -161,6 +164,7 @@ function options() {
     withAnchors: values["with-anchors"],
     anchorRequests: int("anchor-requests", values["anchor-requests"], 1000),
     resyncKeys: int("resync-keys", values["resync-keys"], 0),
+    failoverReps: int("failover-reps", values["failover-reps"], 1),
   };
 }
 type Options = ReturnType<typeof options>;
@@ -624,6 +628,9 @@ async function main(): Promise<number> {
   // connect-node clients, which saturate their core at a fifth of what the server can serve,
   // so its throughput ratio said nothing of the server. The end-to-end ratio is measured with
   // h2load in the side-by-side table (traces 10% / telemetry off, median of pairs).
+  // kill -9 of the primary, RippleCache against Redis Sentinel, then planned switchovers (bench/failover.ts).
+  if (want("failover")) process.stderr.write("bench: failover, RippleCache and Redis Sentinel...\n");
+  const failover = want("failover") ? await runFailover({ reps: opts.failoverReps, switchovers: 6 }) : undefined;
   const telemetryText = want("telemetry") ? `Telemetry, in-process cost of the interceptor (bench/telemetry.ts --no-e2e):\n${script("telemetry", ["--no-e2e"])}` : undefined;
 
   const firstLines = (lines: Iterable<string>) => [...new Set(lines)].filter((l) => !l.startsWith("(Use `node --trace-warnings")).slice(0, 5);
@@ -648,6 +655,7 @@ async function main(): Promise<number> {
     resync === undefined ? undefined : formatResync(resync, resyncOptions, pin),
     expiry,
     telemetryText,
+    failover === undefined ? undefined : formatFailover(failover),
   ].filter((t): t is string => t !== undefined);
   const text = [report(opts, pin, rs, rt, memory, machine), ...sectionTexts].join("\n\n");
   process.stdout.write(`\n${text}\n`);
@@ -698,6 +706,7 @@ async function main(): Promise<number> {
     fullResync: resync,
     expiry,
     telemetry: telemetryText,
+    failover,
     profile,
     serverStderr,
     loadStderr: loadWarnings,
@@ -719,6 +728,7 @@ async function main(): Promise<number> {
     (fanout ?? []).some((f) => f.status !== "ok" || f.result.received < f.result.expected) ||
     (lag !== undefined && (lag.status !== "ok" || lag.scenarios.some((s) => s.status !== "ok") || lag.digest?.match !== true)) ||
     resync?.status === "failed" ||
+    failover?.status === "failed" ||
     (resync?.status === "ok" && !resync.digest.match);
   return failed ? 1 : 0;
 }
