@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { performance } from "node:perf_hooks";
 import { after, before, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Role } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { startEtcd, type EtcdProcess } from "./helpers/etcd.js";
+import { CLI } from "./helpers/server.js";
 import { Cluster, logRecords, pause, resume, sleep, waitConverged, waitFor, type Node } from "./helpers/cluster.js";
 import { FailoverWriter, info, missingAcked, patientClient, PrimaryMonitor, startCandidate, TEST_TIMINGS, waitOnePrimary } from "./helpers/failover.js";
 
@@ -166,14 +168,89 @@ test("a whole group restarted empty elects one of its nodes; an empty node joini
     await waitOnePrimary([a, b]);
     // b is empty at its start and has the smaller id: a tie-break alone would make it win; data ranks first.
     assert.equal(becamePrimary(b), 0);
-    // SIGTERM of the primary releases the lease: b, now holding the history, takes over at once.
+    // SIGTERM of the primary hands its lease to b, which holds the history: b takes over at once.
     const stoppedAt = performance.now();
     await a.server.stop("SIGTERM");
     const after = await waitFor("b primary", async () => ((await info(b)).role === Role.PRIMARY ? info(b) : undefined), 10_000);
-    process.stdout.write(`# failover: SIGTERM of the primary -> replica primary after ${(performance.now() - stoppedAt).toFixed(0)} ms (lease released)\n`);
+    process.stdout.write(`# failover: SIGTERM of the primary -> replica primary after ${(performance.now() - stoppedAt).toFixed(0)} ms (lease handed over)\n`);
+    assert.ok(logRecords(a).some((r) => r.msg === "handed the lease over"), "SIGTERM hands the lease to the replica");
     assert.equal(after.term, 2n);
     const got = await b.client.get("x");
     assert.equal(new TextDecoder().decode(got?.value), "1");
+  } finally {
+    await cluster.stopAll();
+  }
+});
+
+test("planned switchover under load (ripplecache failover --to): no acknowledged write lost, the old primary continues as a replica without a snapshot", async () => {
+  const cluster = new Cluster();
+  const nodes: Node[] = [];
+  const monitor = new PrimaryMonitor(() => nodes);
+  let writer: FailoverWriter | undefined;
+  try {
+    nodes.push(...(await Promise.all(["w1", "w2", "w3"].map((id) => startCandidate(cluster, etcd.endpoint, "switch", id)))));
+    const first = await waitOnePrimary(nodes);
+    writer = new FailoverWriter(() => nodes, "k/");
+    await writer.waitAcks(200);
+    const target = nodes.find((n) => n !== first.primary)!;
+    const targetId = target.name.split("#")[0];
+    // A replica refuses: failover is asked of the primary.
+    await assert.rejects(target.client.admin.failover({ to: targetId }), (err: unknown) => err instanceof ConnectError && err.code === Code.FailedPrecondition);
+    const started = performance.now();
+    const cli = spawnSync(process.execPath, [CLI, "failover", "--to", targetId, "--addr", first.primary.addr], { encoding: "utf8", timeout: 20_000 });
+    const tookMs = performance.now() - started;
+    assert.equal(cli.status, 0, cli.stderr);
+    assert.match(cli.stdout, new RegExp(`^${targetId} at ${target.addr} is primary now \\(term 2, every revision up to \\d+\\)`));
+    await writer.waitAcks(200);
+    const unavailableMs = writer.maxAckGap(started, performance.now());
+    process.stdout.write(`# failover: planned switchover -> command took ${tookMs.toFixed(0)} ms (a process start included), longest time without an acknowledged write ${unavailableMs.toFixed(0)} ms\n`);
+    assert.ok(unavailableMs < MAX_UNAVAILABLE_MS);
+    await writer.stop();
+    const second = await waitOnePrimary(nodes);
+    assert.equal(second.primary, target);
+    assert.equal(second.info.term, 2n);
+    await waitConverged(nodes);
+    assert.deepEqual(await missingAcked(target, writer.acked), []);
+    // The old primary held exactly the handed-over history: it continued partially.
+    assert.deepEqual(logRecords(first.primary).filter((r) => r.msg === "full resync"), []);
+    assert.ok(logRecords(first.primary).some((r) => r.msg === "handed the lease over"));
+    await monitor.stop();
+    assert.equal(monitor.maxSimultaneous(), 1);
+  } finally {
+    await writer?.stop();
+    await monitor.stop();
+    await cluster.stopAll();
+  }
+});
+
+test("static mode: promoting the primary changes nothing and says so; promoting a replica whose primary answers makes that primary its replica; an idle new pair shows no lag", async () => {
+  const cluster = new Cluster();
+  try {
+    const { primary, replicas: [replica] } = await cluster.startGroup({ name: "p", args: ["--replication-heartbeat", "200"] }, [{ name: "r", args: ["--replication-heartbeat", "200"] }]);
+    await waitFor("the replica streaming", async () => (await info(replica)).linkState === "streaming");
+    // Idle, nothing written: several heartbeats later the primary reports no lag in time.
+    await sleep(1000);
+    const idle = await info(primary);
+    assert.equal(idle.replicas.length, 1);
+    assert.equal(idle.replicas[0].lagMs, 0n, "an idle new replica is not lagging");
+    const before = idle.replicationId;
+    const same = await primary.client.admin.promote({});
+    assert.equal(same.alreadyPrimary, true);
+    assert.equal(same.replicationId, before);
+    assert.equal((await info(primary)).replicationId, before);
+
+    await primary.client.set("a", "1");
+    const promoted = await replica.client.admin.promote({});
+    assert.equal(promoted.alreadyPrimary, false);
+    // The old primary is now a replica of the promoted node: one primary, one history.
+    const old = await waitFor("the old primary to follow the promoted node", async () => {
+      const i = await info(primary);
+      return i.role === Role.REPLICA && i.primaryAddress === replica.addr && i.linkState === "streaming" ? i : undefined;
+    });
+    assert.equal(old.replicationId, promoted.replicationId);
+    await assert.rejects(primary.client.set("b", "2"), (err: unknown) => err instanceof ConnectError && err.code === Code.FailedPrecondition);
+    await replica.client.set("b", "2");
+    await waitConverged([primary, replica]);
   } finally {
     await cluster.stopAll();
   }

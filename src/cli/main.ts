@@ -23,7 +23,8 @@ Usage:
                                                 print KEY<TAB>VALUE lines (KEY lines with --keys-only)
   ripplecache info                              print server information as JSON
   ripplecache flush                             remove every key (admin token)
-  ripplecache promote                           make a replica the primary (admin token)
+  ripplecache promote [--force]                 make a replica the primary; a primary that still answers becomes its replica (admin token)
+  ripplecache failover [--to NODE]              planned switchover, asked of the primary (--coordinator etcd; admin token)
   ripplecache replica-of HOST:PORT              make a node a replica of HOST:PORT (admin token)
   ripplecache digest                            print the dataset checksum at the current revision
   ripplecache watch [KEY | --prefix P] [--from-revision N [--from-history H]] [--json]
@@ -59,6 +60,8 @@ const CLIENT_OPTIONS = {
   prefix: { type: "string" },
   "from-revision": { type: "string" },
   "from-history": { type: "string" },
+  force: { type: "boolean" },
+  to: { type: "string" },
   json: { type: "boolean" },
   empty: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -87,6 +90,7 @@ async function main(argv: string[]): Promise<number> {
     case "flush":
     case "watch":
     case "promote":
+    case "failover":
     case "replica-of":
     case "digest":
       return clientCommand(command, rest);
@@ -246,8 +250,17 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
         return 0;
       }
       case "promote": {
-        const r = await client.admin.promote({});
-        process.stdout.write(`primary now, replication id ${r.replicationId} at revision ${r.revision}\n`);
+        const r = await client.admin.promote({ force: values.force === true });
+        process.stdout.write(
+          r.alreadyPrimary
+            ? `already the primary: nothing changed (replication id ${r.replicationId} at revision ${r.revision})\n`
+            : `primary now, replication id ${r.replicationId} at revision ${r.revision}\n`,
+        );
+        return 0;
+      }
+      case "failover": {
+        const r = await client.admin.failover({ to: values.to ?? "" });
+        process.stdout.write(`${r.nodeId} at ${r.address} is primary now (term ${r.term}, every revision up to ${r.revision})\n`);
         return 0;
       }
       case "replica-of": {

@@ -32,13 +32,18 @@ export class CoordinatedNode {
   /** The term this node is primary of, once its promotion completed; 0 otherwise. */
   private leaderTerm = 0;
   private lastLeader = "";
+  /** A planned switchover is under way: writes are refused. */
+  private switching = false;
 
   constructor(
     private readonly lock: ResourceLock,
     private readonly replication: Replication,
     private readonly store: CacheStore,
     private readonly options: CoordinatedNodeOptions,
-  ) {}
+  ) {
+    // A replica whose stream ended looks at the lease at once: a handover or a new holder is seen within a round trip.
+    replication.onLinkDown = () => this.poke();
+  }
 
   /** Starts electing once the node listens at `ownAddress`. */
   start(ownAddress: string): void {
@@ -79,14 +84,68 @@ export class CoordinatedNode {
 
   /** Whether this node may acknowledge a write now: it is the primary of the term of the lease it holds, within its renew deadline. */
   mayAcknowledgeWrites(): boolean {
-    return this.leaderTerm > 0 && this.elector !== undefined && this.elector.holdsValidLease() && !this.replication.role.isReplica && this.replication.role.term === this.leaderTerm;
+    return this.leaderTerm > 0 && !this.switching && this.elector !== undefined && this.elector.holdsValidLease() && !this.replication.role.isReplica && this.replication.role.term === this.leaderTerm;
   }
 
-  /** Stops electing and releases a held lease, so another node takes over at once. */
-  async stop(): Promise<void> {
+  /**
+   * Stops electing. A primary first hands its lease to its most up-to-date
+   * replica (a switchover bounded by `switchoverMs`), else releases it, so
+   * another node takes over at once.
+   */
+  async stop(switchoverMs = STOP_SWITCHOVER_MS): Promise<void> {
+    if (this.mayAcknowledgeWrites()) {
+      try {
+        await this.switchover("", switchoverMs);
+      } catch (err) {
+        this.log("no switchover on stop; releasing the lease", { reason: err instanceof Error ? err.message : String(err) });
+      }
+    }
     this.leaderTerm = 0;
     await this.elector?.stop(true);
     await this.lock.close();
+  }
+
+  /**
+   * Planned switchover, as Redis 7's FAILOVER: stop acknowledging writes,
+   * wait until the replica `to` (a node id; "" = the most up to date live
+   * one) has applied every revision, hand it the lease (next term), go on as
+   * its replica. On timeout writes resume here and nothing changes.
+   */
+  async switchover(to: string, timeoutMs: number): Promise<{ nodeId: string; address: string; term: number; revision: number }> {
+    const elector = this.elector;
+    if (elector === undefined || !this.mayAcknowledgeWrites()) {
+      const refusal = this.writeRefusal() ?? new ConnectError("this node is not the primary", Code.FailedPrecondition);
+      throw new ConnectError(`failover is asked of the primary: ${refusal.rawMessage}`, Code.FailedPrecondition, refusal.metadata);
+    }
+    const streaming = new Map(this.replication.source.status().filter((r) => r.state === "streaming").map((r) => [r.address, r]));
+    const candidates = (await elector.liveCandidates()).filter((c) => c.node !== this.options.nodeId && streaming.has(c.address));
+    const target =
+      to !== ""
+        ? candidates.find((c) => c.node === to)
+        : candidates.sort((a, b) => (streaming.get(b.address)?.ackedRevision ?? 0) - (streaming.get(a.address)?.ackedRevision ?? 0))[0];
+    if (target === undefined) {
+      const known = candidates.map((c) => c.node).join(", ") || "none";
+      throw new ConnectError(to !== "" ? `${to} is not a live replica streaming from this primary (live: ${known})` : "no live replica streams from this primary", Code.FailedPrecondition);
+    }
+    this.switching = true;
+    const started = Date.now();
+    try {
+      const revision = this.store.currentRevision;
+      const signal = AbortSignal.timeout(timeoutMs);
+      const acked = await this.replication.source.waitForAcks(revision, 1, timeoutMs, signal, target.address);
+      if (acked < 1) throw new ConnectError(`${target.node} did not apply revision ${revision} within ${timeoutMs} ms: writes resume here`, Code.DeadlineExceeded);
+      if (!this.mayAcknowledgeWritesIgnoringSwitch()) throw new ConnectError("the lease was lost during the switchover", Code.Unavailable);
+      this.leaderTerm = 0;
+      const term = await elector.handOver(target);
+      this.log("handed the lease over", { to: target.node, address: target.address, term, revision, waitedMs: Date.now() - started, reason: to !== "" ? "failover requested" : "switchover to the most up-to-date replica" });
+      return { nodeId: target.node, address: target.address, term, revision };
+    } finally {
+      this.switching = false;
+    }
+  }
+
+  private mayAcknowledgeWritesIgnoringSwitch(): boolean {
+    return this.leaderTerm > 0 && this.elector !== undefined && this.elector.holdsValidLease() && !this.replication.role.isReplica;
   }
 
   private follow(lease: LeaseRecord): void {
@@ -112,6 +171,9 @@ export class CoordinatedNode {
     return new ConnectError(`no primary holds the lease of group ${this.options.group} yet (an election is under way): retry`, Code.Unavailable);
   }
 }
+
+/** Bound on the switchover a primary attempts when it stops (SIGTERM), within a usual shutdown grace period. */
+const STOP_SWITCHOVER_MS = 5000;
 
 const WRITES = new Set(["Set", "SetMany", "Delete", "Increment", "Touch", "Load", "Flush"]);
 

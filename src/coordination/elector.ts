@@ -144,11 +144,17 @@ export class LeaderElector {
     const rec = this.observed.value;
     const now = new Date().toISOString();
     const next: LeaseRecord = { ...rec, holder: candidate.node, incarnation: candidate.incarnation, address: candidate.address, term: rec.term + 1, acquireTime: now, renewTime: now };
-    this.stepDown(`handing over to ${candidate.node}`);
-    const version = await this.lock.update(next, this.observed.version);
-    this.observed = { value: next, version };
-    this.observedAt = performance.now();
-    this.wake?.();
+    // Invalid from here on (writes are refused), but the step-down (which ends the replicas' streams) waits for the
+    // new record, so that the replica that looks at once sees itself named.
+    this.validUntil = 0;
+    try {
+      const version = await this.lock.update(next, this.observed.version);
+      this.observed = { value: next, version };
+      this.observedAt = performance.now();
+    } finally {
+      this.stepDown(`handed over to ${candidate.node}`);
+      this.wake?.();
+    }
     return next.term;
   }
 

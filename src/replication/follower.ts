@@ -27,6 +27,8 @@ export interface FollowerOptions {
   readonly initialBackoffMs: number;
   readonly maxBackoffMs: number;
   readonly log?: (msg: string, fields: Record<string, unknown>) => void;
+  /** Called each time the stream to the primary ends (the coordinator looks at the lease at once). */
+  readonly onLinkDown?: () => void;
   /** Set: the primary is reached over TLS (https) with these http2.connect options (--replication-tls-*). */
   readonly tls?: SecureClientSessionOptions;
 }
@@ -134,6 +136,7 @@ export class ReplicaFollower {
     while (!this.stopped) {
       const ok = await this.follow();
       if (this.stopped) break;
+      this.options.onLinkDown?.();
       this.role.linkState = "disconnected";
       if (this.role.linkDownSince === 0) this.role.linkDownSince = Date.now();
       this.role.changed();

@@ -32,6 +32,8 @@ export class Replication {
   /** The primary and lease term the follower was started for. */
   private following: { address: string; term: number } | undefined;
   private ownAddress = "";
+  /** Called when a replica's stream to its primary ends (set by the coordinator). */
+  onLinkDown: (() => void) | undefined;
   /** Role changes run one after another (the coordinator's and the admin's). */
   private changing: Promise<unknown> = Promise.resolve();
 
@@ -69,8 +71,9 @@ export class Replication {
    */
   async promote(term?: number, reason?: string): Promise<{ replicationId: string; revision: number }> {
     const previousId = this.role.replicationId;
-    return this.serially(() =>
-      withActivity("ripplecache.replication.promote", { "ripplecache.replication.previous_id": previousId }, async (span) => {
+    // The span starts now, in the caller's (synchronous) trace context; the promotion waits its turn inside it.
+    return withActivity("ripplecache.replication.promote", { "ripplecache.replication.previous_id": previousId }, (span) =>
+      this.serially(async () => {
         const r = await this.promoteNow(term);
         span.setAttributes({ "ripplecache.replication.id": r.replicationId, "ripplecache.replication.revision": r.revision, "ripplecache.replication.term": this.role.term });
         inSpan(span, () => this.options.log?.("promoted", { replicationId: r.replicationId, revision: r.revision, term: this.role.term, previousId, ...(reason !== undefined ? { reason } : {}) }));
@@ -145,6 +148,7 @@ export class Replication {
       initialBackoffMs: 100,
       maxBackoffMs: 5000,
       log: this.options.log,
+      onLinkDown: () => this.onLinkDown?.(),
       tls: this.options.tls,
     });
     this.follower.start();

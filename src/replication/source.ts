@@ -142,9 +142,9 @@ export class ReplicationSource {
     this.sentBytes.set(address, (this.sentBytes.get(address) ?? 0) + bytes);
   }
 
-  /** Waits until `count` replicas acknowledged `revision` or `timeoutMs` passes; returns how many did. */
-  async waitForAcks(revision: number, count: number, timeoutMs: number, signal: AbortSignal): Promise<number> {
-    const acked = () => [...this.links].filter((l) => l.ackedRevision >= revision).length;
+  /** Waits until `count` replicas (of `address` only, when given) acknowledged `revision` or `timeoutMs` passes; returns how many did. */
+  async waitForAcks(revision: number, count: number, timeoutMs: number, signal: AbortSignal, address?: string): Promise<number> {
+    const acked = () => [...this.links].filter((l) => l.ackedRevision >= revision && (address === undefined || (l.address === address && l.state === "streaming"))).length;
     const deadline = Date.now() + timeoutMs;
     while (acked() < count && !signal.aborted) {
       const left = deadline - Date.now();

@@ -152,7 +152,17 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   // Info also reports coordination: role, term, lease holder (src/coordination).
   const baseInfo = cacheImpl.info.bind(cacheImpl);
   cacheImpl.info = async (req, ctx) => ({ ...(await baseInfo(req, ctx)), ...coordinationInfoFields(coordination, replication) });
-  const adminImpl = adminServiceImpl(store, replication, () => ownAddress);
+  const adminImpl = adminServiceImpl(store, replication, () => ownAddress, {
+    coordination,
+    peer: {
+      token: config.authToken,
+      adminToken: config.adminToken ?? config.authToken,
+      tls:
+        config.replicationTlsCaFile !== undefined || config.replicationTlsCertFile !== undefined
+          ? { caFile: config.replicationTlsCaFile, certFile: config.replicationTlsCertFile, keyFile: config.replicationTlsKeyFile }
+          : undefined,
+    },
+  });
   const routes = (router: ConnectRouter) => {
     router.service(CacheService, cacheImpl);
     router.service(ReplicationService, {

@@ -143,6 +143,19 @@ export class FailoverWriter {
     return this.ackTimes.find((x) => x >= t);
   }
 
+  /** The longest time without an acknowledgement between `from` and the first acknowledgement after `to` (performance.now()). */
+  maxAckGap(from: number, to: number): number {
+    let last = from;
+    let max = 0;
+    for (const t of this.ackTimes) {
+      if (t < from) continue;
+      max = Math.max(max, t - last);
+      last = t;
+      if (t > to) break;
+    }
+    return max;
+  }
+
   async waitAcks(n: number, timeoutMs = 20_000): Promise<void> {
     const target = this.acked.size + n;
     await waitFor(`${n} more acknowledged writes (at ${this.acked.size}, ${this.errors} errors)`, () => this.acked.size >= target, timeoutMs, 20);

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ripplecache/v1/replication.proto.
  */
 export const file_ripplecache_v1_replication: GenFile = /*@__PURE__*/
-  fileDesc("CiByaXBwbGVjYWNoZS92MS9yZXBsaWNhdGlvbi5wcm90bxIOcmlwcGxlY2FjaGUudjEiaQoLU3luY1JlcXVlc3QSKgoFaGVsbG8YASABKAsyGS5yaXBwbGVjYWNoZS52MS5TeW5jSGVsbG9IABImCgNhY2sYAiABKAsyFy5yaXBwbGVjYWNoZS52MS5TeW5jQWNrSABCBgoEa2luZCJcCglTeW5jSGVsbG8SFgoOcmVwbGljYXRpb25faWQYASABKAkSGAoQYXBwbGllZF9yZXZpc2lvbhgCIAEoAxIPCgdhZGRyZXNzGAMgASgJEgwKBHRlcm0YBCABKAMiIwoHU3luY0FjaxIYChBhcHBsaWVkX3JldmlzaW9uGAEgASgDIrICCgxTeW5jUmVzcG9uc2USMAoHcGFydGlhbBgBIAEoCzIdLnJpcHBsZWNhY2hlLnYxLlBhcnRpYWxSZXN5bmNIABIqCgRmdWxsGAIgASgLMhoucmlwcGxlY2FjaGUudjEuRnVsbFJlc3luY0gAEi4KBWNodW5rGAMgASgLMh0ucmlwcGxlY2FjaGUudjEuU25hcHNob3RDaHVua0gAEiwKBGRvbmUYBCABKAsyHC5yaXBwbGVjYWNoZS52MS5TbmFwc2hvdERvbmVIABIuCgdjaGFuZ2VzGAUgASgLMhsucmlwcGxlY2FjaGUudjEuQ2hhbmdlQmF0Y2hIABIuCgloZWFydGJlYXQYBiABKAsyGS5yaXBwbGVjYWNoZS52MS5IZWFydGJlYXRIAEIGCgRraW5kIkwKDVBhcnRpYWxSZXN5bmMSFgoOcmVwbGljYXRpb25faWQYASABKAkSFQoNZnJvbV9yZXZpc2lvbhgCIAEoAxIMCgR0ZXJtGAMgASgDIkQKCkZ1bGxSZXN5bmMSFgoOcmVwbGljYXRpb25faWQYASABKAkSEAoIcmV2aXNpb24YAiABKAMSDAoEdGVybRgDIAEoAyI/Cg1TbmFwc2hvdENodW5rEi4KB2VudHJpZXMYASADKAsyHS5yaXBwbGVjYWNoZS52MS5TbmFwc2hvdEVudHJ5ImMKDVNuYXBzaG90RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgMEhAKCHJldmlzaW9uGAMgASgDEhUKDWV4cGlyZXNfYXRfbXMYBCABKAMSDQoFZmxhZ3MYBSABKA0iIAoMU25hcHNob3REb25lEhAKCHJldmlzaW9uGAEgASgDIpABChBSZXBsaWNhdGVkQ2hhbmdlEigKBHR5cGUYASABKA4yGi5yaXBwbGVjYWNoZS52MS5DaGFuZ2VUeXBlEhAKCHJldmlzaW9uGAIgASgDEgsKA2tleRgDIAEoCRINCgV2YWx1ZRgEIAEoDBINCgVmbGFncxgFIAEoDRIVCg1leHBpcmVzX2F0X21zGAYgASgDIkAKC0NoYW5nZUJhdGNoEjEKB2NoYW5nZXMYASADKAsyIC5yaXBwbGVjYWNoZS52MS5SZXBsaWNhdGVkQ2hhbmdlIpwCChNTeW5jUmVzcG9uc2VFbmNvZGVkEjAKB3BhcnRpYWwYASABKAsyHS5yaXBwbGVjYWNoZS52MS5QYXJ0aWFsUmVzeW5jSAASKgoEZnVsbBgCIAEoCzIaLnJpcHBsZWNhY2hlLnYxLkZ1bGxSZXN5bmNIABIuCgVjaHVuaxgDIAEoCzIdLnJpcHBsZWNhY2hlLnYxLlNuYXBzaG90Q2h1bmtIABIsCgRkb25lGAQgASgLMhwucmlwcGxlY2FjaGUudjEuU25hcHNob3REb25lSAASEQoHY2hhbmdlcxgFIAEoDEgAEi4KCWhlYXJ0YmVhdBgGIAEoCzIZLnJpcHBsZWNhY2hlLnYxLkhlYXJ0YmVhdEgAQgYKBGtpbmQiLgoJSGVhcnRiZWF0EhAKCHJldmlzaW9uGAEgASgDEg8KB3RpbWVfbXMYAiABKAMiEAoOUHJvbW90ZVJlcXVlc3QiOwoPUHJvbW90ZVJlc3BvbnNlEhYKDnJlcGxpY2F0aW9uX2lkGAEgASgJEhAKCHJldmlzaW9uGAIgASgDIisKEFJlcGxpY2FPZlJlcXVlc3QSFwoPcHJpbWFyeV9hZGRyZXNzGAEgASgJIhMKEVJlcGxpY2FPZlJlc3BvbnNlIg8KDURpZ2VzdFJlcXVlc3QiQAoORGlnZXN0UmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMSDgoGZGlnZXN0GAIgASgJEgwKBGtleXMYAyABKAMqnAEKCkNoYW5nZVR5cGUSGwoXQ0hBTkdFX1RZUEVfVU5TUEVDSUZJRUQQABITCg9DSEFOR0VfVFlQRV9QVVQQARIWChJDSEFOR0VfVFlQRV9ERUxFVEUQAhIWChJDSEFOR0VfVFlQRV9FWFBJUkUQAxIVChFDSEFOR0VfVFlQRV9FVklDVBAEEhUKEUNIQU5HRV9UWVBFX0ZMVVNIEAUyWwoSUmVwbGljYXRpb25TZXJ2aWNlEkUKBFN5bmMSGy5yaXBwbGVjYWNoZS52MS5TeW5jUmVxdWVzdBocLnJpcHBsZWNhY2hlLnYxLlN5bmNSZXNwb25zZSgBMAEy+gEKDEFkbWluU2VydmljZRJKCgdQcm9tb3RlEh4ucmlwcGxlY2FjaGUudjEuUHJvbW90ZVJlcXVlc3QaHy5yaXBwbGVjYWNoZS52MS5Qcm9tb3RlUmVzcG9uc2USUAoJUmVwbGljYU9mEiAucmlwcGxlY2FjaGUudjEuUmVwbGljYU9mUmVxdWVzdBohLnJpcHBsZWNhY2hlLnYxLlJlcGxpY2FPZlJlc3BvbnNlEkwKBkRpZ2VzdBIdLnJpcHBsZWNhY2hlLnYxLkRpZ2VzdFJlcXVlc3QaHi5yaXBwbGVjYWNoZS52MS5EaWdlc3RSZXNwb25zZSIDkAIBYgZwcm90bzM");
+  fileDesc("CiByaXBwbGVjYWNoZS92MS9yZXBsaWNhdGlvbi5wcm90bxIOcmlwcGxlY2FjaGUudjEiaQoLU3luY1JlcXVlc3QSKgoFaGVsbG8YASABKAsyGS5yaXBwbGVjYWNoZS52MS5TeW5jSGVsbG9IABImCgNhY2sYAiABKAsyFy5yaXBwbGVjYWNoZS52MS5TeW5jQWNrSABCBgoEa2luZCJcCglTeW5jSGVsbG8SFgoOcmVwbGljYXRpb25faWQYASABKAkSGAoQYXBwbGllZF9yZXZpc2lvbhgCIAEoAxIPCgdhZGRyZXNzGAMgASgJEgwKBHRlcm0YBCABKAMiIwoHU3luY0FjaxIYChBhcHBsaWVkX3JldmlzaW9uGAEgASgDIrICCgxTeW5jUmVzcG9uc2USMAoHcGFydGlhbBgBIAEoCzIdLnJpcHBsZWNhY2hlLnYxLlBhcnRpYWxSZXN5bmNIABIqCgRmdWxsGAIgASgLMhoucmlwcGxlY2FjaGUudjEuRnVsbFJlc3luY0gAEi4KBWNodW5rGAMgASgLMh0ucmlwcGxlY2FjaGUudjEuU25hcHNob3RDaHVua0gAEiwKBGRvbmUYBCABKAsyHC5yaXBwbGVjYWNoZS52MS5TbmFwc2hvdERvbmVIABIuCgdjaGFuZ2VzGAUgASgLMhsucmlwcGxlY2FjaGUudjEuQ2hhbmdlQmF0Y2hIABIuCgloZWFydGJlYXQYBiABKAsyGS5yaXBwbGVjYWNoZS52MS5IZWFydGJlYXRIAEIGCgRraW5kIkwKDVBhcnRpYWxSZXN5bmMSFgoOcmVwbGljYXRpb25faWQYASABKAkSFQoNZnJvbV9yZXZpc2lvbhgCIAEoAxIMCgR0ZXJtGAMgASgDIkQKCkZ1bGxSZXN5bmMSFgoOcmVwbGljYXRpb25faWQYASABKAkSEAoIcmV2aXNpb24YAiABKAMSDAoEdGVybRgDIAEoAyI/Cg1TbmFwc2hvdENodW5rEi4KB2VudHJpZXMYASADKAsyHS5yaXBwbGVjYWNoZS52MS5TbmFwc2hvdEVudHJ5ImMKDVNuYXBzaG90RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgMEhAKCHJldmlzaW9uGAMgASgDEhUKDWV4cGlyZXNfYXRfbXMYBCABKAMSDQoFZmxhZ3MYBSABKA0iIAoMU25hcHNob3REb25lEhAKCHJldmlzaW9uGAEgASgDIpABChBSZXBsaWNhdGVkQ2hhbmdlEigKBHR5cGUYASABKA4yGi5yaXBwbGVjYWNoZS52MS5DaGFuZ2VUeXBlEhAKCHJldmlzaW9uGAIgASgDEgsKA2tleRgDIAEoCRINCgV2YWx1ZRgEIAEoDBINCgVmbGFncxgFIAEoDRIVCg1leHBpcmVzX2F0X21zGAYgASgDIkAKC0NoYW5nZUJhdGNoEjEKB2NoYW5nZXMYASADKAsyIC5yaXBwbGVjYWNoZS52MS5SZXBsaWNhdGVkQ2hhbmdlIpwCChNTeW5jUmVzcG9uc2VFbmNvZGVkEjAKB3BhcnRpYWwYASABKAsyHS5yaXBwbGVjYWNoZS52MS5QYXJ0aWFsUmVzeW5jSAASKgoEZnVsbBgCIAEoCzIaLnJpcHBsZWNhY2hlLnYxLkZ1bGxSZXN5bmNIABIuCgVjaHVuaxgDIAEoCzIdLnJpcHBsZWNhY2hlLnYxLlNuYXBzaG90Q2h1bmtIABIsCgRkb25lGAQgASgLMhwucmlwcGxlY2FjaGUudjEuU25hcHNob3REb25lSAASEQoHY2hhbmdlcxgFIAEoDEgAEi4KCWhlYXJ0YmVhdBgGIAEoCzIZLnJpcHBsZWNhY2hlLnYxLkhlYXJ0YmVhdEgAQgYKBGtpbmQiLgoJSGVhcnRiZWF0EhAKCHJldmlzaW9uGAEgASgDEg8KB3RpbWVfbXMYAiABKAMiHwoOUHJvbW90ZVJlcXVlc3QSDQoFZm9yY2UYASABKAgiVAoPUHJvbW90ZVJlc3BvbnNlEhYKDnJlcGxpY2F0aW9uX2lkGAEgASgJEhAKCHJldmlzaW9uGAIgASgDEhcKD2FscmVhZHlfcHJpbWFyeRgDIAEoCCIxCg9GYWlsb3ZlclJlcXVlc3QSCgoCdG8YASABKAkSEgoKdGltZW91dF9tcxgCIAEoDSJUChBGYWlsb3ZlclJlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSDwoHYWRkcmVzcxgCIAEoCRIMCgR0ZXJtGAMgASgDEhAKCHJldmlzaW9uGAQgASgDIisKEFJlcGxpY2FPZlJlcXVlc3QSFwoPcHJpbWFyeV9hZGRyZXNzGAEgASgJIhMKEVJlcGxpY2FPZlJlc3BvbnNlIg8KDURpZ2VzdFJlcXVlc3QiQAoORGlnZXN0UmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMSDgoGZGlnZXN0GAIgASgJEgwKBGtleXMYAyABKAMqnAEKCkNoYW5nZVR5cGUSGwoXQ0hBTkdFX1RZUEVfVU5TUEVDSUZJRUQQABITCg9DSEFOR0VfVFlQRV9QVVQQARIWChJDSEFOR0VfVFlQRV9ERUxFVEUQAhIWChJDSEFOR0VfVFlQRV9FWFBJUkUQAxIVChFDSEFOR0VfVFlQRV9FVklDVBAEEhUKEUNIQU5HRV9UWVBFX0ZMVVNIEAUyWwoSUmVwbGljYXRpb25TZXJ2aWNlEkUKBFN5bmMSGy5yaXBwbGVjYWNoZS52MS5TeW5jUmVxdWVzdBocLnJpcHBsZWNhY2hlLnYxLlN5bmNSZXNwb25zZSgBMAEyyQIKDEFkbWluU2VydmljZRJKCgdQcm9tb3RlEh4ucmlwcGxlY2FjaGUudjEuUHJvbW90ZVJlcXVlc3QaHy5yaXBwbGVjYWNoZS52MS5Qcm9tb3RlUmVzcG9uc2USTQoIRmFpbG92ZXISHy5yaXBwbGVjYWNoZS52MS5GYWlsb3ZlclJlcXVlc3QaIC5yaXBwbGVjYWNoZS52MS5GYWlsb3ZlclJlc3BvbnNlElAKCVJlcGxpY2FPZhIgLnJpcHBsZWNhY2hlLnYxLlJlcGxpY2FPZlJlcXVlc3QaIS5yaXBwbGVjYWNoZS52MS5SZXBsaWNhT2ZSZXNwb25zZRJMCgZEaWdlc3QSHS5yaXBwbGVjYWNoZS52MS5EaWdlc3RSZXF1ZXN0Gh4ucmlwcGxlY2FjaGUudjEuRGlnZXN0UmVzcG9uc2UiA5ACAWIGcHJvdG8z");
 
 /**
  * SyncRequest is one message from a replica.
@@ -473,11 +473,18 @@ export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
   messageDesc(file_ripplecache_v1_replication, 12);
 
 /**
- * PromoteRequest has no fields.
+ * PromoteRequest asks for a promotion.
  *
  * @generated from message ripplecache.v1.PromoteRequest
  */
 export type PromoteRequest = Message<"ripplecache.v1.PromoteRequest"> & {
+  /**
+   * Promote even though the primary this replica follows still answers
+   * (that primary keeps taking writes: two histories).
+   *
+   * @generated from field: bool force = 1;
+   */
+  force: boolean;
 };
 
 /**
@@ -502,6 +509,13 @@ export type PromoteResponse = Message<"ripplecache.v1.PromoteResponse"> & {
    * @generated from field: int64 revision = 2;
    */
   revision: bigint;
+
+  /**
+   * The node was already a primary: nothing changed.
+   *
+   * @generated from field: bool already_primary = 3;
+   */
+  alreadyPrimary: boolean;
 };
 
 /**
@@ -510,6 +524,74 @@ export type PromoteResponse = Message<"ripplecache.v1.PromoteResponse"> & {
  */
 export const PromoteResponseSchema: GenMessage<PromoteResponse> = /*@__PURE__*/
   messageDesc(file_ripplecache_v1_replication, 14);
+
+/**
+ * FailoverRequest asks the primary to hand over.
+ *
+ * @generated from message ripplecache.v1.FailoverRequest
+ */
+export type FailoverRequest = Message<"ripplecache.v1.FailoverRequest"> & {
+  /**
+   * The node id (--node-id) of the replica to hand over to; "" = the most up
+   * to date live replica.
+   *
+   * @generated from field: string to = 1;
+   */
+  to: string;
+
+  /**
+   * How long to wait for the replica to catch up; 0 means 5000 ms. Writes
+   * are refused meanwhile; on timeout the primary takes writes again.
+   *
+   * @generated from field: uint32 timeout_ms = 2;
+   */
+  timeoutMs: number;
+};
+
+/**
+ * Describes the message ripplecache.v1.FailoverRequest.
+ * Use `create(FailoverRequestSchema)` to create a new message.
+ */
+export const FailoverRequestSchema: GenMessage<FailoverRequest> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_replication, 15);
+
+/**
+ * FailoverResponse names the new primary.
+ *
+ * @generated from message ripplecache.v1.FailoverResponse
+ */
+export type FailoverResponse = Message<"ripplecache.v1.FailoverResponse"> & {
+  /**
+   * @generated from field: string node_id = 1;
+   */
+  nodeId: string;
+
+  /**
+   * @generated from field: string address = 2;
+   */
+  address: string;
+
+  /**
+   * The new primary's term.
+   *
+   * @generated from field: int64 term = 3;
+   */
+  term: bigint;
+
+  /**
+   * Every revision up to this one is on the new primary.
+   *
+   * @generated from field: int64 revision = 4;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message ripplecache.v1.FailoverResponse.
+ * Use `create(FailoverResponseSchema)` to create a new message.
+ */
+export const FailoverResponseSchema: GenMessage<FailoverResponse> = /*@__PURE__*/
+  messageDesc(file_ripplecache_v1_replication, 16);
 
 /**
  * ReplicaOfRequest points a node at a primary.
@@ -530,7 +612,7 @@ export type ReplicaOfRequest = Message<"ripplecache.v1.ReplicaOfRequest"> & {
  * Use `create(ReplicaOfRequestSchema)` to create a new message.
  */
 export const ReplicaOfRequestSchema: GenMessage<ReplicaOfRequest> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_replication, 15);
+  messageDesc(file_ripplecache_v1_replication, 17);
 
 /**
  * ReplicaOfResponse has no fields.
@@ -545,7 +627,7 @@ export type ReplicaOfResponse = Message<"ripplecache.v1.ReplicaOfResponse"> & {
  * Use `create(ReplicaOfResponseSchema)` to create a new message.
  */
 export const ReplicaOfResponseSchema: GenMessage<ReplicaOfResponse> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_replication, 16);
+  messageDesc(file_ripplecache_v1_replication, 18);
 
 /**
  * DigestRequest has no fields.
@@ -560,7 +642,7 @@ export type DigestRequest = Message<"ripplecache.v1.DigestRequest"> & {
  * Use `create(DigestRequestSchema)` to create a new message.
  */
 export const DigestRequestSchema: GenMessage<DigestRequest> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_replication, 17);
+  messageDesc(file_ripplecache_v1_replication, 19);
 
 /**
  * DigestResponse is a checksum of every entry (key, value, flags, expiry,
@@ -591,7 +673,7 @@ export type DigestResponse = Message<"ripplecache.v1.DigestResponse"> & {
  * Use `create(DigestResponseSchema)` to create a new message.
  */
 export const DigestResponseSchema: GenMessage<DigestResponse> = /*@__PURE__*/
-  messageDesc(file_ripplecache_v1_replication, 18);
+  messageDesc(file_ripplecache_v1_replication, 20);
 
 /**
  * ChangeType is the kind of a replicated change.
@@ -665,7 +747,9 @@ export const ReplicationService: GenService<{
  */
 export const AdminService: GenService<{
   /**
-   * Makes this node a primary with a new replication id.
+   * Makes this node a primary with a new replication id (static mode only). A
+   * node that is already primary changes nothing and says so; a replica whose
+   * primary answers is refused (FAILED_PRECONDITION) unless `force`.
    *
    * @generated from rpc ripplecache.v1.AdminService.Promote
    */
@@ -673,6 +757,18 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof PromoteRequestSchema;
     output: typeof PromoteResponseSchema;
+  },
+  /**
+   * Planned switchover, asked of the primary (with a coordinator): it stops
+   * acknowledging writes, waits until the chosen replica has applied every
+   * revision it has, and hands it the lease; it continues as a replica.
+   *
+   * @generated from rpc ripplecache.v1.AdminService.Failover
+   */
+  failover: {
+    methodKind: "unary";
+    input: typeof FailoverRequestSchema;
+    output: typeof FailoverResponseSchema;
   },
   /**
    * Makes this node a replica of another node.
