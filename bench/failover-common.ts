@@ -6,7 +6,7 @@
  * node that gave it and when), and a TCP proxy that can cut a node from etcd.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -214,6 +214,42 @@ export async function onePrimary(nodes: readonly Node[], timeoutMs = 30_000): Pr
     timeoutMs,
     50,
   );
+}
+
+/**
+ * Starts a node of `group`, three attempts: on a loaded machine a start can
+ * exceed the helper's 10 s, which leaves that process running; it is found
+ * among this process's children by its group and node id and killed first.
+ */
+export async function startNode(cluster: Cluster, id: string, group: string, args: readonly string[], known: () => readonly Node[]): Promise<Node> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await cluster.start(id, args);
+    } catch (err) {
+      const keep = new Set(known().map((n) => n.server.proc.pid));
+      for (const pid of strayChildren(group, id)) if (!keep.has(pid)) process.kill(pid, "SIGKILL");
+      if (attempt >= 3) throw err;
+    }
+  }
+}
+
+/** Pids of this process's children whose command line names `--group group` and `--node-id id`. */
+function strayChildren(group: string, id: string): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid !== process.pid) continue;
+      const argv = readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
+      const at = (flag: string) => argv[argv.indexOf(flag) + 1];
+      if (argv.includes("--group") && at("--group") === group && at("--node-id") === id) out.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
 }
 
 /** The node id a node was started with (Cluster names nodes "id#n"). */
@@ -573,5 +609,85 @@ export class SentinelTarget implements WriteTarget {
   close(): void {
     for (const c of this.conns.values()) c.close();
     this.conns.clear();
+  }
+}
+
+// --- who holds a valid lease ------------------------------------------------------
+
+/**
+ * Polls every node's Info (as test/helpers/failover.ts's PrimaryMonitor) and
+ * keeps, per node, the intervals it held a valid lease by its own answers:
+ * from an answer's arrival to the request's send time plus the validity it
+ * reported. A lease handed over (a switchover) ends before that validity
+ * runs out, so the intervals are also cut at the send time of the node's
+ * next answer that reports no valid lease: two nodes overlapping then means
+ * both reported a valid lease in overlapping windows.
+ */
+export class LeaseMonitor {
+  private stopped = false;
+  private readonly running: Promise<void>;
+  readonly intervals: { node: string; from: number; to: number; term: bigint }[] = [];
+  /** Per node id, send times of answers that reported no valid lease. */
+  readonly invalidAt = new Map<string, number[]>();
+
+  constructor(private readonly nodes: () => readonly Node[]) {
+    this.running = this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      await Promise.all(
+        this.nodes()
+          .filter(alive)
+          .map(async (n) => {
+            const sent = performance.now();
+            try {
+              const i = await n.client.rpc.info({}, { timeoutMs: 500 });
+              const recv = performance.now();
+              if (i.role === Role.PRIMARY && i.leaseValidMs > 0n) this.intervals.push({ node: i.nodeId, from: recv, to: sent + Number(i.leaseValidMs), term: i.term });
+              else {
+                const list = this.invalidAt.get(i.nodeId) ?? [];
+                list.push(sent);
+                this.invalidAt.set(i.nodeId, list);
+              }
+            } catch {
+              // a stopped or killed node
+            }
+          }),
+      );
+      await sleep(30);
+    }
+  }
+
+  /** The intervals, each cut at its node's next answer reporting no valid lease (`trim`), or as reported. */
+  held(trim: boolean): { node: string; from: number; to: number; term: bigint }[] {
+    return this.intervals
+      .map((x) => {
+        if (!trim) return x;
+        const next = (this.invalidAt.get(x.node) ?? []).find((t) => t > x.from);
+        return next === undefined || next >= x.to ? x : { ...x, to: next };
+      })
+      .filter((x) => x.to > x.from);
+  }
+
+  /** The most nodes holding a valid lease at one instant. */
+  maxSimultaneous(trim: boolean): number {
+    const events = this.held(trim).flatMap((x) => [
+      { at: x.from, node: x.node, d: 1 },
+      { at: x.to, node: x.node, d: -1 },
+    ]);
+    events.sort((a, b) => a.at - b.at || a.d - b.d);
+    const open = new Map<string, number>();
+    let max = 0;
+    for (const e of events) {
+      open.set(e.node, (open.get(e.node) ?? 0) + e.d);
+      max = Math.max(max, [...open.values()].filter((v) => v > 0).length);
+    }
+    return max;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.running;
   }
 }
