@@ -1,5 +1,5 @@
 // A web page that calls RippleCache from the browser with connect-web, over
-// the Connect protocol and over gRPC-Web. Build: see README.md.
+// the Connect protocol and over gRPC-Web. Build: see examples/browser/README.md.
 import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import { CacheService } from "../../src/gen/ripplecache/v1/cache_pb.js";
