@@ -1263,12 +1263,19 @@ export async function startEngines(): Promise<Engines> {
       const last = server.output.filter((l) => !l.startsWith("{")).slice(-3).join(" | ");
       self.crashes.push({ engine, message: `exit ${code ?? signal}: ${last}`, inFlight: [...self.inFlight].sort((a, b) => a - b) });
       self.restarts[engine]++;
-      restarting.push(
-        start(engine).then((fresh) => {
-          servers[engine] = fresh;
-          watch(engine);
-        }),
-      );
+      // A loaded machine may take longer than startServer's 10 s: try until one starts.
+      const again = async (): Promise<void> => {
+        for (;;) {
+          try {
+            servers[engine] = await start(engine);
+            watch(engine);
+            return;
+          } catch {
+            if (stopping) return;
+          }
+        }
+      };
+      restarting.push(again());
     });
   };
   watch("ours");
