@@ -115,6 +115,13 @@ export interface RawH2Connection {
    * came within `ms`.
    */
   outcome(id: number, from?: number, ms?: number): Promise<string>;
+  /**
+   * Sends a PING and returns the outcome of stream `id` (as `outcome`), or "ignored" if the
+   * PING's ACK comes first: the server read everything before it and neither reset the stream
+   * nor ended the connection. Only for streams that are not to be answered (an answer may
+   * follow the ACK).
+   */
+  settle(id: number, from?: number, ms?: number): Promise<string>;
   close(): void;
 }
 
@@ -181,6 +188,13 @@ export async function rawH2Connection(port: number, host = "127.0.0.1"): Promise
     async outcome(id: number, from = 0, ms = 5000) {
       await until(() => decide(id, from) !== undefined, ms);
       return decide(id, from) ?? "nothing";
+    },
+    async settle(id: number, from = 0, ms = 5000) {
+      const data = Buffer.from("settle!!");
+      const acked = () => frames.slice(from).some((f) => f.type === 6 && f.flags & 1 && f.payload.equals(data));
+      socket.write(frame(6, 0, 0, data));
+      await until(() => decide(id, from) !== undefined || acked(), ms);
+      return decide(id, from) ?? (acked() ? "ignored" : "nothing");
     },
     close: () => socket.destroy(),
   };

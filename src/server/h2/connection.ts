@@ -4,6 +4,8 @@ import type { Socket } from "node:net";
 import { DEFAULT_MAX_FRAME, DEFAULT_WINDOW, ErrorCode, Flag, FRAME_HEADER_BYTES, FrameType, FrameWriter, MAX_WINDOW, PREFACE, Setting, u32 } from "./frames.js";
 import { encodeHeaders, HpackDecoder, HpackError, type HeaderMap } from "./hpack.js";
 import { H2Stream, type StreamHost } from "./stream.js";
+import { ClosedStreams } from "./closed-streams.js";
+import { checkFrame, checkHeaders, checkOnStream, checkRequest, dependsOnItself, DEPENDS_ON_ITSELF_FLAG, CONNECTION_HEADERS, IGNORE, REQUEST_FIELDS, StreamState, TRAILER_FIELDS, type H2Error } from "./validate.js";
 import { SendQueue, StreamTable } from "./stream-table.js";
 import { logLine } from "../../log.js";
 
@@ -67,6 +69,8 @@ export class H2Connection extends EventEmitter implements StreamHost {
   private readonly onSocketData = (chunk: Buffer): void => this.onData(chunk);
   private prefaceSeen = false;
   private lastStreamId = 0;
+  /** Streams no longer open that frames may still name (recently reset, skipped ids): see validate.ts. */
+  private readonly closedStreams = new ClosedStreams();
   /** Set once GOAWAY went out: streams above it are ignored. */
   private goawayId: number | undefined;
   private peerGoneAway = false;
@@ -245,7 +249,9 @@ export class H2Connection extends EventEmitter implements StreamHost {
   }
 
   private onFrame(type: number, flags: number, id: number, payload: Buffer): void {
-    if (this.continuing !== undefined && type !== FrameType.CONTINUATION) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "expected CONTINUATION");
+    // Every frame's shape first, in one place (validate.ts); what depends on a stream's state, in each handler below.
+    const broken = checkFrame(type, flags, id, payload, this.continuing?.id ?? 0);
+    if (broken !== undefined) return this.onBroken(id, broken);
     switch (type) {
       case FrameType.DATA:
         return this.onDataFrame(flags, id, payload);
@@ -254,21 +260,18 @@ export class H2Connection extends EventEmitter implements StreamHost {
       case FrameType.CONTINUATION:
         return this.onContinuation(flags, id, payload);
       case FrameType.PRIORITY:
-        if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0");
-        return;
+        return; // valid (checkFrame), and we do not prioritise
       case FrameType.RST_STREAM: {
-        if (id === 0 || payload.length !== 4) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad RST_STREAM");
-        if (id > this.lastStreamId) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream");
         const stream = this.streams.get(id);
-        if (stream === undefined) return;
+        const verdict = checkOnStream(type, this.stateOf(id, stream), payload);
+        if (verdict !== undefined) return verdict === IGNORE ? undefined : this.onBroken(id, verdict);
         this.limitResets();
-        this.forget(stream, payload.readUInt32BE(0));
+        this.forget(stream!, payload.readUInt32BE(0)); // open: checkOnStream
         return;
       }
       case FrameType.SETTINGS:
         return this.onSettings(flags, id, payload);
       case FrameType.PING:
-        if (id !== 0 || payload.length !== 8) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad PING");
         if (flags & Flag.ACK) {
           // The ACK of one of ours: it and any older ones are answered (the peer is alive); one we never sent is ignored.
           const at = this.pings.findIndex((ping) => ping.data.equals(payload));
@@ -279,37 +282,30 @@ export class H2Connection extends EventEmitter implements StreamHost {
         }
         return;
       case FrameType.GOAWAY:
-        if (id !== 0 || payload.length < 8) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad GOAWAY");
         this.peerGoneAway = true;
         this.endIfIdle();
         return;
       case FrameType.WINDOW_UPDATE:
         return this.onWindowUpdate(id, payload);
-      case FrameType.PUSH_PROMISE:
-        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client");
       default:
-        return; // unknown frame types are ignored (section 5.5)
+        return; // unknown frame types are ignored (section 5.5); PUSH_PROMISE failed checkFrame
     }
   }
 
   private onDataFrame(flags: number, id: number, payload: Buffer): void {
-    if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
-    if (id > this.lastStreamId) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
+    const stream = this.streams.get(id);
+    const verdict = checkOnStream(FrameType.DATA, this.stateOf(id, stream), payload);
+    if (verdict !== undefined && verdict !== IGNORE && verdict.connection) return this.onBroken(id, verdict);
     // Flow control counts the whole payload, padding too.
     this.recvWindow -= payload.length;
     if (this.recvWindow < 0) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection window exceeded");
-    let data = payload;
-    if (flags & Flag.PADDED) {
-      if (payload.length < 1 || payload[0] >= payload.length) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad padding");
-      data = payload.subarray(1, payload.length - payload[0]);
-    }
-    const stream = this.streams.get(id);
-    if (stream === undefined || stream.remoteEnded) {
-      // A stream we closed or reset (its DATA may still be on the way) or ignored after GOAWAY: the bytes still count on the connection.
+    if (verdict !== undefined || stream === undefined) {
+      // A stream we reset (its DATA may still be on the way) or ignored after GOAWAY, or whose request had ended: the bytes still count on the connection.
       this.ackConnection(payload.length);
-      if (stream !== undefined) this.resetForClient(stream, ErrorCode.STREAM_CLOSED);
+      if (verdict !== undefined && verdict !== IGNORE) this.onBroken(id, verdict);
       return;
     }
+    const data = flags & Flag.PADDED ? payload.subarray(1, payload.length - payload[0]) : payload;
     const padding = payload.length - data.length;
     if (padding > 0) this.ackConnection(padding);
     stream.recvWindow -= payload.length;
@@ -351,24 +347,22 @@ export class H2Connection extends EventEmitter implements StreamHost {
   }
 
   private onHeaders(flags: number, id: number, payload: Buffer): void {
-    if (id === 0 || (id & 1) === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `HEADERS on stream ${id}`);
     let start = 0;
     let end = payload.length;
     if (flags & Flag.PADDED) {
-      if (payload.length < 1) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad padding");
       end -= payload[0];
       start = 1;
     }
     if (flags & Flag.PRIORITY) start += 5;
-    if (start > end) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "bad padding");
+    // A stream error, known once the block is decoded (the table must stay in step).
+    if (dependsOnItself(flags, id, payload)) flags |= DEPENDS_ON_ITSELF_FLAG;
     const fragment = payload.subarray(start, end);
     if (flags & Flag.END_HEADERS) return this.onHeaderBlock(flags, id, fragment);
     this.continuing = { id, flags, parts: [Buffer.from(fragment)], bytes: fragment.length, frames: 0 };
   }
 
   private onContinuation(flags: number, id: number, payload: Buffer): void {
-    const c = this.continuing;
-    if (c === undefined || c.id !== id) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION");
+    const c = this.continuing!; // checkFrame: there is a block, on this stream
     c.bytes += payload.length;
     if (c.bytes > this.options.maxHeaderListSize + HEADER_BLOCK_SLACK) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
     // Empty frames add no bytes but would add parts without end (the CONTINUATION flood).
@@ -382,29 +376,31 @@ export class H2Connection extends EventEmitter implements StreamHost {
 
   private onHeaderBlock(flags: number, id: number, block: Buffer): void {
     const headers: HeaderMap = Object.create(null) as HeaderMap;
-    // Always decoded, even for a stream we refuse: the table must stay in step with the client's.
-    this.decoder.upperCaseName = false;
-    const listSize = this.decoder.decode(block, 0, block.length, headers);
     const existing = this.streams.get(id);
+    // Always decoded, even for a stream we refuse: the table must stay in step with the client's. Fields are checked as they come (validate.ts).
+    this.decoder.fieldState = existing === undefined ? REQUEST_FIELDS : TRAILER_FIELDS;
+    const listSize = this.decoder.decode(block, 0, block.length, headers);
+    // Trailers, a new request, or a block on a stream that is not open (one we reset recently: ignored; else STREAM_CLOSED, or PROTOCOL_ERROR for an id the client skipped).
+    const verdict = checkHeaders(this.stateOf(id, existing), flags, this.decoder.fieldState);
+    if (verdict !== undefined) return verdict === IGNORE ? undefined : this.onBroken(id, verdict);
     if (existing !== undefined) {
-      // Trailers: they must end the stream; their fields are not used.
-      if (!(flags & Flag.END_STREAM) || existing.remoteEnded) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS without END_STREAM on an open stream");
+      // Trailers: they end the stream, which a body shorter than its content-length makes malformed (8.1.1); their fields are not used.
+      if (existing.declaredLength !== undefined && existing.receivedBytes !== existing.declaredLength) return this.resetForClient(existing, ErrorCode.PROTOCOL_ERROR);
       existing.receiveEnd();
       return;
     }
-    // A stream we reset or refused (its trailers may have crossed our RST_STREAM): ignored (RFC 9113 5.1).
-    if (id <= this.lastStreamId) return;
     // A client that sends requests but reads none of our answers would grow our output without bound.
     if (this.socket.writableLength > CONTROL_FLOOD_BYTES) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "peer does not read");
+    this.closedStreams.opened(id, this.lastStreamId);
     this.lastStreamId = id;
     // After our GOAWAY, new streams are ignored: the client retries them elsewhere.
     if (this.goawayId !== undefined) return;
     if (listSize > this.options.maxHeaderListSize) return this.refuse(id, ErrorCode.ENHANCE_YOUR_CALM);
     if (this.streams.size >= this.options.maxConcurrentStreams) return this.refuse(id, ErrorCode.REFUSED_STREAM);
-    if (this.decoder.upperCaseName || !validRequest(headers)) return this.refuse(id, ErrorCode.PROTOCOL_ERROR);
+    const malformed = checkRequest(headers, flags, this.decoder.fieldState);
+    if (malformed !== undefined) return this.refuse(id, malformed.code);
     const length = headers["content-length"];
-    const declared = length === undefined ? undefined : /^[0-9]{1,15}$/.test(length as string) ? Number(length) : NaN;
-    if (Number.isNaN(declared) || (declared !== undefined && declared > 0 && flags & Flag.END_STREAM)) return this.refuse(id, ErrorCode.PROTOCOL_ERROR);
+    const declared = length === undefined ? undefined : Number(length);
     const stream = new H2Stream(id, this, this.peerInitialWindow);
     stream.declaredLength = declared;
     // Known before the handler runs: one that answers at once ends the stream, with no reset after.
@@ -422,12 +418,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
   }
 
   private onSettings(flags: number, id: number, payload: Buffer): void {
-    if (id !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream");
-    if (flags & Flag.ACK) {
-      if (payload.length !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
-      return;
-    }
-    if (payload.length % 6 !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length");
+    if (flags & Flag.ACK) return; // its shape: checkFrame
     for (let p = 0; p < payload.length; p += 6) {
       const key = payload.readUInt16BE(p);
       const value = payload.readUInt32BE(p + 2);
@@ -453,18 +444,17 @@ export class H2Connection extends EventEmitter implements StreamHost {
   }
 
   private onWindowUpdate(id: number, payload: Buffer): void {
-    if (payload.length !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE length");
     const increment = payload.readUInt32BE(0) & 0x7fff_ffff;
     if (id === 0) {
-      if (increment === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
       this.sendWindow += increment;
       if (this.sendWindow > MAX_WINDOW) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection window overflow");
       for (const stream of this.streams.values()) if (stream.outgoing.length > 0) this.sending.add(stream);
       return;
     }
     const stream = this.streams.get(id);
+    const verdict = checkOnStream(FrameType.WINDOW_UPDATE, this.stateOf(id, stream), payload);
+    if (verdict !== undefined) return verdict === IGNORE ? undefined : this.onBroken(id, verdict);
     if (stream === undefined) return;
-    if (increment === 0) return this.resetForClient(stream, ErrorCode.PROTOCOL_ERROR);
     stream.sendWindow += increment;
     if (stream.sendWindow > MAX_WINDOW) return this.resetForClient(stream, ErrorCode.FLOW_CONTROL_ERROR);
     if (stream.outgoing.length > 0) this.sending.add(stream);
@@ -520,6 +510,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
   reset(stream: H2Stream, code: number): void {
     if (this.streams.get(stream.id) !== stream) return;
     this.queueFrame(FrameType.RST_STREAM, 0, stream.id, u32(code));
+    this.closedStreams.reset(stream.id);
     this.forget(stream, code);
   }
 
@@ -674,6 +665,30 @@ export class H2Connection extends EventEmitter implements StreamHost {
 
   private refuse(id: number, code: number): void {
     this.queueFrame(FrameType.RST_STREAM, 0, id, u32(code));
+    this.closedStreams.reset(id);
+  }
+
+  /** The state of stream `id` (RFC 9113 5.1); `stream` is its entry in the table, if any. */
+  private stateOf(id: number, stream: H2Stream | undefined): StreamState {
+    if (stream !== undefined) return stream.remoteEnded ? StreamState.HALF_CLOSED_REMOTE : StreamState.OPEN;
+    if ((id & 1) === 0 || id > this.lastStreamId) return StreamState.IDLE; // we open no streams (no push)
+    // After our GOAWAY, streams above its id were ignored: their frames are too.
+    if ((this.goawayId !== undefined && id > this.goawayId) || this.closedStreams.resetRecently(id)) return StreamState.RESET_RECENTLY;
+    return this.closedStreams.wasSkipped(id) ? StreamState.SKIPPED : StreamState.CLOSED;
+  }
+
+  /**
+   * A rule broken (validate.ts): a connection error ends the connection; a
+   * stream error resets the stream (counted as a reset the client caused),
+   * but an idle stream cannot be reset (5.1): there it ends the connection.
+   */
+  private onBroken(id: number, broken: H2Error): void {
+    if (broken.connection) throw new ConnectionError(broken.code, broken.reason);
+    const stream = this.streams.get(id);
+    if (stream !== undefined) return this.resetForClient(stream, broken.code);
+    if (this.stateOf(id, undefined) === StreamState.IDLE) throw new ConnectionError(broken.code, broken.reason);
+    this.limitResets();
+    this.refuse(id, broken.code);
   }
 
   private forget(stream: H2Stream, code: number | undefined): void {
@@ -748,17 +763,4 @@ function settingsPayload(settings: readonly (readonly [number, number])[]): Buff
     b.writeUInt32BE(value, i * 6 + 2);
   });
   return b;
-}
-
-/** Headers that do not belong in HTTP/2 (section 8.2.2). */
-const CONNECTION_HEADERS = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
-
-/** A request's pseudo-headers are there, and it carries no connection-specific header (else PROTOCOL_ERROR, as nghttp2 does). */
-function validRequest(headers: HeaderMap): boolean {
-  const method = headers[":method"];
-  if (method === undefined) return false;
-  if (method !== "CONNECT" && (headers[":path"] === undefined || headers[":scheme"] === undefined || headers[":path"] === "")) return false;
-  for (const name of CONNECTION_HEADERS) if (headers[name] !== undefined) return false;
-  const te = headers.te;
-  return te === undefined || te === "trailers";
 }

@@ -1,4 +1,5 @@
 import { HUFFMAN_CODES, STATIC_TABLE } from "./hpack-tables.js";
+import { checkField, nameFault, REQUEST_FIELDS, valueFault } from "./validate.js";
 
 /**
  * HPACK (RFC 7541), the server's half: a decoder for request header blocks
@@ -85,8 +86,8 @@ export class HpackDecoder {
   // Newest entry last; `first` is the oldest still in the table.
   private readonly names: string[] = [];
   private readonly values: string[] = [];
-  /** Entries whose name has an upper-case letter: referring to one makes the block malformed too. */
-  private readonly upper: boolean[] = [];
+  /** Each entry's field fault (validate.ts), found when it was added: referring to a malformed entry makes the block malformed too. */
+  private readonly faults: number[] = [];
   private first = 0;
   private size = 0;
   private maxSize: number;
@@ -110,12 +111,21 @@ export class HpackDecoder {
       const b = buf[pos];
       let name: string;
       let value: string;
+      // The field's own fault (validate.ts): none for the static table, kept with each dynamic entry, found for literals.
+      let fault = 0;
       if (b & 0x80) {
         const index = this.readInt(buf, pos, end, 7);
         pos = this.next;
         if (index === 0) throw new HpackError("index 0");
-        name = this.nameAt(index);
-        value = this.valueAt(index);
+        if (index <= STATIC_TABLE.length) {
+          name = STATIC_TABLE[index - 1][0];
+          value = STATIC_TABLE[index - 1][1];
+        } else {
+          const slot = this.dynamicSlot(index);
+          name = this.names[slot];
+          value = this.values[slot];
+          fault = this.faults[slot];
+        }
       } else if ((b & 0xe0) === 0x20) {
         // Table size updates may only come first (4.2).
         if (fields > 0) throw new HpackError("table size update after a field");
@@ -132,16 +142,20 @@ export class HpackDecoder {
         if (index === 0) {
           name = this.readString(buf, pos, end);
           pos = this.next;
-          if (name !== name.toLowerCase()) this.upperCaseName = true;
+          fault = nameFault(name);
         } else {
           name = this.nameAt(index);
+          if (index > STATIC_TABLE.length) fault = nameFault(name);
         }
         value = this.readString(buf, pos, end);
         pos = this.next;
-        if (indexing) this.add(name, value);
+        fault ||= this.stringFault;
+        if (indexing) this.add(name, value, fault);
       }
       fields++;
       listSize += name.length + value.length + ENTRY_OVERHEAD;
+      // In the order the fields came: a header map keeps one :method of two (8.3).
+      this.fieldState = checkField(this.fieldState, name, fault);
       addHeader(out, name, value);
     }
     return listSize;
@@ -179,33 +193,40 @@ export class HpackDecoder {
     if (to > end) throw new HpackError("truncated string");
     this.next = to;
     const raw = Buffer.from(buf.buffer, buf.byteOffset + from, length).toString("latin1");
-    if (!huffman) return raw;
-    // Clients index most fields, but nghttp2 (node:http2, grpc-js, h2load) sends every :path as a new Huffman literal.
-    let decoded = this.huffmanCache.get(raw);
-    if (decoded === undefined) {
-      decoded = huffmanDecode(buf, from, to);
-      if (this.huffmanCache.size >= HUFFMAN_CACHE_MAX) this.huffmanCache.clear();
-      if (length <= HUFFMAN_CACHE_LONGEST) this.huffmanCache.set(raw, decoded);
+    if (!huffman) {
+      this.stringFault = valueFault(raw);
+      return raw;
     }
+    // Clients index most fields, but nghttp2 (node:http2, grpc-js, h2load) sends every :path as a new Huffman literal.
+    // The cache holds only strings without a value fault, so a hit needs no check.
+    let decoded = this.huffmanCache.get(raw);
+    if (decoded !== undefined) {
+      this.stringFault = 0;
+      return decoded;
+    }
+    decoded = huffmanDecode(buf, from, to);
+    this.stringFault = valueFault(decoded);
+    if (this.huffmanCache.size >= HUFFMAN_CACHE_MAX) this.huffmanCache.clear();
+    if (length <= HUFFMAN_CACHE_LONGEST && this.stringFault === 0) this.huffmanCache.set(raw, decoded);
     return decoded;
   }
+
+  /** The valueFault (validate.ts) of the last string read. */
+  private stringFault = 0;
 
   /** Decoded Huffman strings by their encoded bytes (as Latin-1). */
   private readonly huffmanCache = new Map<string, string>();
 
-  /** Set when a literal field name had an upper-case letter: the request is malformed (RFC 9113 8.2.1). */
-  upperCaseName = false;
+  /**
+   * The fields of the blocks decoded since the caller set it (REQUEST_FIELDS or
+   * TRAILER_FIELDS), checked in their order (validate.ts checkField): negative
+   * once one broke a rule of RFC 9113 8.2.1 or 8.3 (the block is malformed).
+   */
+  fieldState = REQUEST_FIELDS;
 
   private nameAt(index: number): string {
     if (index <= STATIC_TABLE.length) return STATIC_TABLE[index - 1][0];
-    const slot = this.dynamicSlot(index);
-    if (this.upper[slot]) this.upperCaseName = true;
-    return this.names[slot];
-  }
-
-  private valueAt(index: number): string {
-    if (index <= STATIC_TABLE.length) return STATIC_TABLE[index - 1][1];
-    return this.values[this.dynamicSlot(index)];
+    return this.names[this.dynamicSlot(index)];
   }
 
   private dynamicSlot(index: number): number {
@@ -214,13 +235,13 @@ export class HpackDecoder {
     return slot;
   }
 
-  private add(name: string, value: string): void {
+  private add(name: string, value: string, fault: number): void {
     const size = name.length + value.length + ENTRY_OVERHEAD;
     this.evict(size);
     if (size > this.maxSize) return; // 4.4: an entry larger than the table empties it
     this.names.push(name);
     this.values.push(value);
-    this.upper.push(name !== name.toLowerCase());
+    this.faults.push(fault);
     this.size += size;
   }
 
@@ -234,7 +255,7 @@ export class HpackDecoder {
     if (this.first > 64 && this.first * 2 > this.names.length) {
       this.names.splice(0, this.first);
       this.values.splice(0, this.first);
-      this.upper.splice(0, this.first);
+      this.faults.splice(0, this.first);
       this.first = 0;
     }
   }
