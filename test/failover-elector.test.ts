@@ -2,20 +2,31 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { LeaderElector, outranks, type Rank } from "../src/coordination/elector.js";
 import { EtcdLock } from "../src/coordination/etcd.js";
+import { KubernetesLock } from "../src/coordination/kubernetes.js";
 import type { LeaseRecord, ResourceLock } from "../src/coordination/lock.js";
 import { startEtcd, type EtcdProcess } from "./helpers/etcd.js";
+import { FakeKube } from "./helpers/fake-kube.js";
 import { sleep, waitFor } from "./helpers/cluster.js";
 
 /** Short timings: a test failover takes about a second. */
 const TIMINGS = { leaseDurationMs: 900, renewDeadlineMs: 600, retryPeriodMs: 100 };
 
 let etcd: EtcdProcess;
+const kube = new FakeKube();
 before(async () => {
   etcd = await startEtcd();
+  await kube.start();
 });
 after(async () => {
   await etcd?.stop();
+  await kube.stop();
 });
+
+/** The same election runs over each backend: a real etcd, and a Kubernetes API with real resourceVersion conflicts (helpers/fake-kube.ts). */
+const BACKENDS: { name: string; lock: (group: string, id: string) => ResourceLock }[] = [
+  { name: "etcd", lock: (group, id) => new EtcdLock({ endpoints: [etcd.endpoint], group, nodeId: id, callTimeoutMs: 300 }) },
+  { name: "kubernetes", lock: (group, id) => new KubernetesLock({ group, nodeId: id, namespace: "ns", podName: "", callTimeoutMs: 300, kubeConfig: kube.kubeConfig("ns") }) },
+];
 
 interface TestNode {
   readonly id: string;
@@ -27,8 +38,8 @@ interface TestNode {
   leaders: LeaseRecord[];
 }
 
-function node(group: string, id: string, rank: Rank): TestNode {
-  const lock = new EtcdLock({ endpoints: [etcd.endpoint], group, nodeId: id, callTimeoutMs: 300 });
+function node(backend: (typeof BACKENDS)[number], group: string, id: string, rank: Rank): TestNode {
+  const lock = backend.lock(group, id);
   const n: TestNode = {
     id,
     lock,
@@ -59,8 +70,9 @@ function node(group: string, id: string, rank: Rank): TestNode {
 
 const holders = (nodes: readonly TestNode[]) => nodes.filter((n) => n.elector.holdsValidLease());
 
-test("candidates elect exactly one holder; it keeps the lease while it renews; a released lease goes to the next, with the next term", async () => {
-  const nodes = ["a", "b", "c"].map((id) => node("g1", id, { term: 0, history: "", revision: 0 }));
+for (const backend of BACKENDS) {
+test(`${backend.name}: candidates elect exactly one holder; it keeps the lease while it renews; a released lease goes to the next, with the next term`, async () => {
+  const nodes = ["a", "b", "c"].map((id) => node(backend, "g1", id, { term: 0, history: "", revision: 0 }));
   try {
     for (const n of nodes) n.elector.start();
     const first = await waitFor("a holder", () => holders(nodes)[0], 10_000);
@@ -87,9 +99,9 @@ test("candidates elect exactly one holder; it keeps the lease while it renews; a
   }
 });
 
-test("an empty candidate does not win while a live peer holds a later history; it wins once that peer is gone", async () => {
-  const empty = node("g2", "a-empty", { term: 0, history: "", revision: 0 });
-  const full = node("g2", "z-full", { term: 3, history: "h3", revision: 500 });
+test(`${backend.name}: an empty candidate does not win while a live peer holds a later history; it wins once that peer is gone`, async () => {
+  const empty = node(backend, "g2", "a-empty", { term: 0, history: "", revision: 0 });
+  const full = node(backend, "g2", "z-full", { term: 3, history: "h3", revision: 500 });
   try {
     // The peer with data publishes but cannot acquire yet (it is not started until the empty one saw it).
     full.elector.start();
@@ -110,9 +122,9 @@ test("an empty candidate does not win while a live peer holds a later history; i
   }
 });
 
-test("with a live better peer, the lesser candidate defers even when it starts first", async () => {
-  const lesser = node("g3", "a", { term: 2, history: "h2", revision: 10 });
-  const better = node("g3", "b", { term: 2, history: "h2", revision: 11 });
+test(`${backend.name}: with a live better peer, the lesser candidate defers even when it starts first`, async () => {
+  const lesser = node(backend, "g3", "a", { term: 2, history: "h2", revision: 10 });
+  const better = node(backend, "g3", "b", { term: 2, history: "h2", revision: 11 });
   try {
     // The better one publishes first (so it is seen live), then both run.
     await better.lock.publish({ node: "b", incarnation: better.elector.incarnation, address: "b:1", term: 2, history: "h2", revision: 11, beat: 0 });
@@ -129,8 +141,8 @@ test("with a live better peer, the lesser candidate defers even when it starts f
   }
 });
 
-test("compare-and-swap: of two writers of the same version, one conflicts", async () => {
-  const a = new EtcdLock({ endpoints: [etcd.endpoint], group: "g4", nodeId: "a", callTimeoutMs: 1000 });
+test(`${backend.name}: compare-and-swap: of two writers of the same version, one conflicts`, async () => {
+  const a = backend.lock("g4", "a");
   const rec: LeaseRecord = { holder: "a", incarnation: "1", address: "a:1", term: 1, leaseDurationMs: 1000, acquireTime: "", renewTime: "" };
   try {
     const v1 = await a.create(rec);
@@ -142,3 +154,4 @@ test("compare-and-swap: of two writers of the same version, one conflicts", asyn
     await a.close();
   }
 });
+}

@@ -66,6 +66,7 @@ export class CoordinatedNode {
       onLeader: (lease) => this.follow(lease),
       log: this.options.log,
     });
+    this.lock.observeRole?.(() => (this.mayAcknowledgeWrites() ? "primary" : "replica"));
     this.elector.start();
   }
 

@@ -83,6 +83,7 @@ export class LeaderElector {
   private elections = 0;
   private expiryTimer: NodeJS.Timeout | undefined;
   private lastDeferral = "";
+  private lastError = "";
 
   constructor(
     private readonly lock: ResourceLock,
@@ -177,8 +178,12 @@ export class LeaderElector {
       const started = performance.now();
       try {
         await this.tick();
+        this.lastError = "";
       } catch (err) {
-        this.options.log?.("coordinator unreachable", { group: this.options.group, lock: this.lock.description, error: err instanceof Error ? err.message : String(err) });
+        // Once per distinct error, not every retry period.
+        const error = err instanceof Error ? err.message : String(err);
+        if (error !== this.lastError) this.options.log?.("coordinator unreachable", { group: this.options.group, lock: this.lock.description, error });
+        this.lastError = error;
       }
       if (this.stopped) break;
       const delay = Math.max(0, this.options.retryPeriodMs - (performance.now() - started));

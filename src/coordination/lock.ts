@@ -63,6 +63,8 @@ export interface ResourceLock {
   /** Every candidate record of the group, each with its version. */
   candidates(): Promise<Versioned<CandidateRecord>[]>;
   close(): Promise<void>;
+  /** Told how to read this node's role, for backends that show it (the Kubernetes pod label). */
+  observeRole?(role: () => "primary" | "replica"): void;
 }
 
 /** Parses a stored record, or undefined when it is not one of ours. */

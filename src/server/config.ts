@@ -56,7 +56,10 @@ export interface ServerConfig {
   readonly fastPath: boolean;
   readonly http2Engine: "ripple" | "node";
   /** What elects the primary: static (--replica-of), etcd or kubernetes (docs/FAILOVER.md). */
-  readonly coordinator: "static" | "etcd";
+  readonly coordinator: "static" | "etcd" | "kubernetes";
+  /** With --coordinator kubernetes: the namespace of the Leases and of this pod; the pod to label. */
+  readonly kubernetesNamespace: string;
+  readonly podName: string;
   readonly etcdEndpoints: readonly string[];
   /** The replication group: one lease, one primary. */
   readonly group: string;
@@ -121,8 +124,10 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "fast-path", kind: "string", defaultValue: "on", help: "Serve unary and server-streaming calls in binary over HTTP/2 (gRPC, Connect) on the fast path (off = connect-node serves every call; answers are the same)." },
   { flag: "http2-engine", kind: "string", defaultValue: "ripple", help: "What serves HTTP/2, h2c and TLS (ALPN h2) alike: ripple (our own engine, several times faster per call) or node (node:http2)." },
   { flag: "keepalive-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds to wait for a PING answer before the connection and its streams are dropped." },
-  { flag: "coordinator", kind: "string", defaultValue: "static", help: "What elects the primary: static (no election: a primary, or a replica with --replica-of) or etcd (the holder of the group's lease in etcd is primary; docs/FAILOVER.md)." },
+  { flag: "coordinator", kind: "string", defaultValue: "static", help: "What elects the primary: static (no election: a primary, or a replica with --replica-of), etcd or kubernetes (the holder of the group's lease in etcd, or of its coordination.k8s.io Lease, is primary; docs/FAILOVER.md)." },
   { flag: "etcd-endpoints", kind: "string", defaultValue: "http://127.0.0.1:2379", help: "With --coordinator etcd: the etcd members, comma-separated URLs." },
+  { flag: "kubernetes-namespace", kind: "string", defaultValue: "", help: "With --coordinator kubernetes: the namespace of the group's Leases (default: the pod's own, from its service account)." },
+  { flag: "pod-name", kind: "string", defaultValue: "", help: "With --coordinator kubernetes: this pod, labelled ripplecache.io/role=primary or replica (default: the host name, the pod's name in a StatefulSet)." },
   { flag: "group", kind: "string", defaultValue: "default", help: "With a coordinator: the replication group (one lease, one primary) this node is a candidate in." },
   { flag: "node-id", kind: "string", defaultValue: "", help: "With a coordinator: this node's id in its group, unique and stable across restarts (default: the host name)." },
   { flag: "lease-duration", kind: "int", defaultValue: "1500", help: "With a coordinator: ms after a lease last changed before other candidates may take it over." },
@@ -211,7 +216,11 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
   }
   const maxHeaderBytes = bytes("max-header-bytes");
   if (maxHeaderBytes < 1024) throw new ConfigError(`${what("max-header-bytes")}: give at least 1KiB`);
-  const coordinator = oneOf(raw("coordinator"), ["static", "etcd"] as const, what("coordinator"));
+  const coordinator = oneOf(raw("coordinator"), ["static", "etcd", "kubernetes"] as const, what("coordinator"));
+  const group = raw("group");
+  if (!/^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$/.test(group)) {
+    throw new ConfigError(`${what("group")}: "${group}" must be lower-case letters, digits and '-' (at most 42), as it names Kubernetes Leases and etcd keys`);
+  }
   if (coordinator !== "static" && optional("replica-of") !== undefined) {
     throw new ConfigError(`--replica-of and --coordinator ${coordinator} exclude each other: the coordinator's lease decides whom each node follows`);
   }
@@ -263,8 +272,10 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
     http2Engine: oneOf(raw("http2-engine"), ["ripple", "node"] as const, what("http2-engine")),
     coordinator,
     etcdEndpoints: raw("etcd-endpoints").split(",").map((e) => e.trim()).filter((e) => e !== ""),
-    group: raw("group"),
+    group,
     nodeId: optional("node-id") ?? hostname(),
+    kubernetesNamespace: optional("kubernetes-namespace") ?? podNamespace(),
+    podName: optional("pod-name") ?? hostname(),
     leaseDurationMs,
     renewDeadlineMs,
     retryPeriodMs,
@@ -272,6 +283,15 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
     corsAllowCredentials,
     corsMaxAgeSeconds: int("cors-max-age"),
   };
+}
+
+/** The namespace a pod runs in, from its service account (else "default"). */
+function podNamespace(): string {
+  try {
+    return readFileSync("/var/run/secrets/kubernetes.io/serviceaccount/namespace", "utf8").trim() || "default";
+  } catch {
+    return "default";
+  }
 }
 
 function oneOf<T extends string>(text: string, values: readonly T[], what: string): T {

@@ -29,7 +29,6 @@ import { HealthState, registerHealth, ServingStatus } from "./health.js";
 import { registerReflection } from "./reflection.js";
 import { http2TlsOptions } from "../client/tls.js";
 import { CoordinatedNode, coordinationInfoFields, leaseFence } from "../coordination/coordinated-node.js";
-import { EtcdLock } from "../coordination/etcd.js";
 
 export interface RunningServer {
   readonly port: number;
@@ -39,7 +38,7 @@ export interface RunningServer {
   readonly hub: WatchHub;
   readonly health: HealthState;
   readonly replication: Replication;
-  /** With --coordinator etcd: the lease election that decides this node's role. */
+  /** With --coordinator etcd or kubernetes: the lease election that decides this node's role. */
   readonly coordination: CoordinatedNode | undefined;
   /** Graceful stop: refuse new connections, end streams, let in-flight calls finish, then close. */
   close(): Promise<void>;
@@ -81,9 +80,14 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
         ? http2TlsOptions({ caFile: config.replicationTlsCaFile, certFile: config.replicationTlsCertFile, keyFile: config.replicationTlsKeyFile })
         : undefined,
   });
-  if (config.coordinator === "etcd") {
-    // Each etcd call is bounded well inside the renew deadline, so a hung call cannot outlast the lease.
-    const lock = new EtcdLock({ endpoints: config.etcdEndpoints, group: config.group, nodeId: config.nodeId, callTimeoutMs: Math.max(50, Math.floor(config.renewDeadlineMs / 2)) });
+  if (config.coordinator !== "static") {
+    // Each coordinator call is bounded well inside the renew deadline, so a hung call cannot outlast the lease.
+    const callTimeoutMs = Math.max(50, Math.floor(config.renewDeadlineMs / 2));
+    // Loaded only when used: each client library takes a second or more to load on a busy machine.
+    const lock =
+      config.coordinator === "etcd"
+        ? new (await import("../coordination/etcd.js")).EtcdLock({ endpoints: config.etcdEndpoints, group: config.group, nodeId: config.nodeId, callTimeoutMs })
+        : new (await import("../coordination/kubernetes.js")).KubernetesLock({ group: config.group, nodeId: config.nodeId, namespace: config.kubernetesNamespace, podName: config.podName, callTimeoutMs });
     coordination = new CoordinatedNode(lock, replication, store, {
       coordinator: config.coordinator,
       group: config.group,
