@@ -39,6 +39,17 @@ test("three candidates elect one primary; kill -9 of it: another takes over, no 
     assert.equal(first.info.term, 1n, "the first election is term 1");
     assert.equal(first.info.coordinator, "etcd");
     assert.equal(first.info.leaseHolderAddress, first.primary.addr);
+    // ripplecache info and /metrics show the lease.
+    const cliInfo = spawnSync(process.execPath, [CLI, "info", "--addr", first.primary.addr], { encoding: "utf8", timeout: 20_000 });
+    const shown = JSON.parse(cliInfo.stdout) as Record<string, unknown>;
+    assert.equal(shown.coordinator, "etcd");
+    assert.equal(shown.term, 1);
+    assert.equal(shown.leaseHolderAddress, first.primary.addr);
+    assert.ok(Number(shown.leaseValidMs) > 0);
+    const metrics = await (await fetch(`http://127.0.0.1:${first.primary.server.adminPort}/metrics`)).text();
+    assert.match(metrics, /^ripplecache_coordination_lease_held(\{[^}]*\})? 1$/m);
+    assert.match(metrics, /^ripplecache_replication_term(\{[^}]*\})? 1$/m);
+    assert.match(metrics, /^ripplecache_coordination_elections_total(\{[^}]*\})? 1$/m);
 
     writer = new FailoverWriter(() => nodes, "k/");
     await writer.waitAcks(200);

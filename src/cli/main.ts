@@ -295,7 +295,20 @@ async function clientCommand(command: string, args: string[]): Promise<number> {
           replicationId: i.replicationId,
           oldestRevision: Number(i.oldestRevision),
           streams: Number(i.streams),
+          term: Number(i.term),
           ...(i.role === Role.REPLICA ? { primaryAddress: i.primaryAddress, linkState: i.linkState } : {}),
+          // With a coordinator (docs/FAILOVER.md): the group, this node and the lease.
+          ...(i.coordinator !== "" && i.coordinator !== "static"
+            ? {
+                coordinator: i.coordinator,
+                group: i.group,
+                nodeId: i.nodeId,
+                leaseHolder: i.leaseHolder,
+                leaseHolderAddress: i.leaseHolderAddress,
+                leaseValidMs: Number(i.leaseValidMs),
+                leaseRenewLatencyMs: i.leaseRenewLatencyMs,
+              }
+            : {}),
           replicas: i.replicas.map((r) => ({
             address: r.address,
             state: r.state,

@@ -43,6 +43,10 @@ export class CoordinatedNode {
   ) {
     // A replica whose stream ended looks at the lease at once: a handover or a new holder is seen within a round trip.
     replication.onLinkDown = () => this.poke();
+    replication.coordinationStatus = () => {
+      const s = this.elector?.status();
+      return { holdsLease: this.mayAcknowledgeWrites(), renewLatencyMs: s?.renewLatencyMs ?? -1, elections: s?.elections ?? 0 };
+    };
   }
 
   /** Starts electing once the node listens at `ownAddress`. */

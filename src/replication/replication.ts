@@ -32,6 +32,8 @@ export class Replication {
   /** The primary and lease term the follower was started for. */
   private following: { address: string; term: number } | undefined;
   private ownAddress = "";
+  /** With a coordinator: its lease state, for metrics (set by the coordinator). */
+  coordinationStatus: (() => { readonly holdsLease: boolean; readonly renewLatencyMs: number; readonly elections: number }) | undefined;
   /** Called when a replica's stream to its primary ends (set by the coordinator). */
   onLinkDown: (() => void) | undefined;
   /** Role changes run one after another (the coordinator's and the admin's). */

@@ -115,6 +115,11 @@ function observeServer(meter: Meter, { store, log, hub, replication, fastPath }:
     description: "On a primary: bytes of keys and values sent to the replica (snapshot entries, and changes with a fixed overhead each).",
   });
 
+  const term = meter.createObservableGauge("ripplecache.replication.term", { unit: "{term}", description: "The term of the history this node holds (0 without a coordinator)." });
+  const leaseHeld = meter.createObservableGauge("ripplecache.coordination.lease.held", { description: "With a coordinator: 1 while this node holds a valid lease (it is the primary), else 0." });
+  const renewLatency = meter.createObservableGauge("ripplecache.coordination.lease.renew_latency", { unit: "s", description: "With a coordinator: duration of the holder's last successful lease renewal." });
+  const elections = meter.createObservableCounter("ripplecache.coordination.elections", { unit: "{term}", description: "With a coordinator: terms this node became primary of (acquired or handed the lease)." });
+
   const fastCalls = meter.createObservableCounter("ripplecache.rpc.fast_path.calls", {
     unit: "{call}",
     description: "Unary and server-streaming calls in binary over HTTP/2 served by the fast path rather than connect-node (the same answers, less CPU and memory).",
@@ -140,6 +145,13 @@ function observeServer(meter: Meter, { store, log, hub, replication, fastPath }:
       }
       const role = replication.role;
       o.observe(isReplica, role.isReplica ? 1 : 0);
+      o.observe(term, role.term);
+      const coordination = replication.coordinationStatus?.();
+      if (coordination !== undefined) {
+        o.observe(leaseHeld, coordination.holdsLease ? 1 : 0);
+        o.observe(elections, coordination.elections);
+        if (coordination.renewLatencyMs >= 0) o.observe(renewLatency, coordination.renewLatencyMs / 1000);
+      }
       if (role.isReplica) o.observe(linkUp, role.linkState === "streaming" ? 1 : 0);
       for (const t of replication.source.totals()) {
         const a = { [ATTR_REPLICA]: t.address };
@@ -153,7 +165,7 @@ function observeServer(meter: Meter, { store, log, hub, replication, fastPath }:
         o.observe(lagTime, st.lagMs / 1000, a);
       }
     },
-    [hits, misses, keys, used, limit, evictions, expirations, revision, oldest, streams, delivered, resyncs, isReplica, linkUp, connected, lag, lagTime, fullResyncs, sent, fastCalls],
+    [hits, misses, keys, used, limit, evictions, expirations, revision, oldest, streams, delivered, resyncs, isReplica, linkUp, connected, lag, lagTime, fullResyncs, sent, fastCalls, term, leaseHeld, renewLatency, elections],
   );
 }
 
