@@ -106,15 +106,17 @@ interface Violation {
   readonly sentMs: number;
 }
 
-function cli(args: string[], timeoutMs = 30_000): Promise<{ code: number | null; stderr: string }> {
+function cli(args: string[], timeoutMs = 30_000): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+    const p = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
     let stderr = "";
+    p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
     p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => p.kill("SIGKILL"), timeoutMs);
-    p.once("exit", (code) => {
+    p.once("exit", (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, stderr });
+      resolve({ code, signal, stdout, stderr });
     });
   });
 }
@@ -239,7 +241,8 @@ async function main(): Promise<number> {
             const r = await cli(["failover", "--to", nodeId(to), "--addr", primary.addr]);
             if (r.code !== 0) {
               fault.ok = false;
-              fault.note = r.stderr.trim().split("\n").slice(-1)[0];
+              const logs = primary.output.slice(-4);
+              fault.note = `exit ${r.code ?? r.signal}: ${(r.stderr.trim() || r.stdout.trim()).split("\n").slice(-1)[0]}; the primary's log: ${logs.join(" | ")}`;
             }
             break;
           }
@@ -264,8 +267,22 @@ async function main(): Promise<number> {
     const finalTerm = (await final.client.rpc.info({})).term;
     await monitor.stop();
     violations.push(...afterLaterTerm(monitor, [...replicated.acks, ...plain.acks], idOf));
-    const lostReplicated = await lostAcks(replicated.acks, (keys) => targets[0].read(final.addr, keys));
-    const lostPlain = await lostAcks(plain.acks, (keys) => targets[1].read(final.addr, keys));
+    // Read back from whichever node is primary when each chunk is read (a loaded machine can still move the lease now).
+    let reader = final;
+    const read = async (keys: string[]) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await targets[0].read(reader.addr, keys);
+        } catch (err) {
+          if (attempt >= 10) throw err;
+          say(`read-back from ${reader.addr} failed (${err instanceof Error ? err.message : String(err)}); finding the primary again`);
+          reader = await onePrimary(nodes, 90_000);
+          await waitConverged(nodes, 60_000);
+        }
+      }
+    };
+    const lostReplicated = await lostAcks(replicated.acks, read);
+    const lostPlain = await lostAcks(plain.acks, read);
     const byKind = Object.fromEntries(
       kinds.map((k) => {
         const fs = faults.filter((f) => f.kind === k);
