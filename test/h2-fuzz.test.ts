@@ -12,14 +12,6 @@ import { campaign, startEngines } from "./helpers/h2-fuzz.js";
 const SEED = 20;
 const CASES = 1500;
 
-/**
- * Cases of this seed whose difference no known difference explains yet: all but 17 are the engine's
- * RFC 9113 conformance gaps that issue 20 item 5 closes (served malformed requests, streams that
- * depend on themselves, WINDOW_UPDATE on idle streams, decreasing stream ids); 17 is being analysed.
- * Any other unexplained case fails. Remove entries as they are explained.
- */
-const UNEXPLAINED_YET = new Set<number>([17, 54, 83, 759, 886, 1481, 113, 207, 228, 300, 321, 456, 457, 570, 990, 1008, 1014, 1034, 1102, 1176, 1207, 1274, 1335, 1466]);
-
 test(`differential fuzzing: ${CASES} cases of seed ${SEED} on our engine and on node:http2`, { timeout: 300_000 }, async () => {
   const engines = await startEngines();
   try {
@@ -33,7 +25,7 @@ test(`differential fuzzing: ${CASES} cases of seed ${SEED} on our engine and on 
     }
     assert.ok(r.differing > 0, "no difference at all: the known deviations alone should show some");
     assert.deepEqual(engines.crashes.filter((c) => c.engine === "ours"), [], "our server died");
-    const unexplained = r.findings.filter((f) => f.residual !== "" && !UNEXPLAINED_YET.has(f.index));
+    const unexplained = r.findings.filter((f) => f.residual !== "");
     assert.deepEqual(
       unexplained.map((f) => `case ${f.index}: ${f.residual}`),
       [],
