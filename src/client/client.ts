@@ -1,14 +1,14 @@
-import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import {
   createConnectTransport,
   createGrpcTransport,
   createGrpcWebTransport,
-  type Http2SessionManager,
 } from "@connectrpc/connect-node";
 import { GuardedHttp2Sessions } from "./http2-sessions.js";
 import { CacheService, type InfoResponse } from "../gen/ripplecache/v1/cache_pb.js";
 import { AdminService } from "../gen/ripplecache/v1/replication_pb.js";
 import { PRIMARY_HEADER } from "../headers.js";
+import { RoutingTransport } from "./routing-transport.js";
 import { http2TlsOptions, readTlsClientFiles, type TlsClientFiles } from "./tls.js";
 
 export { PRIMARY_HEADER };
@@ -16,7 +16,10 @@ export { PRIMARY_HEADER };
 export type Protocol = "connect" | "grpc" | "grpc-web";
 
 export interface ClientOptions {
-  /** `host:port`, or a URL (`http://host:port`, `https://host:port`). */
+  /**
+   * `host:port`, or a URL (`http://host:port`, `https://host:port`); several, comma-separated,
+   * to reach the group through whichever of them accepts connections.
+   */
   readonly addr: string;
   /** Wire protocol; default "connect". gRPC always uses HTTP/2. */
   readonly protocol?: Protocol;
@@ -30,7 +33,9 @@ export interface ClientOptions {
   readonly useJson?: boolean;
   /**
    * When a replica refuses a write (FAILED_PRECONDITION with the
-   * `ripplecache-primary` header), send it to the primary it names. Default true.
+   * `ripplecache-primary` header), send it to the primary it names, and
+   * send later writes there; when the primary moves (a failover), find it
+   * again and retry within the call's deadline. Default true.
    */
   readonly followPrimary?: boolean;
   /** TLS (https) with these PEM files: the CA that verifies the server, a client certificate for mutual TLS. */
@@ -77,64 +82,50 @@ export function baseUrl(addr: string): string {
  */
 export class CacheClient {
   readonly rpc: Client<typeof CacheService>;
-  private readonly transport: Transport;
+  private readonly transport: RoutingTransport;
   /** Admin RPCs (promote, replica-of, digest); they need the admin token when one is configured. */
   readonly admin: Client<typeof AdminService>;
-  private readonly sessions: Http2SessionManager | undefined;
 
   constructor(options: ClientOptions) {
-    const url = options.tls === undefined ? baseUrl(options.addr) : baseUrl(options.addr).replace(/^http:/, "https:");
+    const seeds = options.addr
+      .split(",")
+      .map((a) => a.trim())
+      .filter((a) => a !== "");
+    if (seeds.length === 0) throw new Error("no address given: give HOST:PORT (or several, comma-separated)");
+    this.transport = new RoutingTransport({
+      seeds,
+      transportTo: (addr) => this.transportTo(addr, options),
+      followPrimary: options.followPrimary !== false,
+      defaultTimeoutMs: options.timeoutMs,
+    });
+    this.rpc = createClient(CacheService, this.transport);
+    this.admin = createClient(AdminService, this.transport);
+  }
+
+  /** The primary's address once a replica has named it (writes go there), else undefined. */
+  get primaryAddress(): string | undefined {
+    return this.transport.primary;
+  }
+
+  /** A transport to one address; RoutingTransport picks the address per call. */
+  private transportTo(addr: string, options: ClientOptions): { transport: Transport; close(): void } {
+    const url = options.tls === undefined ? baseUrl(addr) : baseUrl(addr).replace(/^http:/, "https:");
     const protocol = options.protocol ?? "connect";
     const httpVersion = protocol === "grpc" ? "2" : (options.httpVersion ?? "2");
     // PINGs detect a dead server on idle connections (a Track or Watch stream can be idle for hours).
-    this.sessions = httpVersion === "2" ? new GuardedHttp2Sessions(url, { pingIntervalMs: 15_000, pingTimeoutMs: 5_000 }, options.tls && http2TlsOptions(options.tls)) : undefined;
+    const sessions = httpVersion === "2" ? new GuardedHttp2Sessions(url, { pingIntervalMs: 15_000, pingTimeoutMs: 5_000 }, options.tls && http2TlsOptions(options.tls)) : undefined;
+    const close = () => sessions?.abort();
     const interceptors: Interceptor[] = options.token === undefined ? [] : [sendBearerToken(options.token)];
-    if (options.followPrimary !== false) interceptors.push(this.redirectWritesToPrimary(options));
     const common = {
       baseUrl: url,
       interceptors,
       defaultTimeoutMs: options.timeoutMs,
       useBinaryFormat: options.useJson !== true,
     };
-    let transport: Transport;
-    if (protocol === "grpc") {
-      transport = createGrpcTransport({ ...common, sessionManager: this.sessions });
-    } else if (httpVersion === "2") {
-      const factory = protocol === "connect" ? createConnectTransport : createGrpcWebTransport;
-      transport = factory({ ...common, httpVersion: "2", sessionManager: this.sessions });
-    } else {
-      const factory = protocol === "connect" ? createConnectTransport : createGrpcWebTransport;
-      transport = factory({ ...common, httpVersion: "1.1", ...(options.tls !== undefined ? { nodeOptions: readTlsClientFiles(options.tls) } : {}) });
-    }
-    this.transport = transport;
-    this.rpc = createClient(CacheService, transport);
-    this.admin = createClient(AdminService, transport);
-  }
-
-  private primary: CacheClient | undefined;
-  private primaryAddress = "";
-
-  /**
-   * An interceptor that retries a unary call refused by a replica on the
-   * primary it names. Only refusals are retried: the replica applied nothing.
-   */
-  private redirectWritesToPrimary(options: ClientOptions): Interceptor {
-    return (next) => async (req) => {
-      try {
-        return await next(req);
-      } catch (err) {
-        const primary = err instanceof ConnectError && err.code === Code.FailedPrecondition ? err.metadata.get(PRIMARY_HEADER) : null;
-        if (primary === null || primary === "" || req.stream) throw err;
-        if (this.primary === undefined || this.primaryAddress !== primary) {
-          this.primary?.close();
-          this.primary = new CacheClient({ ...options, addr: primary, followPrimary: false });
-          this.primaryAddress = primary;
-        }
-        const method = req.method;
-        const transport = this.primary.transport;
-        return transport.unary(method, req.signal, undefined, req.header, req.message, req.contextValues);
-      }
-    };
+    if (protocol === "grpc") return { transport: createGrpcTransport({ ...common, sessionManager: sessions }), close };
+    const factory = protocol === "connect" ? createConnectTransport : createGrpcWebTransport;
+    if (httpVersion === "2") return { transport: factory({ ...common, httpVersion: "2", sessionManager: sessions }), close };
+    return { transport: factory({ ...common, httpVersion: "1.1", ...(options.tls !== undefined ? { nodeOptions: readTlsClientFiles(options.tls) } : {}) }), close };
   }
 
   /** The value of `key`, or undefined on a miss. */
@@ -188,9 +179,8 @@ export class CacheClient {
     return this.rpc.info({});
   }
 
-  /** Closes the HTTP/2 connection, if one is open. */
+  /** Closes the HTTP/2 connections, if any are open. */
   close(): void {
-    this.sessions?.abort();
-    this.primary?.close();
+    this.transport.close();
   }
 }

@@ -1,6 +1,6 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { CacheService } from "../gen/ripplecache/v1/cache_pb.js";
-import { PRIMARY_HEADER } from "../headers.js";
+import { NOT_APPLIED_HEADER, PRIMARY_HEADER } from "../headers.js";
 import type { Replication } from "../replication/replication.js";
 import type { CacheStore } from "../store/store.js";
 import { LeaderElector, type ElectionStatus, type ElectionTimings } from "./elector.js";
@@ -61,10 +61,12 @@ export class CoordinatedNode {
         await this.replication.promote(term, reason);
         this.leaderTerm = term;
         this.lastLeader = "";
+        // From here on writes are acknowledged (ms since the epoch: intervals of nodes on one machine compare).
+        this.log("leading", { term, validFrom: Date.now() });
       },
-      onStoppedLeading: (reason) => {
+      onStoppedLeading: (reason, validUntil) => {
         this.leaderTerm = 0;
-        this.log("lost the lease", { reason });
+        this.log("lost the lease", { reason, validUntil });
         this.replication.demote(reason);
       },
       onLeader: (lease) => this.follow(lease),
@@ -173,7 +175,7 @@ export class CoordinatedNode {
     if (role.isReplica && role.primaryAddress !== "") {
       return new ConnectError(`this node is a replica: send writes to the primary at ${role.primaryAddress}`, Code.FailedPrecondition, { [PRIMARY_HEADER]: role.primaryAddress });
     }
-    return new ConnectError(`no primary holds the lease of group ${this.options.group} yet (an election is under way): retry`, Code.Unavailable);
+    return new ConnectError(`no primary holds the lease of group ${this.options.group} yet (an election is under way): retry`, Code.Unavailable, { [NOT_APPLIED_HEADER]: "1" });
   }
 }
 
