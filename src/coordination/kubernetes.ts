@@ -15,6 +15,21 @@ export interface KubernetesLockOptions {
 
 /** The pod label the write Service selects. */
 export const ROLE_LABEL = "ripplecache.io/role";
+
+/**
+ * Every Kubernetes API call this backend makes, for RBAC: k8s/rbac.yaml grants
+ * exactly these (test/k8s.test.ts checks both against the calls in this file).
+ * `on`: the objects a call touches ("lease": leaseName, "candidate": this
+ * node's candidateLeaseName, "pod": this node's pod), or "any" where RBAC
+ * cannot restrict by name (a create, a list by label selector).
+ */
+export const API_CALLS: readonly { readonly apiGroup: string; readonly resource: string; readonly verb: string; readonly on: readonly ("lease" | "candidate" | "pod")[] | "any" }[] = [
+  { apiGroup: "coordination.k8s.io", resource: "leases", verb: "get", on: ["lease", "candidate"] },
+  { apiGroup: "coordination.k8s.io", resource: "leases", verb: "create", on: "any" },
+  { apiGroup: "coordination.k8s.io", resource: "leases", verb: "update", on: ["lease", "candidate"] },
+  { apiGroup: "coordination.k8s.io", resource: "leases", verb: "list", on: "any" },
+  { apiGroup: "", resource: "pods", verb: "patch", on: ["pod"] },
+];
 /** Label on every Lease of ours: the group it belongs to. */
 const GROUP_LABEL = "ripplecache.io/group";
 /** Label telling the group's Lease from the candidates' Leases. */
