@@ -9,6 +9,8 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { parse as parseYaml, parseAllDocuments } from "yaml";
 import { CacheService } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { eventually } from "./helpers/assert.js";
+import { startEtcd, type EtcdProcess } from "./helpers/etcd.js";
+import { coordinatedArgs } from "./helpers/failover.js";
 import { startPrometheus, type Prometheus } from "./helpers/prometheus.js";
 import { freePort, requireTool, ROOT, startServer, type ServerProcess } from "./helpers/server.js";
 
@@ -18,8 +20,9 @@ import { freePort, requireTool, ROOT, startServer, type ServerProcess } from "./
  * runs their unit tests (test/monitoring/alerts.test.yml: each alert firing and not
  * firing); then a real Prometheus loads the rules and scrapes a primary and a replica
  * under a workload that makes every series exist, and every dashboard query and every
- * alert's signal must return data. prometheus, promtool (Debian's `prometheus`) and
- * kubectl are required: a missing one fails the test.
+ * alert's signal must return data (the two nodes are elected through a real etcd, so
+ * the failover series exist too). prometheus, promtool (Debian's `prometheus`), etcd
+ * and kubectl are required: a missing one fails the test.
  */
 
 const MONITORING = join(ROOT, "k8s", "monitoring");
@@ -142,13 +145,17 @@ describe("every dashboard query and every alert's signal returns data from a rea
   let primary: ServerProcess;
   let replica: ServerProcess;
   let prometheus: Prometheus;
+  let etcd: EtcdProcess;
   let metricNames: Set<string>;
 
   before(async () => {
     const binary = requireTool("prometheus", "prometheus");
-    // A small memory bound, so that the workload below makes the primary evict.
-    primary = await startServer(["--max-memory", "1MiB"]);
-    replica = await startServer(["--replica-of", primary.addr, "--max-memory", "1MiB"]);
+    // Elected through etcd, so that the failover panels have data; a small memory bound, so that the workload makes the primary evict.
+    etcd = await startEtcd();
+    primary = await startServer([...coordinatedArgs(etcd.endpoint, "monitoring", "m1"), "--max-memory", "1MiB"]);
+    await eventually("m1 holds the lease", async () => (await createClient(CacheService, createGrpcTransport({ baseUrl: primary.url })).info({})).leaseValidMs, (ms) => ms > 0n, 20_000);
+    replica = await startServer([...coordinatedArgs(etcd.endpoint, "monitoring", "m2"), "--max-memory", "1MiB"]);
+    await eventually("m2 streams from m1", async () => (await createClient(CacheService, createGrpcTransport({ baseUrl: replica.url })).info({})).linkState, (s) => s === "streaming", 20_000);
     const connect = createClient(CacheService, createConnectTransport({ baseUrl: primary.url, httpVersion: "2" }));
     const grpc = createClient(CacheService, createGrpcTransport({ baseUrl: primary.url }));
     await workload(connect, grpc);
@@ -173,6 +180,7 @@ describe("every dashboard query and every alert's signal returns data from a rea
     await prometheus?.stop();
     await replica?.stop();
     await primary?.stop();
+    await etcd?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
 
