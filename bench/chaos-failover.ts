@@ -41,7 +41,7 @@ import { CLI } from "../test/helpers/server.js";
 import {
   alive,
   candidateArgs,
-  Cluster,
+  NodeSet,
   CutProxy,
   DEFAULT_TIMINGS,
   LeaseMonitor,
@@ -50,7 +50,6 @@ import {
   onePrimary,
   RippleTarget,
   sleep,
-  startNode,
   WriteLoop,
   type Ack,
   type Node,
@@ -143,7 +142,7 @@ async function main(): Promise<number> {
   const loadAvg = os.loadavg().map((l) => l.toFixed(2)).join(" ");
   let etcd: EtcdProcess | undefined;
   const proxies = new Map<string, CutProxy>();
-  const cluster = new Cluster();
+  const cluster = new NodeSet();
   const nodes: Node[] = [];
   const idOf = new Map<string, string>();
   const faults: Fault[] = [];
@@ -153,7 +152,7 @@ async function main(): Promise<number> {
   const targets: RippleTarget[] = [];
   const group = `chaos-${process.pid}`;
   const start = async (id: string) => {
-    const node = await startNode(cluster, id, group, candidateArgs(proxies.get(id)!.endpoint, group, id), () => nodes);
+    const node = await cluster.start(id, candidateArgs(proxies.get(id)!.endpoint, group, id));
     idOf.set(node.addr, id);
     return node;
   };
@@ -162,7 +161,7 @@ async function main(): Promise<number> {
     const etcdPort = Number(new URL(etcd.endpoint).port);
     const ids = ["n1", "n2", "n3"];
     for (const id of ids) proxies.set(id, await CutProxy.start(etcdPort));
-    for (const id of ids) nodes.push(await start(id));
+    nodes.push(...(await Promise.all(ids.map(start))));
     const first = await onePrimary(nodes, 60_000);
     const initialTerm = (await first.client.rpc.info({})).term;
     monitor = new LeaseMonitor(() => nodes);

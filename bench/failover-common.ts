@@ -6,14 +6,15 @@
  * node that gave it and when), and a TCP proxy that can cut a node from etcd.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createInterface } from "node:readline";
 import * as net from "node:net";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { CacheClient } from "../src/client/client.js";
 import { Role } from "../src/gen/ripplecache/v1/cache_pb.js";
-import { Cluster, sleep, waitFor, type Node } from "../test/helpers/cluster.js";
-import { freePort, requireTool } from "../test/helpers/server.js";
+import { sleep, waitFor, type Node } from "../test/helpers/cluster.js";
+import { CLI, freePort, requireTool, type ServerProcess } from "../test/helpers/server.js";
 
 export { sleep, waitFor, type Node };
 
@@ -216,46 +217,99 @@ export async function onePrimary(nodes: readonly Node[], timeoutMs = 30_000): Pr
   );
 }
 
+/** How long a node may take to start listening: a loaded 2-core machine can take over 10 s (the test helper's bound). */
+const START_TIMEOUT_MS = 45_000;
+
 /**
- * Starts a node of `group`, three attempts: on a loaded machine a start can
- * exceed the helper's 10 s, which leaves that process running; it is found
- * among this process's children by its group and node id and killed first.
+ * The nodes of one run, started as test/helpers/server.ts does but with a
+ * longer bound, and killed (process and all) when a start times out, on
+ * stopAll and when this process exits.
  */
-export async function startNode(cluster: Cluster, id: string, group: string, args: readonly string[], known: () => readonly Node[]): Promise<Node> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await cluster.start(id, args);
-    } catch (err) {
-      const keep = new Set(known().map((n) => n.server.proc.pid));
-      for (const pid of strayChildren(group, id)) if (!keep.has(pid)) process.kill(pid, "SIGKILL");
-      if (attempt >= 3) throw err;
-    }
+export class NodeSet {
+  private readonly nodes: Node[] = [];
+  private readonly procs = new Set<ChildProcess>();
+  private count = 0;
+  private readonly onExit = () => {
+    for (const p of this.procs) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+  };
+
+  constructor() {
+    process.on("exit", this.onExit);
+  }
+
+  async start(id: string, args: readonly string[]): Promise<Node> {
+    const proc = spawn(process.execPath, [CLI, "serve", "--host", "127.0.0.1", "--port", "0", "--admin-port", "0", "--shutdown-timeout", "3000", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    this.procs.add(proc);
+    proc.once("exit", () => this.procs.delete(proc));
+    const output: string[] = [];
+    createInterface({ input: proc.stderr! }).on("line", (line) => output.push(line));
+    const port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        proc.kill("SIGKILL");
+        reject(new Error(`node ${id} did not start within ${START_TIMEOUT_MS} ms`));
+      }, START_TIMEOUT_MS);
+      createInterface({ input: proc.stdout! }).on("line", (line) => {
+        output.push(line);
+        try {
+          const r = JSON.parse(line) as { msg?: string; port?: number };
+          if (r.msg === "listening" && typeof r.port === "number") {
+            clearTimeout(timer);
+            resolve(r.port);
+          }
+        } catch {
+          // not a JSON line
+        }
+      });
+      proc.once("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`node ${id} exited with ${code} before listening: ${output.slice(-3).join(" | ")}`));
+      });
+    });
+    const addr = `127.0.0.1:${port}`;
+    const server: ServerProcess = {
+      port,
+      adminPort: 0,
+      addr,
+      url: `http://${addr}`,
+      proc,
+      output,
+      async stop(signal: NodeJS.Signals = "SIGTERM") {
+        if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+        const done = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
+        proc.kill(signal);
+        const timer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
+        try {
+          return await done;
+        } finally {
+          clearTimeout(timer);
+        }
+      },
+    };
+    const node: Node = { name: `${id}#${++this.count}`, server, client: new CacheClient({ addr, timeoutMs: 5000, followPrimary: false }), addr, url: server.url, output };
+    this.nodes.push(node);
+    return node;
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all(
+      this.nodes.map(async (n) => {
+        n.client.close();
+        const p = n.server.proc;
+        if (p.exitCode === null && p.signalCode === null) {
+          p.kill("SIGCONT");
+          await n.server.stop("SIGKILL");
+        }
+      }),
+    );
+    // Any node still starting when a start failed.
+    this.onExit();
+    process.removeListener("exit", this.onExit);
   }
 }
 
-/** Pids of this process's children whose command line names `--group group` and `--node-id id`. */
-function strayChildren(group: string, id: string): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^[0-9]+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid !== process.pid) continue;
-      const argv = readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
-      const at = (flag: string) => argv[argv.indexOf(flag) + 1];
-      if (argv.includes("--group") && at("--group") === group && at("--node-id") === id) out.push(Number(entry));
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return out;
-}
-
-/** The node id a node was started with (Cluster names nodes "id#n"). */
+/** The node id a node was started with (NodeSet names nodes "id#n"). */
 export const nodeId = (n: Node) => n.name.split("#")[0];
 
-export { Cluster };
 
 // --- a TCP proxy that can cut a node from etcd ----------------------------------
 

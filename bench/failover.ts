@@ -33,7 +33,7 @@ import { waitConverged } from "../test/helpers/cluster.js";
 import {
   alive,
   candidateArgs,
-  Cluster,
+  NodeSet,
   DEFAULT_TIMINGS,
   DOWN_AFTER_MS,
   lostAcks,
@@ -42,7 +42,6 @@ import {
   RippleTarget,
   SentinelGroup,
   SentinelTarget,
-  startNode,
   waitFor,
   WriteLoop,
   type Node,
@@ -132,12 +131,11 @@ async function waitRecovered(w: Record<Kind, WriteLoop>, t: number, killed: stri
 }
 
 async function rippleKill(etcd: EtcdProcess, rep: number): Promise<KillRep> {
-  const cluster = new Cluster();
+  const cluster = new NodeSet();
   const group = `bench-kill-${rep}-${process.pid}`;
   let loopsOf: Awaited<ReturnType<typeof loops<RippleTarget>>> | undefined;
   try {
-    const nodes: Node[] = [];
-    for (const id of ["n1", "n2", "n3"]) nodes.push(await startNode(cluster, id, group, candidateArgs(etcd.endpoint, group, id), () => nodes));
+    const nodes = await Promise.all(["n1", "n2", "n3"].map((id) => cluster.start(id, candidateArgs(etcd.endpoint, group, id))));
     const primary = await onePrimary(nodes);
     loopsOf = await loops((k) => new RippleTarget(() => nodes.map((n) => n.addr), k === "replicated" ? 1 : 0), "f/");
     const { w, targets } = loopsOf;
@@ -211,13 +209,13 @@ export async function hasFailoverCommand(): Promise<boolean> {
 
 /** Planned switchovers in one group under the write loops: `ripplecache failover --to` a replica, and SIGTERM of the primary (restarted after). */
 async function switchovers(etcd: EtcdProcess, count: number, withCommand: boolean): Promise<{ reps: SwitchRep[]; lost: Record<Kind, number>; acked: Record<Kind, number> }> {
-  const cluster = new Cluster();
+  const cluster = new NodeSet();
   const group = `bench-switch-${process.pid}`;
   const reps: SwitchRep[] = [];
   let loopsOf: Awaited<ReturnType<typeof loops<RippleTarget>>> | undefined;
   const nodes: Node[] = [];
   try {
-    for (const id of ["s1", "s2", "s3"]) nodes.push(await startNode(cluster, id, group, candidateArgs(etcd.endpoint, group, id), () => nodes));
+    nodes.push(...(await Promise.all(["s1", "s2", "s3"].map((id) => cluster.start(id, candidateArgs(etcd.endpoint, group, id))))));
     await onePrimary(nodes);
     loopsOf = await loops((k) => new RippleTarget(() => nodes.map((n) => n.addr), k === "replicated" ? 1 : 0), "s/");
     const { w } = loopsOf;
@@ -246,7 +244,7 @@ async function switchovers(etcd: EtcdProcess, count: number, withCommand: boolea
         if (how === "SIGTERM") {
           // The stopped node comes back (empty, same id) as a replica.
           const i = nodes.indexOf(primary);
-          nodes[i] = await startNode(cluster, nodeId(primary), group, candidateArgs(etcd.endpoint, group, nodeId(primary)), () => nodes);
+          nodes[i] = await cluster.start(nodeId(primary), candidateArgs(etcd.endpoint, group, nodeId(primary)));
         }
       } catch (err) {
         reps.push({ how, rep, status: "failed", message: err instanceof Error ? err.message : String(err) });
