@@ -61,12 +61,10 @@ export class CoordinatedNode {
         await this.replication.promote(term, reason);
         this.leaderTerm = term;
         this.lastLeader = "";
-        // From here on writes are acknowledged (ms since the epoch: intervals of nodes on one machine compare).
-        this.log("leading", { term, validFrom: Date.now() });
       },
-      onStoppedLeading: (reason, validUntil) => {
+      onStoppedLeading: (reason) => {
         this.leaderTerm = 0;
-        this.log("lost the lease", { reason, validUntil });
+        this.log("lost the lease", { reason });
         this.replication.demote(reason);
       },
       onLeader: (lease) => this.follow(lease),
