@@ -1045,7 +1045,7 @@ export const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
     explain: (c, ours, node) =>
       node.connection === "goaway:2" &&
       !isGoaway(ours.connection) &&
-      [...ours.streams.values()].includes("reset:3") &&
+      [...ours.streams.values(), ...node.streams.values()].includes("reset:3") &&
       parsedFrames(c).some((f) => f.type === T.WINDOW_UPDATE && f.id !== 0 && f.payload.length === 4) &&
       asNode(node, ours),
   },
@@ -1106,10 +1106,10 @@ export const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
     name: "strict-field-validation",
     kind: "deliberate",
     reason:
-      "A regular field with NUL, CR or LF in its value, or with a name outside RFC 9110's token characters, makes the request malformed on ours (RST_STREAM PROTOCOL_ERROR, RFC 9113 8.2.1); node:http2 drops the field and serves the request (nghttp2's lenient invalid-header handling, which node turns on).",
+      "A regular field with NUL, CR or LF in its value, a value that starts or ends with whitespace, or a name outside RFC 9110's token characters, makes the request malformed on ours (RST_STREAM PROTOCOL_ERROR, RFC 9113 8.2.1); node:http2 drops the field and serves the request (nghttp2's lenient invalid-header handling, which node turns on).",
     explain: (c, ours, node) => {
       // Only in a case whose header blocks were made malformed or damaged (a mutation can also make an empty name).
-      if (!c.tags.some((t) => t === "hdr:value-ctl" || t === "hdr:name-bad-char" || t.startsWith("mutate:") || t.startsWith("hpack:"))) return false;
+      if (!c.tags.some((t) => ["hdr:value-ctl", "hdr:name-bad-char", "hdr:value-space-edge", "hdr:content-length"].includes(t) || t.startsWith("mutate:") || t.startsWith("hpack:"))) return false;
       let changed = false;
       for (const [id, cls] of ours.streams) {
         const theirs = node.streams.get(id) ?? "none";
@@ -1126,10 +1126,12 @@ export const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
     kind: "deliberate",
     reason: "A request with neither :authority nor host is served by ours, as RFC 9113 8.3.1 allows (a client with no authority information to convey omits it); nghttp2 refuses it (RST_STREAM PROTOCOL_ERROR).",
     explain: (c, ours, node) => {
-      if (!c.tags.includes("hdr:no-authority")) return false;
+      // The mutation, or a truncated or damaged block that lost the field.
+      if (!c.tags.some((t) => t === "hdr:no-authority" || t.startsWith("mutate:") || t.startsWith("hpack:"))) return false;
       let changed = false;
       for (const [id, cls] of ours.streams) {
-        if ((cls.startsWith("answered:") || cls.startsWith("partial:")) && node.streams.get(id) === "reset:1") {
+        // Ours serves it: answered, or still waiting for its body, or reset later for something else.
+        if (cls !== "reset:1" && node.streams.get(id) === "reset:1") {
           node.streams.set(id, cls);
           changed = true;
         }
