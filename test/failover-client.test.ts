@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { CacheClient } from "../src/client/client.js";
 import { ResumingWatch } from "../src/client/resuming-watch.js";
-import { ResyncReason } from "../src/gen/ripplecache/v1/cache_pb.js";
+import type { ResyncReason } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { Cluster, type Node } from "./helpers/cluster.js";
 import { startEtcd, type EtcdProcess } from "./helpers/etcd.js";
 import { startCandidate, waitOnePrimary } from "./helpers/failover.js";
