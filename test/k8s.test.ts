@@ -6,6 +6,7 @@ import { before, describe, test } from "node:test";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { parseAllDocuments } from "yaml";
 import { SERVER_NODE_FLAGS } from "../src/cli/node-flags.js";
+import { API_CALLS, candidateLeaseName, leaseName, ROLE_LABEL } from "../src/coordination/kubernetes.js";
 import { resolveConfig, SETTINGS, type ServerConfig } from "../src/server/config.js";
 import { checkManifest, MODELS_API_VERSION } from "./helpers/k8s-schema.js";
 import { ROOT } from "./helpers/server.js";
@@ -16,7 +17,10 @@ import { ROOT } from "./helpers/server.js";
  * against the API models of @kubernetes/client-node (test/helpers/k8s-schema.ts),
  * then for consistency: selectors, ports, probes, references, grace period,
  * security, and the server settings each pod would run with, resolved by the
- * server's own config code (src/server/config.ts) from the pod's args and env.
+ * server's own config code (src/server/config.ts) from the pod's args and env;
+ * and RBAC: the Role grants exactly the API calls the Kubernetes coordinator
+ * makes (API_CALLS in src/coordination/kubernetes.ts, itself checked against
+ * the calls in that file), on exactly the objects each pod touches.
  */
 
 const K8S_DIR = join(ROOT, "k8s");
@@ -31,6 +35,20 @@ const BASELINE_BYTES = 100 * 2 ** 20;
 const HEADROOM = 1.2;
 /** A startup probe must allow at least this long for a replica's first sync. */
 const MIN_STARTUP_SECONDS = 300;
+/** The StatefulSet whose pods are the candidates, and how many at least (a majority survives one loss). */
+const STATEFULSET = "ripplecache";
+const MIN_PODS = 3;
+
+/**
+ * How long a primary's switchover on SIGTERM may take before its drain starts:
+ * STOP_SWITCHOVER_MS in src/coordination/coordinated-node.ts (not exported,
+ * read from the source so that a change there reaches this check).
+ */
+const STOP_SWITCHOVER_MS: number = (() => {
+  const m = /^const STOP_SWITCHOVER_MS = ([0-9_]+);$/m.exec(readFileSync(join(ROOT, "src", "coordination", "coordinated-node.ts"), "utf8"));
+  if (m === null) throw new Error("src/coordination/coordinated-node.ts no longer defines STOP_SWITCHOVER_MS: update test/k8s.test.ts");
+  return Number(m[1]!.replaceAll("_", ""));
+})();
 
 // Objects are plain parsed YAML; the strict schema check runs first, so field access below is on checked shapes.
 type Obj = Record<string, any>;
@@ -170,10 +188,10 @@ interface ContainerView {
   readonly command: string[] | undefined;
 }
 
-/** What a container would run with, as the kubelet computes it; problems are pushed to `errors`. */
-function containerView(objects: Obj[], workload: Obj, container: Obj, errors: string[]): ContainerView {
+/** What a container of pod `ordinal` would run with, as the kubelet computes it; problems are pushed to `errors`. */
+function containerView(objects: Obj[], workload: Obj, container: Obj, errors: string[], ordinal = 0): ContainerView {
   const where = `${id(workload)} container ${container.name}`;
-  const podName = `${workload.metadata.name}-0`;
+  const podName = `${workload.metadata.name}-${ordinal}`;
   const env = new Map<string, string>();
   for (const from of container.envFrom ?? []) {
     const ref = from.configMapRef ?? from.secretRef;
@@ -261,6 +279,85 @@ function podDnsNames(pod: string, service: string): string[] {
   return [`${pod}.${service}`, `${pod}.${service}.${NAMESPACE}.svc`, `${pod}.${service}.${NAMESPACE}.svc.cluster.local`];
 }
 
+/** The settings each pod of a StatefulSet resolves to, by pod name (pod names differ, so do their $(POD_NAME)s). */
+function podConfigs(objects: Obj[], set: Obj, container: Obj, errors: string[]): Map<string, ServerConfig> {
+  const out = new Map<string, ServerConfig>();
+  for (let i = 0; i < (set.spec?.replicas ?? 1); i++) {
+    const pod = `${set.metadata.name}-${i}`;
+    const config = serverConfig(containerView(objects, set, container, errors, i), `${id(set)} pod ${pod}`, errors);
+    if (config !== undefined) out.set(pod, config);
+  }
+  return out;
+}
+
+/** One permission: verb on a resource of an API group, on one named object or on any ("*"). */
+type Grant = string;
+const grant = (apiGroup: string, resource: string, verb: string, name: string): Grant => `${apiGroup === "" ? "core" : apiGroup}/${resource} ${verb} ${name}`;
+
+/**
+ * RBAC against what the coordinator does: the pods run under a ServiceAccount
+ * that is bound (in their namespace) to a Role granting exactly API_CALLS for
+ * every pod: each call on the objects it touches by name where RBAC can
+ * restrict it, on any object where it cannot; nothing else, no wildcard.
+ */
+function rbacErrors(objects: Obj[], set: Obj, pods: ReadonlyMap<string, ServerConfig>): string[] {
+  const errors: string[] = [];
+  const err = (m: string) => errors.push(m);
+  const pod = set.spec?.template?.spec ?? {};
+  const accountName: string = pod.serviceAccountName ?? "default";
+  const account = find(objects, "ServiceAccount", accountName);
+  if (pod.serviceAccountName === undefined) err(`${id(set)}: serviceAccountName must name the coordinator's ServiceAccount (the namespace's default account has no Role)`);
+  else if (account === undefined) err(`${id(set)}: serviceAccountName ${accountName} is no ServiceAccount here`);
+  if ((pod.automountServiceAccountToken ?? account?.automountServiceAccountToken ?? true) !== true) {
+    err(`${id(set)}: the pods need their service account token (automountServiceAccountToken), the coordinator's in-cluster credentials`);
+  }
+  if (byKind(objects, "ClusterRole").length + byKind(objects, "ClusterRoleBinding").length > 0) err("no ClusterRole or ClusterRoleBinding: the coordinator needs nothing outside its namespace");
+
+  // Roles bound to the pods' account (a subject without namespace is the binding's own namespace, the pods').
+  const roles: Obj[] = [];
+  for (const b of byKind(objects, "RoleBinding")) {
+    const ref = b.roleRef ?? {};
+    if (ref.apiGroup !== "rbac.authorization.k8s.io" || ref.kind !== "Role") err(`${id(b)}: roleRef must be a Role of rbac.authorization.k8s.io (namespaced), is ${JSON.stringify(ref)}`);
+    const role = find(objects, "Role", ref.name);
+    if (role === undefined) err(`${id(b)}: roleRef names Role ${ref.name}, which does not exist`);
+    const bound = (b.subjects ?? []).some((s: Obj) => s.kind === "ServiceAccount" && s.name === accountName && (s.namespace === undefined || s.namespace === NAMESPACE));
+    if (!bound) err(`${id(b)}: does not bind ServiceAccount ${accountName} of the pods' namespace`);
+    else if (role !== undefined) roles.push(role);
+  }
+  if (roles.length === 0) {
+    err(`ServiceAccount ${accountName}: no RoleBinding binds it to a Role`);
+    return errors;
+  }
+
+  const granted = new Set<Grant>();
+  for (const role of roles) {
+    for (const [i, rule] of (role.rules ?? []).entries()) {
+      const where = `${id(role)} rules[${i}]`;
+      const fields: [string, string[]][] = [["apiGroups", rule.apiGroups ?? []], ["resources", rule.resources ?? []], ["verbs", rule.verbs ?? []], ["resourceNames", rule.resourceNames ?? []]];
+      for (const [field, values] of fields) if (values.includes("*")) err(`${where}: no wildcard in ${field}`);
+      if ((rule.nonResourceURLs ?? []).length > 0) err(`${where}: nonResourceURLs belong to ClusterRoles`);
+      const names: string[] = (rule.resourceNames ?? []).length > 0 ? rule.resourceNames : ["*"];
+      for (const g of rule.apiGroups ?? []) for (const r of rule.resources ?? []) for (const v of rule.verbs ?? []) for (const n of names) granted.add(grant(g, r, v, n));
+    }
+  }
+
+  // What the pods need: every API call, on each pod's objects (or on any, where RBAC cannot restrict by name).
+  const needed = new Set<Grant>();
+  for (const config of pods.values()) {
+    const objectName = { lease: leaseName(config.group), candidate: candidateLeaseName(config.group, config.nodeId), pod: config.podName } as const;
+    for (const call of API_CALLS) {
+      for (const name of call.on === "any" ? ["*"] : call.on.map((o) => objectName[o])) needed.add(grant(call.apiGroup, call.resource, call.verb, name));
+    }
+  }
+  for (const n of needed) {
+    const [what, verb] = n.split(" ");
+    if (!granted.has(n) && !granted.has(`${what} ${verb} *`)) err(`the Role does not allow ${n} (the coordinator calls it)`);
+    else if (!n.endsWith(" *") && !granted.has(n)) err(`the Role allows ${what} ${verb} on any object; restrict it with resourceNames to ${n.split(" ")[2]} and the other objects the pods touch`);
+  }
+  for (const g of granted) if (!needed.has(g)) err(`the Role allows ${g}, which the coordinator never needs`);
+  return errors;
+}
+
 // ---------- consistency ----------
 
 /** Every consistency problem in a set of rendered objects (empty = consistent). */
@@ -275,12 +372,10 @@ function consistencyErrors(objects: Obj[]): string[] {
   }
 
   const sets = workloads(objects);
-  const primary = find(objects, "StatefulSet", "ripplecache-primary");
-  const replica = find(objects, "StatefulSet", "ripplecache-replica");
-  if (primary === undefined) err("no StatefulSet ripplecache-primary");
-  if (replica === undefined) err("no StatefulSet ripplecache-replica");
-  if (primary !== undefined && primary.spec?.replicas !== 1) err(`StatefulSet/ripplecache-primary: replicas must be 1, is ${primary.spec?.replicas}`);
-  if (replica !== undefined && (replica.spec?.replicas ?? 1) < 2) err(`StatefulSet/ripplecache-replica: replicas should be at least 2, is ${replica.spec?.replicas}`);
+  const cache = find(objects, "StatefulSet", STATEFULSET);
+  if (cache === undefined) err(`no StatefulSet ${STATEFULSET}`);
+  if (sets.length !== 1) err(`one workload expected (every pod a candidate), found ${sets.map(id).join(", ")}`);
+  if (cache !== undefined && (cache.spec?.replicas ?? 1) < MIN_PODS) err(`StatefulSet/${STATEFULSET}: replicas should be at least ${MIN_PODS}, is ${cache.spec?.replicas}`);
 
   // Workload selectors select their own pods and no other workload's.
   for (const w of sets) {
@@ -290,12 +385,13 @@ function consistencyErrors(objects: Obj[]): string[] {
     }
   }
 
-  // Services select some workload's pods, and their target ports exist there.
+  // Services select some workload's pods (with the role label the coordinator sets at run time,
+  // or before it has), and their target ports exist there.
+  const withRole = (w: Obj, role: string | undefined) => (role === undefined ? podLabels(w) : { ...podLabels(w), [ROLE_LABEL]: role });
+  const selectedAs = (s: Obj | undefined, role: string | undefined) => sets.filter((w) => selects(s?.spec?.selector, withRole(w, role), true));
   const services = byKind(objects, "Service");
-  const selected = new Map<string, Obj[]>();
   for (const s of services) {
-    const targets = sets.filter((w) => selects(s.spec?.selector, podLabels(w), true));
-    selected.set(s.metadata.name, targets);
+    const targets = [...new Set([undefined, "primary", "replica"].flatMap((role) => selectedAs(s, role)))];
     if (targets.length === 0) {
       err(`${id(s)}: selector ${JSON.stringify(s.spec?.selector)} matches the pod template labels of no workload`);
       continue;
@@ -307,11 +403,20 @@ function consistencyErrors(objects: Obj[]): string[] {
       }
     }
   }
-  const names = (ws: Obj[] | undefined) => (ws ?? []).map((w) => w.metadata.name).sort().join(",");
-  const both = "ripplecache-primary,ripplecache-replica";
-  if (names(selected.get("ripplecache-primary")) !== "ripplecache-primary") err(`Service/ripplecache-primary must select the primary's pods only, selects [${names(selected.get("ripplecache-primary"))}]`);
-  if (names(selected.get("ripplecache")) !== both) err(`Service/ripplecache must select every pod, selects [${names(selected.get("ripplecache"))}]`);
-  if (names(selected.get("ripplecache-peers")) !== both) err(`Service/ripplecache-peers must select every pod, selects [${names(selected.get("ripplecache-peers"))}]`);
+  const names = (ws: Obj[]) => ws.map((w) => w.metadata.name).sort().join(",");
+  const writes = find(objects, "Service", "ripplecache-primary");
+  if (writes === undefined) err("no Service ripplecache-primary");
+  else {
+    if (writes.spec?.selector?.[ROLE_LABEL] !== "primary") err(`Service/ripplecache-primary must select ${ROLE_LABEL}: primary (the label the coordinator sets on the lease holder's pod), selects ${JSON.stringify(writes.spec?.selector)}`);
+    if (names(selectedAs(writes, "primary")) !== STATEFULSET) err(`Service/ripplecache-primary must select the ${STATEFULSET} pod labelled primary, selects [${names(selectedAs(writes, "primary"))}]`);
+    if (selectedAs(writes, "replica").length + selectedAs(writes, undefined).length > 0) err("Service/ripplecache-primary must not select a pod labelled replica, or not labelled yet");
+  }
+  for (const name of [STATEFULSET, "ripplecache-peers"]) {
+    const s = find(objects, "Service", name);
+    for (const role of [undefined, "primary", "replica"]) {
+      if (names(selectedAs(s, role)) !== STATEFULSET) err(`Service/${name} must select every pod whatever its role (${role ?? "no role label yet"}: selects [${names(selectedAs(s, role))}])`);
+    }
+  }
   const peers = find(objects, "Service", "ripplecache-peers");
   if (peers?.spec?.clusterIP !== "None") err("Service/ripplecache-peers must be headless (clusterIP: None)");
   if (peers?.spec?.publishNotReadyAddresses !== true) err("Service/ripplecache-peers must publish not-ready addresses (replicas reach a primary that is starting)");
@@ -406,11 +511,14 @@ function consistencyErrors(objects: Obj[]): string[] {
         }
       }
 
-      // Grace period covers preStop + drain + shutdown.
+      // Grace period covers preStop + the primary's switchover on SIGTERM (its wait for the replica,
+      // then the hand-over and the release, one API call each, bounded by half the renew deadline)
+      // + drain + shutdown.
       const grace = pod.terminationGracePeriodSeconds ?? 30;
-      const needed = preStopSeconds(c) + (config.drainPeriodMs + config.shutdownTimeoutMs) / 1000;
+      const switchoverMs = config.coordinator === "static" ? 0 : STOP_SWITCHOVER_MS + 2 * Math.floor(config.renewDeadlineMs / 2);
+      const needed = preStopSeconds(c) + (switchoverMs + config.drainPeriodMs + config.shutdownTimeoutMs) / 1000;
       if (config.drainPeriodMs <= 0) err(`${cwhere}: RIPPLECACHE_DRAIN_PERIOD should be set (> 0) so Services move traffic before the node stops`);
-      if (!(grace > needed)) err(`${where}: terminationGracePeriodSeconds ${grace} must exceed preStop ${preStopSeconds(c)} s + drain ${config.drainPeriodMs} ms + shutdown ${config.shutdownTimeoutMs} ms = ${needed} s`);
+      if (!(grace > needed)) err(`${where}: terminationGracePeriodSeconds ${grace} must exceed preStop ${preStopSeconds(c)} s + switchover ${switchoverMs} ms + drain ${config.drainPeriodMs} ms + shutdown ${config.shutdownTimeoutMs} ms = ${needed} s`);
 
       // Memory: the limit covers the store bound, the change log, the baseline and headroom.
       const limit = c.resources?.limits?.memory;
@@ -448,18 +556,20 @@ function consistencyErrors(objects: Obj[]): string[] {
     if (!spread && !antiAffinity) err(`${where}: pods are not spread across nodes (topologySpreadConstraints or podAntiAffinity on kubernetes.io/hostname)`);
   }
 
-  // Replication: replicas follow the primary's stable name; the primary follows nobody.
-  const primaryConfig = configs.get("ripplecache-primary");
-  const replicaConfig = configs.get("ripplecache-replica");
-  if (primary !== undefined && primaryConfig !== undefined) {
-    if (primaryConfig.replicaOf !== undefined) err(`StatefulSet/ripplecache-primary: must not set --replica-of (is ${primaryConfig.replicaOf})`);
-    if (replica !== undefined && replicaConfig !== undefined) {
-      const target = hostPort(replicaConfig.replicaOf);
-      const names = podDnsNames("ripplecache-primary-0", primary.spec?.serviceName);
-      if (target === undefined || !names.includes(target.host) || target.port !== primaryConfig.port) {
-        err(`StatefulSet/ripplecache-replica: --replica-of must be the primary's headless DNS name and port (one of ${names.map((n) => `${n}:${primaryConfig.port}`).join(", ")}), is ${replicaConfig.replicaOf}`);
-      }
+  // Election: every pod a candidate of the same group through the Kubernetes coordinator, each with its own node id.
+  if (cache !== undefined && configs.has(STATEFULSET)) {
+    const c = containers(cache)[0]!;
+    const pods = podConfigs(objects, cache, c, errors);
+    for (const [pod, config] of pods) {
+      const where = `StatefulSet/${STATEFULSET} pod ${pod}`;
+      if (config.coordinator !== "kubernetes") err(`${where}: --coordinator must be kubernetes (every pod a candidate), resolves to ${config.coordinator}`);
+      if (config.replicaOf !== undefined) err(`${where}: must not set --replica-of (the Lease decides whom each pod follows), is ${config.replicaOf}`);
+      if (config.nodeId !== pod) err(`${where}: --node-id must be the pod's name (stable across restarts, unique), resolves to ${config.nodeId}`);
+      if (config.podName !== pod) err(`${where}: --pod-name must be the pod's name (the pod it labels), resolves to ${config.podName}`);
+      if (config.kubernetesNamespace !== NAMESPACE) err(`${where}: --kubernetes-namespace must be the pod's own (the Role is granted there), resolves to ${config.kubernetesNamespace}`);
     }
+    if (new Set([...pods.values()].map((p) => p.group)).size !== 1) err(`StatefulSet/${STATEFULSET}: every pod must be a candidate of the same --group`);
+    errors.push(...rbacErrors(objects, cache, pods));
   }
   return errors;
 }
@@ -472,13 +582,15 @@ describe(`k8s/ (kubectl kustomize; checked against the Kubernetes ${MODELS_API_V
   test("renders the expected objects", () => {
     const ids = OBJECTS.map((o) => `${o.apiVersion} ${o.kind}/${o.metadata.name.replace(/-[a-z0-9]{10}$/, "-<hash>")}`).sort();
     assert.deepEqual(ids, [
-      "apps/v1 StatefulSet/ripplecache-primary",
-      "apps/v1 StatefulSet/ripplecache-replica",
+      "apps/v1 StatefulSet/ripplecache",
       "policy/v1 PodDisruptionBudget/ripplecache",
+      "rbac.authorization.k8s.io/v1 Role/ripplecache",
+      "rbac.authorization.k8s.io/v1 RoleBinding/ripplecache",
       "v1 ConfigMap/ripplecache-config-<hash>",
       "v1 Service/ripplecache",
       "v1 Service/ripplecache-peers",
       "v1 Service/ripplecache-primary",
+      "v1 ServiceAccount/ripplecache",
     ]);
   });
 
@@ -489,6 +601,24 @@ describe(`k8s/ (kubectl kustomize; checked against the Kubernetes ${MODELS_API_V
 
   test("selectors, ports, probes, references, grace period, security and settings are consistent", () => {
     assert.deepEqual(consistencyErrors(OBJECTS), []);
+  });
+
+  test("API_CALLS (what the Role is checked against) lists exactly the API calls src/coordination/kubernetes.ts makes", () => {
+    // Each call goes through a client-node API object: this.leases (CoordinationV1Api) or this.core (CoreV1Api).
+    const source = readFileSync(join(ROOT, "src", "coordination", "kubernetes.ts"), "utf8");
+    const verbOf: Record<string, string> = { read: "get", create: "create", replace: "update", patch: "patch", list: "list", delete: "delete", deleteCollection: "deletecollection", watch: "watch" };
+    const resourceOf: Record<string, [string, string]> = { Lease: ["coordination.k8s.io", "leases"], Pod: ["", "pods"] };
+    const calls = [...source.matchAll(/this\.(?:leases|core)\.([a-z]+)Namespaced([A-Z][A-Za-z]*)\(/g)];
+    assert.ok(calls.length > 0, "no API call found in kubernetes.ts: update this test's pattern");
+    const made = new Set<string>();
+    for (const [, method, kind] of calls) {
+      const verb = verbOf[method!];
+      const resource = resourceOf[kind!];
+      assert.ok(verb !== undefined && resource !== undefined, `kubernetes.ts calls ${method}Namespaced${kind}: map it to a verb and resource here and in API_CALLS`);
+      made.add(`${resource[0]}/${resource[1]} ${verb}`);
+    }
+    assert.doesNotMatch(source, /this\.(?:leases|core)\.(?![a-z]+Namespaced)/, "an API call this test cannot map");
+    assert.deepEqual([...new Set(API_CALLS.map((c) => `${c.apiGroup}/${c.resource} ${c.verb}`))].sort(), [...made].sort());
   });
 
   test("the ConfigMap holds only settings the server knows, and no secrets", () => {
@@ -540,7 +670,7 @@ describe(`k8s/ (kubectl kustomize; checked against the Kubernetes ${MODELS_API_V
 
 describe("the checks catch mistakes (mutated copies of the rendered objects)", () => {
   before(rendered);
-  const statefulSet = () => structuredClone(find(OBJECTS, "StatefulSet", "ripplecache-replica")!);
+  const statefulSet = () => structuredClone(find(OBJECTS, "StatefulSet", STATEFULSET)!);
   const expectError = (errors: string[], pattern: RegExp) =>
     assert.ok(errors.some((e) => pattern.test(e)), `expected an error matching ${pattern}, got:\n${errors.join("\n") || "(none)"}`);
 
@@ -552,14 +682,32 @@ describe("the checks catch mistakes (mutated copies of the rendered objects)", (
     const errors = checkManifest(s);
     expectError(errors, /spec\.template\.spec\.containers\[0\]\.livenessProbe\.grpc\.prot: unknown field "prot" in V1GRPCAction/);
     expectError(errors, /securityContext\.readOnlyRootFileSystem: unknown field/);
-    expectError(errors, /^StatefulSet\/ripplecache-replica: spce: unknown field "spce" in V1StatefulSet/);
+    expectError(errors, /^StatefulSet\/ripplecache: spce: unknown field "spce" in V1StatefulSet/);
     assert.equal(errors.length, 3, errors.join("\n"));
+  });
+
+  test("RBAC objects are checked as strictly (unknown field, wrong type, missing required field)", () => {
+    const role = structuredClone(find(OBJECTS, "Role", "ripplecache")!);
+    role.rules[0].verb = ["get"];
+    role.rules[1].resources = "leases";
+    const binding = structuredClone(find(OBJECTS, "RoleBinding", "ripplecache")!);
+    delete binding.roleRef.name;
+    binding.roleRef.kind = "Roles";
+    const account = structuredClone(find(OBJECTS, "ServiceAccount", "ripplecache")!);
+    account.automountServiceAccountToken = "false";
+    const errors = [...checkManifest(role), ...checkManifest(binding), ...checkManifest(account)];
+    expectError(errors, /^Role\/ripplecache: rules\[0\]\.verb: unknown field "verb" in V1PolicyRule/);
+    expectError(errors, /^Role\/ripplecache: rules\[1\]\.resources: expected an array of string, got string "leases"/);
+    expectError(errors, /^RoleBinding\/ripplecache: roleRef\.name: required field missing in V1RoleRef/);
+    expectError(errors, /^RoleBinding\/ripplecache: roleRef\.kind: "Roles" is not one of Role, ClusterRole/);
+    expectError(errors, /^ServiceAccount\/ripplecache: automountServiceAccountToken: expected a boolean, got string "false"/);
+    assert.equal(errors.length, 5, errors.join("\n"));
   });
 
   test("a wrong type (scalar, integer, IntOrString, map, array, quantity) is an error", () => {
     const s = statefulSet();
     const c = s.spec.template.spec.containers[0];
-    s.spec.replicas = "2";
+    s.spec.replicas = "3";
     c.ports[0].containerPort = 7420.5;
     c.readinessProbe.httpGet.port = true;
     s.spec.template.metadata.labels["app.kubernetes.io/name"] = 1;
@@ -567,7 +715,7 @@ describe("the checks catch mistakes (mutated copies of the rendered objects)", (
     c.resources.limits.memory = "512MB";
     s.spec.template.spec.enableServiceLinks = "false";
     const errors = checkManifest(s);
-    expectError(errors, /spec\.replicas: expected a number, got string "2"/);
+    expectError(errors, /spec\.replicas: expected a number, got string "3"/);
     expectError(errors, /containers\[0\]\.ports\[0\]\.containerPort: expected an integer \(int32\), got 7420\.5/);
     expectError(errors, /readinessProbe\.httpGet\.port: expected an integer or a string, got boolean true/);
     expectError(errors, /template\.metadata\.labels\.app\.kubernetes\.io\/name: expected a string, got number 1/);
@@ -588,33 +736,97 @@ describe("the checks catch mistakes (mutated copies of the rendered objects)", (
 
   test("inconsistencies between objects are errors", () => {
     const objects = structuredClone(OBJECTS);
-    const replica = find(objects, "StatefulSet", "ripplecache-replica")!;
-    const c = replica.spec.template.spec.containers[0];
+    const set = find(objects, "StatefulSet", STATEFULSET)!;
+    const c = set.spec.template.spec.containers[0];
     find(objects, "Service", "ripplecache-primary")!.spec.ports[0].targetPort = "grcp";
     c.readinessProbe.httpGet.port = "metrics";
     c.startupProbe.grpc = { port: 7420 };
-    c.args[c.args.indexOf("--replica-of") + 1] = "ripplecache-primary-1.ripplecache-peers.$(POD_NAMESPACE).svc:7420";
-    replica.spec.template.spec.terminationGracePeriodSeconds = 15;
     c.securityContext.allowPrivilegeEscalation = true;
     c.envFrom[0].configMapRef.name = "ripplecache-settings";
     find(objects, "PodDisruptionBudget", "ripplecache")!.spec.selector.matchLabels = { app: "ripplecache" };
     const errors = consistencyErrors(objects);
-    expectError(errors, /Service\/ripplecache-primary: port grpc targets "grcp", which StatefulSet\/ripplecache-primary does not declare/);
+    expectError(errors, /Service\/ripplecache-primary: port grpc targets "grcp", which StatefulSet\/ripplecache does not declare/);
     expectError(errors, /readinessProbe uses port "metrics", which the container does not declare/);
     expectError(errors, /startupProbe must have exactly one handler \(exec, httpGet, tcpSocket or grpc\), has 2/);
-    expectError(errors, /--replica-of must be the primary's headless DNS name and port .* is ripplecache-primary-1\.ripplecache-peers\.ns-under-test\.svc:7420/);
     expectError(errors, /envFrom ConfigMap ripplecache-settings does not exist/);
     expectError(errors, /allowPrivilegeEscalation must be false/);
     expectError(errors, /PodDisruptionBudget\/ripplecache: selector matches the pods of no workload/);
   });
 
-  test("a grace period shorter than preStop + drain + shutdown, and unknown server flags, are errors", () => {
-    const objects = structuredClone(OBJECTS);
-    const replica = find(objects, "StatefulSet", "ripplecache-replica")!;
-    replica.spec.template.spec.terminationGracePeriodSeconds = 15;
+  test("the election settings: coordinator, node ids, the write Service's selector", () => {
+    let objects = structuredClone(OBJECTS);
+    let args: string[] = find(objects, "StatefulSet", STATEFULSET)!.spec.template.spec.containers[0].args;
+    args[args.indexOf("--coordinator") + 1] = "static";
+    args[args.indexOf("--node-id") + 1] = "cache";
+    find(objects, "Service", "ripplecache-primary")!.spec.selector = { "app.kubernetes.io/name": "ripplecache", "app.kubernetes.io/component": "primary" };
     let errors = consistencyErrors(objects);
-    expectError(errors, /terminationGracePeriodSeconds 15 must exceed preStop 2 s \+ drain 5000 ms \+ shutdown 10000 ms = 17 s/);
-    replica.spec.template.spec.containers[0].args.push("--no-such-flag", "1");
+    expectError(errors, /pod ripplecache-0: --coordinator must be kubernetes .* resolves to static/);
+    expectError(errors, /pod ripplecache-2: --node-id must be the pod's name .* resolves to cache/);
+    expectError(errors, /Service\/ripplecache-primary must select ripplecache\.io\/role: primary/);
+
+    objects = structuredClone(OBJECTS);
+    find(objects, "Service", "ripplecache-primary")!.spec.selector = { "app.kubernetes.io/name": "ripplecache" };
+    find(objects, "Service", "ripplecache")!.spec.selector[ROLE_LABEL] = "replica";
+    errors = consistencyErrors(objects);
+    expectError(errors, /Service\/ripplecache-primary must not select a pod labelled replica/);
+    expectError(errors, /Service\/ripplecache must select every pod whatever its role \(primary: selects \[\]\)/);
+
+    objects = structuredClone(OBJECTS);
+    args = find(objects, "StatefulSet", STATEFULSET)!.spec.template.spec.containers[0].args;
+    args.push("--replica-of", "ripplecache-0.ripplecache-peers.$(POD_NAMESPACE).svc:7420");
+    errors = consistencyErrors(objects);
+    expectError(errors, /ripplecache serve would refuse its flags or environment: --replica-of and --coordinator kubernetes exclude each other/);
+  });
+
+  test("RBAC: the Role grants exactly the coordinator's calls, on each pod's objects, to the pods' account", () => {
+    let objects = structuredClone(OBJECTS);
+    const role = () => find(objects, "Role", "ripplecache")!;
+    role().rules[0].verbs = ["get"]; // update dropped
+    role().rules[2].verbs.push("get"); // pods get: never called
+    role().rules[1].verbs.push("delete");
+    let errors = consistencyErrors(objects);
+    expectError(errors, /the Role does not allow coordination\.k8s\.io\/leases update ripplecache-default \(the coordinator calls it\)/);
+    expectError(errors, /the Role allows core\/pods get ripplecache-0, which the coordinator never needs/);
+    expectError(errors, /the Role allows coordination\.k8s\.io\/leases delete \*, which the coordinator never needs/);
+
+    objects = structuredClone(OBJECTS);
+    delete role().rules[2].resourceNames; // pods patch on any pod
+    role().rules[1].resourceNames = ["ripplecache-default"]; // create restricted by name: cannot work
+    role().rules.push({ apiGroups: ["*"], resources: ["*"], verbs: ["*"] });
+    errors = consistencyErrors(objects);
+    expectError(errors, /the Role allows core\/pods patch on any object; restrict it with resourceNames to ripplecache-0/);
+    expectError(errors, /the Role does not allow coordination\.k8s\.io\/leases create \* \(the coordinator calls it\)/);
+    expectError(errors, /rules\[3\]: no wildcard in verbs/);
+
+    objects = structuredClone(OBJECTS);
+    find(objects, "StatefulSet", STATEFULSET)!.spec.replicas = 4; // a fourth pod the Role does not name
+    errors = consistencyErrors(objects);
+    expectError(errors, /does not allow coordination\.k8s\.io\/leases update ripplecache-default-candidate-ripplecache-3/);
+    expectError(errors, /does not allow core\/pods patch ripplecache-3/);
+
+    objects = structuredClone(OBJECTS);
+    find(objects, "StatefulSet", STATEFULSET)!.spec.template.spec.serviceAccountName = "other";
+    find(objects, "StatefulSet", STATEFULSET)!.spec.template.spec.automountServiceAccountToken = false;
+    errors = consistencyErrors(objects);
+    expectError(errors, /serviceAccountName other is no ServiceAccount here/);
+    expectError(errors, /the pods need their service account token/);
+    expectError(errors, /RoleBinding\/ripplecache: does not bind ServiceAccount other/);
+
+    objects = structuredClone(OBJECTS);
+    find(objects, "RoleBinding", "ripplecache")!.roleRef.kind = "ClusterRole";
+    find(objects, "RoleBinding", "ripplecache")!.subjects[0].namespace = "elsewhere";
+    errors = consistencyErrors(objects);
+    expectError(errors, /roleRef must be a Role of rbac\.authorization\.k8s\.io/);
+    expectError(errors, /does not bind ServiceAccount ripplecache of the pods' namespace/);
+  });
+
+  test("a grace period shorter than preStop + switchover + drain + shutdown, and unknown server flags, are errors", () => {
+    const objects = structuredClone(OBJECTS);
+    const set = find(objects, "StatefulSet", STATEFULSET)!;
+    set.spec.template.spec.terminationGracePeriodSeconds = 20;
+    let errors = consistencyErrors(objects);
+    expectError(errors, new RegExp(`terminationGracePeriodSeconds 20 must exceed preStop 2 s \\+ switchover ${STOP_SWITCHOVER_MS + 1000} ms \\+ drain 5000 ms \\+ shutdown 10000 ms = ${17 + (STOP_SWITCHOVER_MS + 1000) / 1000} s`));
+    set.spec.template.spec.containers[0].args.push("--no-such-flag", "1");
     errors = consistencyErrors(objects);
     expectError(errors, /ripplecache serve would refuse its flags or environment: .*no-such-flag/);
   });

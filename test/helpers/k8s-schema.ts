@@ -68,6 +68,9 @@ const ENUMS: Readonly<Record<string, readonly string[]>> = {
   "V1PodSpec.dnsPolicy": ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
   "V1LabelSelectorRequirement.operator": ["In", "NotIn", "Exists", "DoesNotExist"],
   "V1HTTPGetAction.scheme": ["HTTP", "HTTPS"],
+  "V1RoleRef.kind": ["Role", "ClusterRole"],
+  "V1RoleRef.apiGroup": ["rbac.authorization.k8s.io"],
+  "RbacV1Subject.kind": ["ServiceAccount", "User", "Group"],
 };
 
 /** resource.Quantity: a decimal number with an optional SI, binary SI or exponent suffix. */
