@@ -61,10 +61,12 @@ export class CoordinatedNode {
         await this.replication.promote(term, reason);
         this.leaderTerm = term;
         this.lastLeader = "";
+        // From here on writes are acknowledged (ms since the epoch: intervals of nodes on one machine compare).
+        this.log("leading", { term, validFrom: Date.now() });
       },
-      onStoppedLeading: (reason) => {
+      onStoppedLeading: (reason, validUntil) => {
         this.leaderTerm = 0;
-        this.log("lost the lease", { reason });
+        this.log("lost the lease", { reason, validUntil });
         this.replication.demote(reason);
       },
       onLeader: (lease) => this.follow(lease),

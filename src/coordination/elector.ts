@@ -26,8 +26,8 @@ export interface ElectorOptions extends ElectionTimings {
   readonly rank: () => Rank;
   /** The lease is ours: become primary of `term`. Leading starts only when this resolves. */
   readonly onStartedLeading: (term: number, reason: string) => Promise<void>;
-  /** The lease is (or may be) lost: stop acknowledging writes at once. */
-  readonly onStoppedLeading: (reason: string) => void;
+  /** The lease is (or may be) lost: stop acknowledging writes at once. `validUntil`: when this node's lease stopped being valid (ms since the epoch). */
+  readonly onStoppedLeading: (reason: string, validUntil: number) => void;
   /** Another node holds a valid lease (every read while it does). */
   readonly onLeader: (lease: LeaseRecord) => void;
   readonly log?: (msg: string, fields: Record<string, unknown>) => void;
@@ -84,6 +84,8 @@ export class LeaderElector {
   private expiryTimer: NodeJS.Timeout | undefined;
   private lastDeferral = "";
   private lastError = "";
+  /** When a handover made the lease invalid (performance.now()). */
+  private invalidatedAt: number | undefined;
 
   constructor(
     private readonly lock: ResourceLock,
@@ -148,6 +150,7 @@ export class LeaderElector {
     // Invalid from here on (writes are refused), but the step-down (which ends the replicas' streams) waits for the
     // new record, so that the replica that looks at once sees itself named.
     this.validUntil = 0;
+    this.invalidatedAt = performance.now();
     try {
       const version = await this.lock.update(next, this.observed.version);
       this.observed = { value: next, version };
@@ -310,9 +313,12 @@ export class LeaderElector {
   private stepDown(reason: string): void {
     clearTimeout(this.expiryTimer);
     if (!this.leading) return;
+    const now = performance.now();
+    const ended = this.validUntil === 0 ? (this.invalidatedAt ?? now) : Math.min(now, this.validUntil);
     this.leading = false;
     this.validUntil = 0;
-    this.options.onStoppedLeading(reason);
+    this.invalidatedAt = undefined;
+    this.options.onStoppedLeading(reason, Math.round(performance.timeOrigin + ended));
   }
 
   /** Whether no live candidate outranks this node. */

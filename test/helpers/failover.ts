@@ -2,7 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { performance } from "node:perf_hooks";
 import { CacheClient } from "../../src/client/client.js";
 import { Role, type InfoResponse } from "../../src/gen/ripplecache/v1/cache_pb.js";
-import { sleep, waitFor, type Cluster, type Node } from "./cluster.js";
+import { logRecords, sleep, waitFor, type Cluster, type Node } from "./cluster.js";
 
 /** Election timings of the tests: short, so a failover takes about a second; the margin (400 ms) is still far above clock-rate differences. */
 export const TEST_TIMINGS = { leaseDurationMs: 1000, renewDeadlineMs: 600, retryPeriodMs: 100 };
@@ -50,9 +50,11 @@ export async function waitOnePrimary(nodes: readonly Node[], timeoutMs = 20_000)
 
 /**
  * Polls every node's Info and keeps, per node, intervals during which it
- * certainly held a valid lease: from an answer's arrival to the request's
- * send time plus the validity it reported (the node measured it somewhere
- * between the two). Two nodes' intervals overlapping is two primaries at once.
+ * held a valid lease: from an answer's arrival to the request's send time
+ * plus the validity it reported (the node measured it somewhere between the
+ * two). A node may give its lease up before then (a switchover, a release on
+ * SIGTERM): its interval ends where a later answer of it shows no lease was
+ * asked for. Two nodes' intervals overlapping is two primaries at once.
  */
 export class PrimaryMonitor {
   private stopped = false;
@@ -60,6 +62,7 @@ export class PrimaryMonitor {
   readonly intervals: { node: string; from: number; to: number; term: bigint }[] = [];
   /** performance.now() of the first sighting of each term's primary. */
   readonly termSeen = new Map<bigint, number>();
+  private readonly last = new Map<Node, { node: string; from: number; to: number; term: bigint }>();
 
   constructor(private readonly nodes: () => readonly Node[]) {
     this.running = this.loop();
@@ -75,9 +78,15 @@ export class PrimaryMonitor {
             try {
               const i = await info(n, 500);
               const recv = performance.now();
+              const last = this.last.get(n);
               if (i.role === Role.PRIMARY && i.leaseValidMs > 0n) {
                 if (!this.termSeen.has(i.term)) this.termSeen.set(i.term, recv);
-                this.intervals.push({ node: i.nodeId, from: recv, to: sent + Number(i.leaseValidMs), term: i.term });
+                const interval = { node: i.nodeId, from: recv, to: sent + Number(i.leaseValidMs), term: i.term };
+                this.intervals.push(interval);
+                this.last.set(n, interval);
+              } else if (last !== undefined) {
+                last.to = Math.min(last.to, sent);
+                this.last.delete(n);
               }
             } catch {
               // a stopped or killed node
@@ -99,6 +108,19 @@ export class PrimaryMonitor {
       max = Math.max(max, [...open.values()].filter((v) => v > 0).length);
     }
     return max;
+  }
+
+  /** Pairs of intervals of different nodes that overlap (for the failure message). */
+  overlaps(): string[] {
+    const out: string[] = [];
+    const xs = this.intervals.filter((x) => x.to > x.from);
+    for (let i = 0; i < xs.length; i++) {
+      for (let j = i + 1; j < xs.length; j++) {
+        const [a, b] = [xs[i], xs[j]];
+        if (a.node !== b.node && a.from < b.to && b.from < a.to) out.push(`${a.node} term ${a.term} [${a.from.toFixed(0)}, ${a.to.toFixed(0)}] and ${b.node} term ${b.term} [${b.from.toFixed(0)}, ${b.to.toFixed(0)}]`);
+      }
+    }
+    return out;
   }
 
   async stop(): Promise<void> {
@@ -233,4 +255,45 @@ export async function startCandidate(cluster: Cluster, endpoint: string, group: 
 /** A client with a long deadline for a paused node's address: its calls wait in the socket until the node resumes. */
 export function patientClient(addr: string): CacheClient {
   return new CacheClient({ addr, timeoutMs: 15_000, followPrimary: false });
+}
+
+/**
+ * Each node's own account of when it could acknowledge writes, from its log:
+ * "leading" (validFrom) to "lost the lease" (validUntil), or to its kill
+ * (`killedAt`, ms since the epoch) or now. Nodes of one machine share the
+ * clock, so these intervals compare exactly, unlike polling.
+ */
+export function leaseIntervals(nodes: readonly Node[], killedAt: ReadonlyMap<Node, number>): { node: string; from: number; to: number; term: number }[] {
+  const out: { node: string; from: number; to: number; term: number }[] = [];
+  for (const n of nodes) {
+    let open: { node: string; from: number; to: number; term: number } | undefined;
+    for (const r of logRecords(n)) {
+      if (r.msg === "leading") open = { node: n.name, from: Number(r.validFrom), to: Infinity, term: Number(r.term) };
+      if (r.msg === "lost the lease" && open !== undefined) {
+        out.push({ ...open, to: Number(r.validUntil) });
+        open = undefined;
+      }
+    }
+    if (open !== undefined) out.push({ ...open, to: killedAt.get(n) ?? Date.now() });
+  }
+  return out;
+}
+
+/** The most intervals of different nodes open at one instant, and the overlapping pairs. */
+export function maxSimultaneousLeases(intervals: readonly { node: string; from: number; to: number; term: number }[]): { max: number; overlaps: string[] } {
+  const overlaps: string[] = [];
+  for (let i = 0; i < intervals.length; i++) {
+    for (let j = i + 1; j < intervals.length; j++) {
+      const [a, b] = [intervals[i], intervals[j]];
+      if (a.from < b.to && b.from < a.to) overlaps.push(`${a.node} term ${a.term} [${a.from}, ${a.to}] and ${b.node} term ${b.term} [${b.from}, ${b.to}]`);
+    }
+  }
+  const events = intervals.flatMap((x) => [{ at: x.from, d: 1 }, { at: x.to, d: -1 }]).sort((a, b) => a.at - b.at || a.d - b.d);
+  let open = 0;
+  let max = 0;
+  for (const e of events) {
+    open += e.d;
+    max = Math.max(max, open);
+  }
+  return { max, overlaps };
 }
