@@ -320,13 +320,15 @@ function failoverRows(r: BenchResults): DocRow[] {
   const ms = (x: number | undefined) => (x === undefined ? "-" : `${fmtInt(x)} ms`);
   const pm = (x: Json | undefined) => (num(x?.p50Ms) === undefined ? undefined : `${ms(num(x?.p50Ms))} (max ${ms(num(x?.maxMs))})`);
   const rows: DocRow[] = [];
+  // A failover section merged into another run's results (bench/failover.js --merge) names its own run.
+  const own = str(f?.date) !== undefined && str(f?.date) !== str(obj(r.machine)?.date) ? ` (failover run of ${str(f?.date)})` : "";
   for (const [kind, label] of [["plain", "Set / SET"], ["replicated", "Set min_replicas 1 / SET + WAIT 1"]] as const) {
     const ours = k("ripple", kind);
     const theirs = k("sentinel", kind);
     const a = num(ours?.p50Ms);
     const b = num(theirs?.p50Ms);
     rows.push({
-      figure: `Write unavailability after kill -9 of the primary, ${label}: RippleCache (etcd, default lease) / Redis Sentinel (down-after 1000 ms), p50 over ${num(ours?.n) ?? "?"} runs each`,
+      figure: `Write unavailability after kill -9 of the primary, ${label}: RippleCache (etcd, default lease) / Redis Sentinel (down-after 1000 ms), p50 over ${num(ours?.n) ?? "?"} / ${num(theirs?.n) ?? "?"} runs${own}`,
       value: a === undefined || b === undefined ? undefined : `${pm(ours)} / ${pm(theirs)}`,
       measure: a === undefined || b === undefined ? undefined : a / b,
       target: { op: "<=", bound: 1, text: "<= Sentinel's" },
