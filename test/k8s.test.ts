@@ -1,13 +1,19 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { createServer, request, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { parseAllDocuments } from "yaml";
 import { SERVER_NODE_FLAGS } from "../src/cli/node-flags.js";
-import { API_CALLS, candidateLeaseName, leaseName, ROLE_LABEL } from "../src/coordination/kubernetes.js";
+import { KubeConfig } from "@kubernetes/client-node";
+import { LeaderElector } from "../src/coordination/elector.js";
+import { API_CALLS, candidateLeaseName, KubernetesLock, leaseName, ROLE_LABEL } from "../src/coordination/kubernetes.js";
 import { resolveConfig, SETTINGS, type ServerConfig } from "../src/server/config.js";
+import { waitFor } from "./helpers/cluster.js";
+import { FakeKube } from "./helpers/fake-kube.js";
 import { checkManifest, MODELS_API_VERSION } from "./helpers/k8s-schema.js";
 import { ROOT } from "./helpers/server.js";
 
@@ -653,6 +659,100 @@ describe(`k8s/ (kubectl kustomize; checked against the Kubernetes ${MODELS_API_V
       assert.equal(withSecret?.replicationToken, "peer-secret");
       assert.equal(withSecret?.adminToken, "admin-secret");
     }
+  });
+
+  test("the Role suffices at run time: three coordinators elect, label their pods, fail over and restart through an API server that enforces it", async () => {
+    const set = find(OBJECTS, "StatefulSet", STATEFULSET)!;
+    const errors: string[] = [];
+    const pods = [...podConfigs(OBJECTS, set, containers(set)[0]!, errors).entries()];
+    assert.deepEqual(errors, []);
+    const rules: Obj[] = find(OBJECTS, "Role", "ripplecache")!.rules;
+    const kube = new FakeKube();
+    await kube.start();
+    // The stand-in API server (test/helpers/fake-kube.ts) behind RBAC: each request is authorized as the API
+    // server would (verb from method and path, resourceNames only for requests that name an object) against the Role.
+    const denied: string[] = [];
+    const used = new Set<string>();
+    const authorize = (req: IncomingMessage): string | undefined => {
+      const url = new URL(req.url ?? "/", "http://x");
+      const m = /^\/(?:api|apis\/([^/]+))\/v1\/namespaces\/([^/]+)\/([a-z]+)(?:\/([^/]+))?$/.exec(url.pathname);
+      if (m === null) return `${req.method} ${url.pathname}: not a namespaced resource request`;
+      const [, apiGroup = "", namespace, resource, name] = m;
+      const verb = name === undefined ? { GET: url.searchParams.get("watch") === "true" ? "watch" : "list", POST: "create", DELETE: "deletecollection" }[req.method!] : { GET: "get", PUT: "update", PATCH: "patch", DELETE: "delete" }[req.method!];
+      const what = `${apiGroup === "" ? "core" : apiGroup}/${resource} ${verb} ${name ?? "*"}`;
+      if (namespace !== NAMESPACE) return `${what} in namespace ${namespace}: the RoleBinding grants only ${NAMESPACE}`;
+      const allowed = rules.some((r) => r.apiGroups.includes(apiGroup) && r.resources.includes(resource) && r.verbs.includes(verb) && ((r.resourceNames ?? []).length === 0 || (name !== undefined && r.resourceNames.includes(name))));
+      if (!allowed) return what;
+      used.add(`${apiGroup}/${resource} ${verb}`);
+      return undefined;
+    };
+    const proxy = createServer((req: IncomingMessage, res: ServerResponse) => {
+      const refusal = authorize(req);
+      if (refusal !== undefined) {
+        denied.push(refusal);
+        res.writeHead(403, { "content-type": "application/json" });
+        res.end(JSON.stringify({ apiVersion: "v1", kind: "Status", status: "Failure", code: 403, reason: "Forbidden", message: `forbidden: ${refusal}` }));
+        return;
+      }
+      const upstream = new URL(kube.url);
+      const forward = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      forward.on("error", () => res.destroy());
+      req.pipe(forward);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    const kubeConfig = new KubeConfig();
+    kubeConfig.loadFromOptions({
+      clusters: [{ name: "rbac", server: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, skipTLSVerify: true }],
+      users: [{ name: "ripplecache", token: "t" }],
+      contexts: [{ name: "c", cluster: "rbac", user: "ripplecache", namespace: NAMESPACE }],
+      currentContext: "c",
+    });
+
+    const timings = { leaseDurationMs: 900, renewDeadlineMs: 600, retryPeriodMs: 100 };
+    const start = (pod: string, config: ServerConfig) => {
+      const lock = new KubernetesLock({ group: config.group, nodeId: config.nodeId, namespace: config.kubernetesNamespace, podName: config.podName, callTimeoutMs: 300, kubeConfig });
+      const elector: LeaderElector = new LeaderElector(lock, {
+        ...timings,
+        group: config.group,
+        nodeId: config.nodeId,
+        address: `${pod}.ripplecache-peers.${NAMESPACE}.svc:7420`,
+        rank: () => ({ term: 0, history: "", revision: 0 }),
+        onStartedLeading: async () => {},
+        onStoppedLeading: () => {},
+        onLeader: () => {},
+      });
+      lock.observeRole(() => (elector.holdsValidLease() ? "primary" : "replica"));
+      elector.start();
+      return { pod, lock, elector };
+    };
+    for (const [pod] of pods) kube.addPod(NAMESPACE, pod);
+    const nodes = pods.map(([pod, config]) => start(pod, config));
+    const label = (pod: string) => kube.podLabel(NAMESPACE, pod, ROLE_LABEL);
+    const labelled = (primary: string) => nodes.every((n) => label(n.pod) === (n.pod === primary ? "primary" : "replica"));
+    try {
+      const first = await waitFor("a primary, its pod labelled primary and the others replica", () => nodes.find((n) => n.elector.holdsValidLease() && labelled(n.pod)), 15_000);
+      // It releases the lease (a stop): another pod takes it over and relabels.
+      await first.elector.stop(true);
+      await first.lock.close();
+      const rest = nodes.filter((n) => n !== first);
+      await waitFor("a second primary", () => rest.find((n) => n.elector.holdsValidLease() && label(n.pod) === "primary"), 15_000);
+      // The first pod's process starts again: its candidate Lease exists (create conflicts, it reads and replaces it).
+      nodes[nodes.indexOf(first)] = start(first.pod, new Map(pods).get(first.pod)!);
+      await waitFor("the restarted pod labelled replica", () => label(first.pod) === "replica", 15_000);
+      assert.ok(kube.conflicts.create > 0, "the restarted pod's create of its candidate Lease conflicted");
+    } finally {
+      await Promise.all(nodes.map(async (n) => {
+        await n.elector.stop(false);
+        await n.lock.close();
+      }));
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+      await kube.stop();
+    }
+    assert.deepEqual(denied, [], "requests the Role refused");
+    assert.deepEqual([...used].sort(), [...new Set(API_CALLS.map((c) => `${c.apiGroup}/${c.resource} ${c.verb}`))].sort(), "every call in API_CALLS was made");
   });
 
   test("the Dockerfile's entrypoint and user are the ones the manifests assume", () => {
