@@ -67,9 +67,11 @@ try {
     for (const crash of engines.crashes) console.log(`CRASH of the ${crash.engine} server: ${crash.message}`);
   } else {
     let latest: CampaignResult | undefined;
-    // A campaign stopped early (SIGINT, SIGTERM) prints what it found so far and stops its servers.
+    const stop = { stopped: false };
+    // A campaign stopped early (SIGINT, SIGTERM) takes no more cases, prints what it found and stops its servers.
     for (const signal of ["SIGINT", "SIGTERM"] as const) {
       process.once(signal, () => {
+        stop.stopped = true;
         if (latest !== undefined) console.log(summary(latest, false));
         console.log(`stopped by ${signal}`);
         void engines.stop().then(() => process.exit(latest !== undefined && latest.unclassified.size > 0 ? 1 : 0));
@@ -80,6 +82,7 @@ try {
       first: Number(values.first),
       count: Number(values.cases),
       concurrency: Number(values.concurrency),
+      stop,
       progress: (p) => {
         latest = p;
         console.log(summary(p, false));

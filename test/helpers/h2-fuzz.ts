@@ -1447,7 +1447,16 @@ function kindOf(cls: string): string {
 /** Cases [first, first + count) of `seed`, `concurrency` at a time; `progress` is called now and then. */
 export async function campaign(
   engines: Engines,
-  options: { seed: number; first?: number; count: number; concurrency: number; progress?: (r: CampaignResult) => void; onFinding?: (f: Finding, c: FuzzCase) => void },
+  options: {
+    seed: number;
+    first?: number;
+    count: number;
+    concurrency: number;
+    progress?: (r: CampaignResult) => void;
+    onFinding?: (f: Finding, c: FuzzCase) => void;
+    /** Set to stop taking new cases (a campaign stopped by a signal, before its servers stop). */
+    stop?: { stopped: boolean };
+  },
 ): Promise<CampaignResult> {
   const first = options.first ?? 0;
   const result: CampaignResult = { cases: 0, unconfirmed: 0, kinds: { ours: new Map(), node: new Map() }, differing: 0, findings: [], known: new Map(), unclassified: new Map(), seconds: 0 };
@@ -1455,13 +1464,15 @@ export async function campaign(
   let next = first;
   let lastProgress = Date.now();
   const count = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
+  const stopped = () => options.stop?.stopped === true;
   const worker = async () => {
-    while (next < first + options.count) {
+    while (next < first + options.count && !stopped()) {
       const index = next++;
       const c = generateCase(options.seed, index);
       engines.inFlight.add(index);
       const r = await compareCase(engines, c);
       engines.inFlight.delete(index);
+      if (stopped()) return; // its servers may be stopping: this case's outcome is not counted
       result.cases++;
       if (r.unconfirmed) result.unconfirmed++;
       for (const [side, o] of [["ours", r.ours], ["node", r.node]] as const) {
