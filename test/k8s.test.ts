@@ -757,7 +757,6 @@ describe(`k8s/ (kubectl kustomize; checked against the Kubernetes ${MODELS_API_V
 
   test(
     "the image installs the coordinator's client library (the Dockerfile's npm ci --omit=dev installs package.json's dependencies only)",
-    { todo: "@kubernetes/client-node is a devDependency: the pods would fail to start with --coordinator kubernetes until it moves to dependencies (npm install --save-prod @kubernetes/client-node@1.4.0)" },
     () => {
       assert.match(readFileSync(join(ROOT, "Dockerfile"), "utf8"), /npm ci --omit=dev/);
       const dependencies = Object.keys((JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { dependencies?: Record<string, string> }).dependencies ?? {});
