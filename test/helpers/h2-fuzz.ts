@@ -1039,15 +1039,18 @@ export const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
     },
   },
   {
-    name: "stream-window-overflow",
+    name: "stream-window-error",
     kind: "deliberate",
     reason:
-      "A WINDOW_UPDATE that takes a stream's window past 2^31-1 is a stream error FLOW_CONTROL_ERROR on both engines (RFC 9113 6.9.1); node:http2 then also ends the whole connection (GOAWAY INTERNAL_ERROR; a plain http2.createServer does too). Ours serves the other streams on.",
+      "A WINDOW_UPDATE of 0 on a stream, or one that takes a stream's window past 2^31-1, is a stream error (PROTOCOL_ERROR, FLOW_CONTROL_ERROR) on ours, or nothing once the stream has closed (RFC 9113 6.9, 6.9.1); node:http2 ends the whole connection (GOAWAY INTERNAL_ERROR; a plain http2.createServer does too). Ours serves the other streams on.",
     explain: (c, ours, node) =>
       node.connection === "goaway:2" &&
       !isGoaway(ours.connection) &&
-      [...ours.streams.values(), ...node.streams.values()].includes("reset:3") &&
-      parsedFrames(c).some((f) => f.type === T.WINDOW_UPDATE && f.id !== 0 && f.payload.length === 4) &&
+      parsedFrames(c).some((f) => {
+        if (f.type !== T.WINDOW_UPDATE || f.id === 0 || f.payload.length !== 4) return false;
+        const increment = f.payload.readUInt32BE(0) & 0x7fff_ffff;
+        return increment === 0 || increment > 0x7fff_ffff - (1 << 20);
+      }) &&
       asNode(node, ours),
   },
   {
@@ -1066,6 +1069,47 @@ export const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
         }
       }
       return changed;
+    },
+  },
+  {
+    name: "padding-on-closed-stream",
+    kind: "deliberate",
+    reason:
+      "A padded DATA frame whose pad length is not less than its payload is a connection PROTOCOL_ERROR on ours whatever its stream (RFC 9113 6.1); nghttp2 skips the frames of a stream it closed or reset without looking at them.",
+    explain: (c, ours, node) =>
+      ours.connection === "goaway:1" &&
+      !isGoaway(node.connection) &&
+      parsedFrames(c).some((f) => f.type === T.DATA && f.flags & PADDED && (f.payload.length === 0 || f.payload[0] >= f.payload.length)) &&
+      asNode(node, ours),
+  },
+  {
+    name: "node-expect-417",
+    kind: "deliberate",
+    reason: "node:http2's compatibility layer answers a request with an Expect field other than 100-continue with 417 before any handler runs; ours hands it to the handler (RFC 9110 10.1.1 lets a server ignore Expect).",
+    explain: (_c, ours, node) => {
+      let changed = false;
+      for (const [id, cls] of node.streams) {
+        if (cls === "answered:417" && ours.streams.get(id) !== cls) {
+          node.streams.set(id, ours.streams.get(id) ?? "none");
+          changed = true;
+        }
+      }
+      return changed;
+    },
+  },
+  {
+    name: "peer-header-list-size",
+    kind: "deliberate",
+    reason:
+      "The client's SETTINGS_MAX_HEADER_LIST_SIZE is advisory (RFC 9113 6.5.2): ours answers with its usual headers whatever it says; node:http2 ends the connection (GOAWAY INTERNAL_ERROR) when an answer's headers would exceed a small one (0, 100).",
+    explain: (c, ours, node) => {
+      if (node.connection !== "goaway:2" || isGoaway(ours.connection)) return false;
+      const payloads = [c.settings, ...parsedFrames(c).filter((f) => f.type === T.SETTINGS && !(f.flags & ACK)).map((f) => f.payload)];
+      const small = payloads.some((p) => {
+        for (let at = 0; at + 6 <= p.length; at += 6) if (p.readUInt16BE(at) === 6 && p.readUInt32BE(at + 2) < 1024) return true;
+        return false;
+      });
+      return small && asNode(node, ours);
     },
   },
   {
@@ -1188,14 +1232,15 @@ export const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
       const ended = new Set<number>();
       let highest = 0;
       for (const f of parsedFrames(c)) {
-        if (f.type === T.RST_STREAM) ended.add(f.id);
+        const id = f.id & 0x7fff_ffff; // the reserved bit is ignored (RFC 9113 4.1)
+        if (f.type === T.RST_STREAM) ended.add(id);
         if (f.type !== T.DATA && f.type !== T.HEADERS) continue;
-        if (ended.has(f.id) || (f.id < highest && !opened.has(f.id))) return asNode(node, ours);
-        if (f.type === T.HEADERS && f.id % 2 === 1) {
-          opened.add(f.id);
-          highest = Math.max(highest, f.id);
+        if (ended.has(id) || (id < highest && !opened.has(id))) return asNode(node, ours);
+        if (f.type === T.HEADERS && id % 2 === 1) {
+          opened.add(id);
+          highest = Math.max(highest, id);
         }
-        if (f.flags & END_STREAM) ended.add(f.id);
+        if (f.flags & END_STREAM) ended.add(id);
       }
       return false;
     },
