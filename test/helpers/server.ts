@@ -24,6 +24,9 @@ export interface ServerProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/** How long a server may take to listen: seconds on an idle machine, far more on a loaded CI machine. */
+const START_TIMEOUT_MS = 30_000;
+
 /**
  * Starts `ripplecache serve` as a real process on 127.0.0.1 and a free port,
  * and resolves once it is listening.
@@ -39,7 +42,11 @@ export async function startServer(args: readonly string[] = [], env: Record<stri
   const lines = createInterface({ input: proc.stdout! });
   let adminPort = 0;
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start within 10 s:\n${output.join("\n")}`)), 10_000);
+    // A start that times out is killed, so that no stray server outlives the test that gave up on it.
+    const timer = setTimeout(() => {
+      proc.kill("SIGKILL");
+      reject(new Error(`server did not start within ${START_TIMEOUT_MS / 1000} s:\n${output.join("\n")}`));
+    }, START_TIMEOUT_MS);
     lines.on("line", (line) => {
       output.push(line);
       try {
