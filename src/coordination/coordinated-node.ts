@@ -143,7 +143,12 @@ export class CoordinatedNode {
       if (acked < 1) throw new ConnectError(`${target.node} did not apply revision ${revision} within ${timeoutMs} ms: writes resume here`, Code.DeadlineExceeded);
       if (!this.mayAcknowledgeWritesIgnoringSwitch()) throw new ConnectError("the lease was lost during the switchover", Code.Unavailable);
       this.leaderTerm = 0;
-      const term = await elector.handOver(target);
+      let term: number;
+      try {
+        term = await elector.handOver(target);
+      } catch (err) {
+        throw new ConnectError(`the lease could not be handed to ${target.node}: ${err instanceof Error ? err.message : String(err)}`, Code.Unavailable);
+      }
       this.log("handed the lease over", { to: target.node, address: target.address, term, revision, waitedMs: Date.now() - started, reason: to !== "" ? "failover requested" : "switchover to the most up-to-date replica" });
       return { nodeId: target.node, address: target.address, term, revision };
     } finally {

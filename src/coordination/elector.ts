@@ -67,6 +67,9 @@ export interface ElectionStatus {
  *   does not win while a peer holding the history is alive. A candidate is
  *   live while its record keeps changing (it republishes every retry period).
  */
+/** Reads and writes a handover tries when its own renewals race it. */
+const HANDOVER_ATTEMPTS = 3;
+
 export class LeaderElector {
   readonly incarnation = randomBytes(8).toString("hex");
   private stopped = false;
@@ -152,14 +155,26 @@ export class LeaderElector {
     this.validUntil = 0;
     this.invalidatedAt = performance.now();
     try {
-      const version = await this.lock.update(next, this.observed.version);
-      this.observed = { value: next, version };
-      this.observedAt = performance.now();
+      let read = this.observed;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const version = await this.lock.update({ ...next, term: read.value.term + 1 }, read.version);
+          this.observed = { value: { ...next, term: read.value.term + 1 }, version };
+          this.observedAt = performance.now();
+          break;
+        } catch (err) {
+          // A renewal of this node's own may have raced the handover: read again, hand over if the lease is still ours.
+          if (!(err instanceof ConflictError) || attempt >= HANDOVER_ATTEMPTS) throw err;
+          const fresh = await this.lock.get();
+          if (fresh === undefined || fresh.value.holder !== this.options.nodeId || fresh.value.incarnation !== this.incarnation) throw err;
+          read = fresh;
+        }
+      }
     } finally {
       this.stepDown(`handed over to ${candidate.node}`);
       this.wake?.();
     }
-    return next.term;
+    return this.observed.value.term;
   }
 
   /** Candidates seen live (their record changed within the lease duration), this node included. */
@@ -268,7 +283,8 @@ export class LeaderElector {
   private acquired(rec: LeaseRecord, version: string, sentAt: number): void {
     this.observed = { value: rec, version };
     this.observedAt = performance.now();
-    this.validUntil = sentAt + this.options.renewDeadlineMs;
+    // A renewal that raced a handover does not make the lease valid again.
+    this.validUntil = this.invalidatedAt !== undefined ? 0 : sentAt + this.options.renewDeadlineMs;
     this.renewLatencyMs = Math.round((performance.now() - sentAt) * 10) / 10;
     this.armExpiry();
   }
@@ -314,7 +330,7 @@ export class LeaderElector {
     clearTimeout(this.expiryTimer);
     if (!this.leading) return;
     const now = performance.now();
-    const ended = this.validUntil === 0 ? (this.invalidatedAt ?? now) : Math.min(now, this.validUntil);
+    const ended = this.invalidatedAt ?? (this.validUntil === 0 ? now : Math.min(now, this.validUntil));
     this.leading = false;
     this.validUntil = 0;
     this.invalidatedAt = undefined;
