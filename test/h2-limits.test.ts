@@ -21,7 +21,8 @@ import { startServer, type ServerProcess } from "./helpers/server.js";
 
 const GET = "/ripplecache.v1.CacheService/Get";
 const SET = "/ripplecache.v1.CacheService/Set";
-const { NGHTTP2_PROTOCOL_ERROR, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
+const { NGHTTP2_PROTOCOL_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
+const MiB = 1024 * 1024;
 
 /** A gRPC message: the 5-byte prefix and the bytes. */
 function grpcMessage(message: Uint8Array): Buffer {
@@ -118,10 +119,17 @@ function rssMiB(server: ServerProcess): number {
 /** Samples the server's RSS every 10 ms until stopped; `peak` is the largest seen. */
 function watchRss(server: ServerProcess) {
   const sample = { peak: rssMiB(server) };
-  const timer = setInterval(() => (sample.peak = Math.max(sample.peak, rssMiB(server))), 10);
+  const timer = setInterval(() => {
+    // A server gone meanwhile has no status: the test fails on what it checks next.
+    if (server.proc.exitCode === null && server.proc.signalCode === null) sample.peak = Math.max(sample.peak, rssMiB(server));
+  }, 10);
+  timer.unref();
   return {
     get peak() {
       return sample.peak;
+    },
+    set peak(value: number) {
+      sample.peak = value;
     },
     stop: () => clearInterval(timer),
   };
@@ -170,6 +178,32 @@ function drainOrClose(socket: net.Socket): Promise<void> {
     socket.once("drain", done);
     socket.once("close", done);
   });
+}
+
+/** `count` Gets of `key` at once on one connection of node:http2's client (64 KiB windows, read as they come): their grpc-status. */
+async function concurrentGets(server: ServerProcess, key: string, count: number): Promise<string[]> {
+  const session = http2.connect(server.url);
+  session.on("error", () => {});
+  try {
+    const message = grpcMessage(toBinary(GetRequestSchema, create(GetRequestSchema, { key })));
+    return await Promise.all(
+      Array.from(
+        { length: count },
+        () =>
+          new Promise<string>((resolve) => {
+            const req = session.request({ ":method": "POST", ":path": GET, "content-type": "application/grpc", te: "trailers" });
+            let status = `reset ${req.rstCode ?? "?"}`;
+            req.on("data", () => {});
+            req.on("trailers", (t) => (status = String(t["grpc-status"])));
+            req.on("error", () => {});
+            req.on("close", () => resolve(status === "0" ? status : `${status} (rst ${req.rstCode})`));
+            req.end(message);
+          }),
+      ),
+    );
+  } finally {
+    session.close();
+  }
 }
 
 /** Waits until `condition` holds, or fails naming `what` after `seconds`. */
@@ -222,4 +256,108 @@ test("after a connection error the server reads nothing more: a client that keep
   t.diagnostic(report);
   // What the clients could write is what the kernel buffers (a few MiB a socket on loopback), not what the server read.
   assert.ok(peak - before < 16, report);
+});
+
+/** SETTINGS with INITIAL_WINDOW_SIZE (4) = `window`. */
+function initialWindow(window: number): Buffer {
+  const entry = Buffer.alloc(6);
+  entry.writeUInt16BE(4, 0);
+  entry.writeUInt32BE(window, 2);
+  return entry;
+}
+
+test("a client that shuts its window and asks for 1,000 answers of 1 MiB gets a few, the rest refused, then GOAWAY: the server's RSS stays bounded, a Get on another connection answers, and a client that reads its 32 answers of 1 MiB on one connection gets them all", async (t) => {
+  // A server of its own: its RSS is this attack's alone.
+  const own = await startServer([], {});
+  const rss = watchRss(own);
+  try {
+    await setValue(own, "small", Buffer.from("hello"));
+    await setValue(own, "big", Buffer.alloc(MiB, 0x62));
+    const before = rssMiB(own);
+    rss.peak = before;
+    // Three attacking connections: SETTINGS_INITIAL_WINDOW_SIZE 0, then 1,000 Gets of 1 MiB each, never a WINDOW_UPDATE.
+    const attackers = await Promise.all([1, 2, 3].map(() => rawClient(own.port)));
+    for (const client of attackers) {
+      const gets = Array.from({ length: 1000 }, (_, i) => getFrames(1 + 2 * i, "big"));
+      client.socket.write(Buffer.concat([PREFACE, frame(4, 0, 0, initialWindow(0)), ...gets]));
+    }
+    // Meanwhile a Get on a connection of its own answers.
+    assert.equal(await probeGet(own, "small"), 5);
+    for (const client of attackers) await waitFor("the GOAWAY", () => client.goawayCode() !== undefined);
+    const peak = rss.peak;
+    for (const client of attackers) {
+      assert.equal(client.goawayCode(), NGHTTP2_ENHANCE_YOUR_CALM);
+      const refused = client.resets().filter(([, code]) => code === NGHTTP2_REFUSED_STREAM).length;
+      assert.ok(refused >= 900, `streams refused: ${refused} of 1,000`);
+      assert.equal(client.dataBytes, 0);
+    }
+    const report = `server RSS ${before.toFixed(0)} -> ${peak.toFixed(0)} MiB; streams refused per connection: ${attackers.map((c) => c.resets().length).join(", ")}`;
+    t.diagnostic(report);
+    // Before the budget: 1,000 answers of 1 MiB queued per connection (77 -> 1,524 MiB for one).
+    assert.ok(peak - before < 48, report);
+    for (const client of attackers) client.socket.destroy();
+    // A client that reads gets all its 32 answers of 1 MiB on one connection (8x the budget: they wait their turn, none is refused).
+    assert.deepEqual(await concurrentGets(own, "big", 32), Array(32).fill("0"));
+  } finally {
+    rss.stop();
+    await own.stop();
+  }
+});
+
+test("over the budget, streams are refused with REFUSED_STREAM; a client that keeps opening them on a connection it does not read gets ENHANCE_YOUR_CALM, and after 100 of those GOAWAY", async () => {
+  await setValue(server, "big", Buffer.alloc(MiB, 0x62));
+  const client = await rawClient(server.port);
+  // Window 0: eight answers of 1 MiB, twice the 4 MiB budget, that never go out.
+  client.socket.write(Buffer.concat([PREFACE, frame(4, 0, 0, initialWindow(0)), ...Array.from({ length: 8 }, (_, i) => getFrames(1 + 2 * i, "big"))]));
+  await waitFor("a refusal", () => client.resets().length > 0);
+  assert.ok(
+    client.resets().every(([, code]) => code === NGHTTP2_REFUSED_STREAM),
+    JSON.stringify(client.resets()),
+  );
+  // It has seen a refusal and keeps opening streams: ENHANCE_YOUR_CALM, then GOAWAY.
+  const first = 17;
+  client.socket.write(Buffer.concat(Array.from({ length: 150 }, (_, i) => getFrames(first + 2 * i, "big"))));
+  await waitFor("the GOAWAY", () => client.goawayCode() !== undefined);
+  assert.equal(client.goawayCode(), NGHTTP2_ENHANCE_YOUR_CALM);
+  const calm = client.resets().filter(([id, code]) => id >= first && code === NGHTTP2_ENHANCE_YOUR_CALM).length;
+  assert.equal(calm, 100);
+  client.socket.destroy();
+  assert.equal(await probeGet(server, "small"), 5);
+});
+
+test("a stream whose answer waits on a window the client keeps shut is reset after --stall-timeout; a connection whose every stream waits so is closed", async () => {
+  const own = await startServer([], { RIPPLECACHE_STALL_TIMEOUT: "500" });
+  try {
+    await setValue(own, "big", Buffer.alloc(100_000, 0x62));
+    const client = await rawClient(own.port);
+    // Stream 1: a Get whose answer (100,000 bytes) meets a window of 0. Stream 3: a Get whose request never ends (nothing to answer yet).
+    client.socket.write(Buffer.concat([PREFACE, frame(4, 0, 0, initialWindow(0)), getFrames(1, "big"), frame(1, 4, 3, grpcBlock(GET))]));
+    await waitFor("the reset of stream 1", () => client.resets().length > 0);
+    assert.deepEqual(client.resets(), [[1, NGHTTP2_ENHANCE_YOUR_CALM]]);
+    assert.equal(client.goawayCode(), undefined, "stream 3 does not wait on a window: the connection stays");
+    // Stream 5 waits on the window too; the client cancels stream 3: every stream left waits, and the connection is closed.
+    client.socket.write(Buffer.concat([getFrames(5, "big"), frame(3, 0, 3, Buffer.from([0, 0, 0, 8]))]));
+    await waitFor("the GOAWAY", () => client.goawayCode() !== undefined);
+    assert.equal(client.goawayCode(), NGHTTP2_ENHANCE_YOUR_CALM);
+    assert.equal(client.dataBytes, 0);
+    client.socket.destroy();
+  } finally {
+    await own.stop();
+  }
+});
+
+test("SETTINGS of more than 32 entries end the connection (ENHANCE_YOUR_CALM); 32 entries are applied in order, the last INITIAL_WINDOW_SIZE for every stream", async () => {
+  await setValue(server, "mid", Buffer.alloc(10_000, 0x6d));
+  const client = await rawClient(server.port);
+  client.socket.write(Buffer.concat([PREFACE, frame(4, 0, 0, initialWindow(0)), getFrames(1, "mid")]));
+  await waitFor("the answer's HEADERS", () => client.frames.some((f) => f.type === 1 && f.id === 1));
+  // 32 entries, the window 1,000,000 then 0 in turn, and 1,000 last: stream 1 may send 1,000 bytes.
+  const entries = Array.from({ length: 31 }, (_, i) => initialWindow(i % 2 === 0 ? 1_000_000 : 0));
+  client.socket.write(frame(4, 0, 0, Buffer.concat([...entries, initialWindow(1000)])));
+  await waitFor("1,000 bytes of DATA", () => client.dataBytes === 1000);
+  client.socket.write(frame(4, 0, 0, Buffer.concat(Array.from({ length: 33 }, () => initialWindow(1000)))));
+  await waitFor("the GOAWAY", () => client.goawayCode() !== undefined);
+  assert.equal(client.goawayCode(), NGHTTP2_ENHANCE_YOUR_CALM);
+  assert.equal(client.dataBytes, 1000);
+  client.socket.destroy();
 });

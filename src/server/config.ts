@@ -32,6 +32,10 @@ export interface ServerConfig {
   readonly maxConnections: number;
   readonly maxConcurrentStreams: number;
   readonly maxHeaderBytes: number;
+  /** Our HTTP/2 engine: what one connection may hold before it refuses new streams (0 = no limit). */
+  readonly maxConnectionMemory: number;
+  /** Our HTTP/2 engine: how long a stream's answer may wait on a window the client keeps shut (0 = forever). */
+  readonly stallTimeoutMs: number;
   readonly requestHeaderTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly shutdownTimeoutMs: number;
@@ -101,6 +105,8 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "max-connections", kind: "int", defaultValue: "10000", help: "Most client connections open at once on the main port; further connections are closed at once (0 = no limit)." },
   { flag: "max-concurrent-streams", kind: "int", defaultValue: "1000", help: "Most calls in flight on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS); a stream beyond it is refused (REFUSED_STREAM, UNAVAILABLE)." },
   { flag: "max-header-bytes", kind: "bytes", defaultValue: "16KiB", help: "Largest request header block: HTTP/1.1 answers 431 beyond it, HTTP/2 resets the stream (ENHANCE_YOUR_CALM, RESOURCE_EXHAUSTED)." },
+  { flag: "max-connection-memory", kind: "bytes", defaultValue: "4MiB", help: "Most bytes one HTTP/2 connection on our engine may hold: answers queued and not yet sent (the client's window shut, or its socket full), request bodies and header blocks not yet read, input not yet parsed. Over it, a new stream waits while the client reads its answers, else is refused (REFUSED_STREAM; ENHANCE_YOUR_CALM, then GOAWAY, if the client keeps opening streams on a connection it does not read, or stays over it 2 s with nothing sent). 4MiB: Gets of 100-byte values hold 17 KiB at 100 calls in flight, of 64 KiB values 1 MiB at 16; a client that shuts its window and asks for 1,000 answers of 1 MiB grows the server ~10 MiB instead of 1.5 GiB. At least --stream-buffer-bytes + 64KiB (one Watch's batch fits); 0 = no limit." },
+  { flag: "stall-timeout", kind: "int", defaultValue: "30000", help: "Milliseconds an answer on our HTTP/2 engine may wait on a flow-control window the client keeps at zero before its stream is reset (ENHANCE_YOUR_CALM, RESOURCE_EXHAUSTED); a connection whose every stream waits so is closed with GOAWAY (0 = never)." },
   { flag: "request-header-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds a new connection has to complete its TLS handshake and the headers of its first request (HTTP/1.1: of every request); slower connections are closed." },
   { flag: "idle-timeout", kind: "int", defaultValue: "300000", help: "Milliseconds an HTTP/2 connection may stay without an open stream before it is closed with GOAWAY (0 = never); streams such as Watch keep it open." },
   { flag: "shutdown-timeout", kind: "int", defaultValue: "10000", help: "Milliseconds to finish in-flight calls after the drain period before closing connections." },
@@ -216,6 +222,12 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
   }
   const maxHeaderBytes = bytes("max-header-bytes");
   if (maxHeaderBytes < 1024) throw new ConfigError(`${what("max-header-bytes")}: give at least 1KiB`);
+  // A Watch holds at most a batch of --stream-buffer-bytes and 16 KiB more on its connection: one alone must not fill the budget.
+  const maxConnectionMemory = bytes("max-connection-memory");
+  const streamBufferBytes = Math.max(1024, bytes("stream-buffer-bytes"));
+  if (maxConnectionMemory !== 0 && maxConnectionMemory < streamBufferBytes + 64 * 1024) {
+    throw new ConfigError(`${what("max-connection-memory")}: give at least --stream-buffer-bytes + 64KiB (${streamBufferBytes + 64 * 1024} bytes), or 0 for no limit: one Watch's buffer must fit in it`);
+  }
   const coordinator = oneOf(raw("coordinator"), ["static", "etcd", "kubernetes"] as const, what("coordinator"));
   const group = raw("group");
   if (!/^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$/.test(group)) {
@@ -247,13 +259,15 @@ export function resolveConfig(flags: Readonly<Record<string, string | undefined>
     maxConnections: int("max-connections"),
     maxConcurrentStreams: Math.max(1, int("max-concurrent-streams")),
     maxHeaderBytes,
+    maxConnectionMemory,
+    stallTimeoutMs: int("stall-timeout"),
     requestHeaderTimeoutMs: Math.max(100, int("request-header-timeout")),
     idleTimeoutMs: int("idle-timeout"),
     shutdownTimeoutMs: int("shutdown-timeout"),
     changeLogEvents: Math.max(1, int("change-log-events")),
     changeLogBytes: bytes("change-log-bytes"),
     maxStreams: int("max-streams"),
-    streamBufferBytes: Math.max(1024, bytes("stream-buffer-bytes")),
+    streamBufferBytes,
     maxTrackKeys: Math.max(1, int("max-track-keys")),
     keepaliveIntervalMs: Math.max(100, int("keepalive-interval")),
     keepaliveTimeoutMs: Math.max(100, int("keepalive-timeout")),

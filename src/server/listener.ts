@@ -35,6 +35,9 @@ export interface ListenOptions {
   readonly maxConcurrentStreams?: number;
   /** Largest request header block (HTTP/1.1 431; HTTP/2 stream reset with ENHANCE_YOUR_CALM). */
   readonly maxHeaderBytes?: number;
+  /** Our HTTP/2 engine: a connection's memory budget (0 = none), and how long an answer may wait on a window the client keeps shut (0 = forever). */
+  readonly maxConnectionMemory?: number;
+  readonly stallTimeoutMs?: number;
   /** A connection must finish its TLS handshake and the headers of its first request this fast (HTTP/1.1: of every request). */
   readonly requestHeaderTimeoutMs?: number;
   /** An HTTP/2 connection without open streams this long is closed with GOAWAY (0 = never). */
@@ -147,7 +150,12 @@ export async function listen(connectHandler: NodeHandlerFn, options: ListenOptio
     engine === undefined
       ? undefined
       : (socket: net.Socket) => {
-          const connection = new H2Connection(socket, { maxConcurrentStreams: h2Options.settings.maxConcurrentStreams, maxHeaderListSize: maxHeaderBytes });
+          const connection = new H2Connection(socket, {
+            maxConcurrentStreams: h2Options.settings.maxConcurrentStreams,
+            maxHeaderListSize: maxHeaderBytes,
+            maxConnectionMemory: options.maxConnectionMemory === 0 ? Infinity : options.maxConnectionMemory,
+            stallTimeoutMs: options.stallTimeoutMs,
+          });
           connection.on("stream", (stream: H2Stream, headers: HeaderMap) => {
             if (options.fastStream?.(stream, headers as http2.IncomingHttpHeaders) === true) return;
             engine(stream, headers);

@@ -14,7 +14,16 @@ export interface H2ConnectionOptions {
   readonly maxConcurrentStreams: number;
   /** SETTINGS_MAX_HEADER_LIST_SIZE: a request whose headers are larger is reset (ENHANCE_YOUR_CALM). */
   readonly maxHeaderListSize: number;
+  /** The connection's memory budget (`memory`): over it, new streams wait or are refused. DEFAULT_CONNECTION_MEMORY if not given. */
+  readonly maxConnectionMemory?: number;
+  /** How long a stream's DATA may wait on a window the client keeps shut before the stream is reset. DEFAULT_STALL_TIMEOUT_MS if not given. */
+  readonly stallTimeoutMs?: number;
 }
+
+/** The default of --max-connection-memory (config.ts says why). */
+export const DEFAULT_CONNECTION_MEMORY = 4 * 1024 * 1024;
+/** The default of --stall-timeout. */
+export const DEFAULT_STALL_TIMEOUT_MS = 30_000;
 
 /** The connection's receive window: what all its streams together may have unread. */
 const CONNECTION_WINDOW = 1024 * 1024;
@@ -33,8 +42,27 @@ const HEADER_BLOCK_SLACK = 16 * 1024;
 const LINGER_MS = 1000;
 /** How many of that rest's bytes it takes (and drops) meanwhile before it resets the stream. */
 const LINGER_BYTES = 1024 * 1024;
+/** Entries in one SETTINGS frame: more is a flood (nghttp2's limit, and node's), each entry work for us. */
+const MAX_SETTINGS_ENTRIES = 32;
 /** How long a connection that ended keeps its socket for what it wrote last (GOAWAY) to reach the peer, reading nothing. */
 const SOCKET_LINGER_MS = 1000;
+/**
+ * New streams one socket read may start, beyond one for each stream that
+ * closed since the previous read, before parsing stops until the next turn
+ * of the event loop: their calls answer meanwhile, so the budget sees what
+ * they queued before more are let in (1,000 Gets of 1 MiB in one read would
+ * otherwise all start, and all answer, before any is counted). A client that
+ * keeps N calls in flight replaces the N that closed: it never waits.
+ */
+const STREAMS_PER_READ = 4;
+/** Input waiting while parsing stops beyond which the socket is paused too (reads are 64 KiB at most). */
+const HELD_INPUT_BYTES = 64 * 1024;
+/** Refusals over the budget with ENHANCE_YOUR_CALM after which the connection ends (node:http2's maxSessionRejectedStreams is 100). */
+const MAX_CALM_REFUSALS = 100;
+/** How long a connection may stay over its budget with nothing going out, once it refused a stream, before it is closed. */
+const OVER_BUDGET_PATIENCE_MS = 2000;
+/** A connection that sent DATA this recently drains: over its budget, its new streams wait (deferred) rather than being refused. */
+const DRAINING_MS = 1000;
 
 class ConnectionError extends Error {
   constructor(
@@ -67,6 +95,14 @@ export class H2Connection extends EventEmitter implements StreamHost {
   private partial: Buffer | undefined;
   private partialFill = 0;
   private readonly onSocketData = (chunk: Buffer): void => this.onData(chunk);
+  /** Socket reads waiting while parsing stops for a turn (STREAMS_PER_READ), oldest first, and their bytes. */
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  private resumeScheduled = false;
+  private socketPaused = false;
+  /** New streams the socket read being parsed may still start (STREAMS_PER_READ), and streams closed since the last read began. */
+  private allowance = 0;
+  private closedSinceRead = 0;
   private prefaceSeen = false;
   private lastStreamId = 0;
   /** Streams no longer open that frames may still name (recently reset, skipped ids): see validate.ts. */
@@ -94,11 +130,37 @@ export class H2Connection extends EventEmitter implements StreamHost {
   private isDestroyed = false;
   private isClosing = false;
 
+  // The memory budget (see `memory`) and the stall timeout.
+  private readonly budget: number;
+  private readonly stallTimeoutMs: number;
+  /** Response bytes queued on the streams and not yet framed; request bytes received and not yet read (kept by the streams). */
+  queuedBytes = 0;
+  unreadBytes = 0;
+  /** Response DATA bytes framed so far, and flushes so far: whether the connection drains. */
+  private sentBytes = 0;
+  private flushes = 0;
+  /** sentBytes when an admission over the budget last saw it grow, and Date.now() then (`draining`). */
+  private drainMark = 0;
+  private drainMarkAt = 0;
+  /** Streams admitted over the budget on a draining connection, not yet handed to their handler (`startDeferred`), and their header bytes. */
+  private deferred: { readonly stream: H2Stream; readonly headers: HeaderMap; readonly size: number }[] = [];
+  private deferredBytes = 0;
+  /** Over the budget: the flush count and sentBytes at the first refusal since the connection last drained (-1: none), and the ENHANCE_YOUR_CALM refusals since. */
+  private refusingSince = -1;
+  private refusingSent = 0;
+  private refusingAt = 0;
+  private calmRefusals = 0;
+  /** The timer of `check`, and when it fires (Date.now() time). */
+  private checkTimer: NodeJS.Timeout | undefined;
+  private checkAt = 0;
+
   constructor(
     readonly socket: Socket,
     private readonly options: H2ConnectionOptions,
   ) {
     super();
+    this.budget = options.maxConnectionMemory ?? DEFAULT_CONNECTION_MEMORY;
+    this.stallTimeoutMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
     socket.setNoDelay(true);
     this.queueFrame(FrameType.SETTINGS, 0, 0, settingsPayload([
       [Setting.MAX_CONCURRENT_STREAMS, options.maxConcurrentStreams],
@@ -126,6 +188,25 @@ export class H2Connection extends EventEmitter implements StreamHost {
     return this.streams.size;
   }
 
+  /**
+   * What the connection holds, as its budget counts it: response bytes its
+   * streams have queued and not yet framed (the client's windows shut, or the
+   * socket full), frames not yet written and bytes the socket has not handed
+   * to the kernel, request bytes received and not yet read, a header block
+   * being put together, the header blocks of deferred streams, and input not
+   * yet parsed. Over the budget, new streams wait (`defer`) or are refused
+   * (`refuseOverBudget`); a stream whose DATA waits on a shut window is reset
+   * after the stall timeout (`check`). docs/ARCHITECTURE.md tells the whole.
+   */
+  get memory(): number {
+    return this.outputBytes + this.unreadBytes + this.deferredBytes + (this.continuing?.bytes ?? 0) + (this.partial?.length ?? 0) + this.heldBytes;
+  }
+
+  /** The part of `memory` that the client's reading drains: response bytes queued, framed, or in the socket. */
+  private get outputBytes(): number {
+    return this.queuedBytes + this.out.bytes + this.socket.writableLength;
+  }
+
   /** Graceful close: GOAWAY, then the connection ends when its open streams have. */
   close(): void {
     if (this.isClosing || this.isDestroyed) return;
@@ -140,6 +221,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
     if (this.isDestroyed) return;
     this.isDestroyed = true;
     this.isClosing = true;
+    clearTimeout(this.checkTimer);
     for (const stream of this.streams.values()) stream.markClosed(ErrorCode.CANCEL);
     this.streams.clear();
     for (const ping of this.pings) ping.callback(new Error("connection closed"));
@@ -167,6 +249,9 @@ export class H2Connection extends EventEmitter implements StreamHost {
    */
   private onData(chunk: Buffer): void {
     if (this.isDestroyed) return;
+    if (this.resumeScheduled) return this.hold(chunk, false);
+    this.allowance = STREAMS_PER_READ + this.closedSinceRead;
+    this.closedSinceRead = 0;
     let pos = 0;
     try {
       if (this.partial !== undefined) {
@@ -191,6 +276,10 @@ export class H2Connection extends EventEmitter implements StreamHost {
           this.startPartial(chunk, pos, FRAME_HEADER_BYTES + length);
           break;
         }
+        if (chunk[pos + 3] === FrameType.HEADERS && this.allowance <= 0) {
+          this.hold(chunk.subarray(pos), true);
+          break;
+        }
         this.frameAt(chunk, pos, length);
         pos += FRAME_HEADER_BYTES + length;
       }
@@ -206,6 +295,39 @@ export class H2Connection extends EventEmitter implements StreamHost {
     }
     this.schedule();
   }
+
+  /**
+   * Input that waits for the next turn: the rest of the read being parsed
+   * (`first`: it goes before reads held since), or a read that came
+   * meanwhile. Past HELD_INPUT_BYTES the socket is paused until `resume`.
+   */
+  private hold(chunk: Buffer, first: boolean): void {
+    if (first) this.held.unshift(chunk);
+    else this.held.push(chunk);
+    this.heldBytes += chunk.length;
+    if (!this.resumeScheduled) {
+      this.resumeScheduled = true;
+      this.schedule(); // the flush of what the streams started so far answer goes first
+      setImmediate(this.resume);
+    }
+    if (this.heldBytes >= HELD_INPUT_BYTES && !this.socketPaused) {
+      this.socketPaused = true;
+      this.socket.pause();
+    }
+  }
+
+  private readonly resume = (): void => {
+    this.resumeScheduled = false;
+    while (this.held.length > 0 && !this.resumeScheduled && !this.isDestroyed) {
+      const chunk = this.held.shift()!;
+      this.heldBytes -= chunk.length;
+      this.onData(chunk);
+    }
+    if (this.socketPaused && !this.resumeScheduled && !this.isDestroyed) {
+      this.socketPaused = false;
+      this.socket.resume();
+    }
+  };
 
   /** Copies the start of `chunk` into the partial frame and, once that is whole, handles it; returns how many bytes of `chunk` it took. */
   private fillPartial(chunk: Buffer): number {
@@ -397,6 +519,11 @@ export class H2Connection extends EventEmitter implements StreamHost {
     if (this.goawayId !== undefined) return;
     if (listSize > this.options.maxHeaderListSize) return this.refuse(id, ErrorCode.ENHANCE_YOUR_CALM);
     if (this.streams.size >= this.options.maxConcurrentStreams) return this.refuse(id, ErrorCode.REFUSED_STREAM);
+    // Over the budget: a connection that drains defers the stream (while the deferred streams and request bodies fit in the budget), one that does not refuses it.
+    const defer = this.memory > this.budget;
+    if (defer && (!this.draining() || this.deferredBytes + this.unreadBytes > this.budget)) return this.refuseOverBudget(id);
+    this.refusingSince = -1;
+    this.allowance--;
     const malformed = checkRequest(headers, flags, this.decoder.fieldState);
     if (malformed !== undefined) return this.refuse(id, malformed.code);
     const length = headers["content-length"];
@@ -406,6 +533,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
     // Known before the handler runs: one that answers at once ends the stream, with no reset after.
     if (flags & Flag.END_STREAM) stream.remoteEnded = true;
     this.streams.add(stream);
+    if (defer) return this.defer(stream, headers, listSize, flags);
     try {
       this.emit("stream", stream, headers);
     } catch (e) {
@@ -419,18 +547,17 @@ export class H2Connection extends EventEmitter implements StreamHost {
 
   private onSettings(flags: number, id: number, payload: Buffer): void {
     if (flags & Flag.ACK) return; // its shape: checkFrame
+    if (payload.length > MAX_SETTINGS_ENTRIES * 6) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, `SETTINGS of ${payload.length / 6} entries`);
+    // INITIAL_WINDOW_SIZE: the last value, and the largest (a stream window over 2^31-1 on the way is an error too), applied once.
+    let initialWindow = -1;
+    let largestWindow = -1;
     for (let p = 0; p < payload.length; p += 6) {
       const key = payload.readUInt16BE(p);
       const value = payload.readUInt32BE(p + 2);
       if (key === Setting.INITIAL_WINDOW_SIZE) {
         if (value > MAX_WINDOW) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large");
-        const delta = value - this.peerInitialWindow;
-        this.peerInitialWindow = value;
-        for (const stream of this.streams.values()) {
-          stream.sendWindow += delta;
-          if (stream.sendWindow > MAX_WINDOW) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "a stream window over 2^31-1");
-          if (stream.outgoing.length > 0 || stream.ending) this.sending.add(stream);
-        }
+        initialWindow = value;
+        largestWindow = Math.max(largestWindow, value);
       } else if (key === Setting.MAX_FRAME_SIZE) {
         if (value < DEFAULT_MAX_FRAME || value > 0xff_ffff) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range");
         this.peerMaxFrame = value;
@@ -439,8 +566,27 @@ export class H2Connection extends EventEmitter implements StreamHost {
       }
       // HEADER_TABLE_SIZE: our encoder never uses the dynamic table. The rest only bound what we push or send, which is little.
     }
+    if (initialWindow >= 0) this.setInitialWindow(initialWindow, largestWindow);
     this.control();
     this.queueFrame(FrameType.SETTINGS, Flag.ACK, 0);
+  }
+
+  /**
+   * A new SETTINGS_INITIAL_WINDOW_SIZE: every stream's window moves by the
+   * difference (6.9.2). Once per SETTINGS frame, however many of its entries
+   * name it: each walk visits every open stream. The entries in between
+   * count only for the bound: `largest` is how far a window went on the way.
+   */
+  private setInitialWindow(value: number, largest: number): void {
+    const delta = value - this.peerInitialWindow;
+    const highest = largest - this.peerInitialWindow;
+    this.peerInitialWindow = value;
+    if (delta === 0 && highest <= 0) return;
+    for (const stream of this.streams.values()) {
+      if (stream.sendWindow + highest > MAX_WINDOW) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "a stream window over 2^31-1");
+      stream.sendWindow += delta;
+      if (stream.outgoing.length > 0 || stream.ending) this.sending.add(stream);
+    }
   }
 
   private onWindowUpdate(id: number, payload: Buffer): void {
@@ -459,6 +605,122 @@ export class H2Connection extends EventEmitter implements StreamHost {
     if (stream.sendWindow > MAX_WINDOW) return this.resetForClient(stream, ErrorCode.FLOW_CONTROL_ERROR);
     if (stream.outgoing.length > 0) this.sending.add(stream);
   }
+
+  /**
+   * A new stream while the connection holds more than its budget is refused:
+   * REFUSED_STREAM (the client may retry it, there or elsewhere) while the
+   * client cannot have seen a refusal yet (streams of the same burst: no
+   * flush since the first) or while the connection drains (DATA went out
+   * since the last refusal). Once a flush has passed with nothing going out,
+   * the client is opening streams on a connection it does not read:
+   * ENHANCE_YOUR_CALM, and past MAX_CALM_REFUSALS of those, GOAWAY. Over
+   * the budget with nothing going out for OVER_BUDGET_PATIENCE_MS after the
+   * first refusal, GOAWAY too (`check`).
+   */
+  private refuseOverBudget(id: number): void {
+    if (this.refusingSince < 0 || this.sentBytes !== this.refusingSent) {
+      this.refusingSince = this.flushes;
+      this.refusingSent = this.sentBytes;
+      this.refusingAt = Date.now();
+      this.calmRefusals = 0;
+      this.checkBy(this.refusingAt + OVER_BUDGET_PATIENCE_MS);
+    }
+    if (this.flushes === this.refusingSince) return this.refuse(id, ErrorCode.REFUSED_STREAM);
+    if (++this.calmRefusals > MAX_CALM_REFUSALS) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "over its memory budget, not read, and still opening streams");
+    this.refuse(id, ErrorCode.ENHANCE_YOUR_CALM);
+  }
+
+  /** Whether DATA went out in the last DRAINING_MS, as far as admissions over the budget saw (no clock read on the way of a call under it). */
+  private draining(): boolean {
+    const now = Date.now();
+    if (this.sentBytes !== this.drainMark) {
+      this.drainMark = this.sentBytes;
+      this.drainMarkAt = now;
+    }
+    return this.drainMarkAt > 0 && now - this.drainMarkAt <= DRAINING_MS;
+  }
+
+  /** A new stream on a connection over its budget that drains: it starts once what the others queued fits the budget again (`startDeferred`). */
+  private defer(stream: H2Stream, headers: HeaderMap, size: number, flags: number): void {
+    stream.deferred = true;
+    this.deferred.push({ stream, headers, size });
+    this.deferredBytes += size;
+    if (flags & Flag.END_STREAM) stream.receiveEnd();
+  }
+
+  /** Hands deferred streams to their handler, STREAMS_PER_READ a turn, while the output of the others is within the budget. */
+  private startDeferred(): void {
+    for (let n = STREAMS_PER_READ; n > 0 && this.deferred.length > 0 && this.outputBytes <= this.budget && !this.isDestroyed; ) {
+      const { stream, headers, size } = this.deferred.shift()!;
+      this.deferredBytes -= size;
+      if (stream.closed) continue; // reset by the client meanwhile
+      n--;
+      try {
+        this.emit("stream", stream, headers);
+      } catch (e) {
+        logLine("error", "http/2 stream handler failed", { error: e instanceof Error ? e.message : String(e) });
+        this.reset(stream, ErrorCode.INTERNAL_ERROR);
+        continue;
+      }
+      if (!stream.closed) stream.undefer();
+    }
+    // More next turn (the flush of what these answer comes first); else the next flush, as the client reads, calls again.
+    if (this.deferred.length > 0 && this.outputBytes <= this.budget) this.schedule();
+  }
+
+  /** A stream's DATA found the client's window shut: it is reset if the window stays shut for the stall timeout (`check`). */
+  private stalled(stream: H2Stream): void {
+    stream.stalledAt = Date.now();
+    if (this.stallTimeoutMs > 0) this.checkBy(stream.stalledAt + this.stallTimeoutMs);
+  }
+
+  /** Runs `check` at `at` (Date.now() time) at the latest. */
+  private checkBy(at: number): void {
+    if (this.checkTimer !== undefined) {
+      if (this.checkAt <= at) return;
+      clearTimeout(this.checkTimer);
+    }
+    this.checkAt = at;
+    this.checkTimer = setTimeout(this.check, Math.max(0, at - Date.now())).unref();
+  }
+
+  /**
+   * The timed limits. Streams whose DATA has waited on a shut window (the
+   * stream's or the connection's) for the stall timeout are reset
+   * (ENHANCE_YOUR_CALM: gRPC clients see RESOURCE_EXHAUSTED); when every
+   * open stream is one (or deferred behind them), the connection is closed
+   * (GOAWAY ENHANCE_YOUR_CALM), as it is when it stayed over its budget with
+   * nothing going out for OVER_BUDGET_PATIENCE_MS since it refused a stream.
+   */
+  private readonly check = (): void => {
+    this.checkTimer = undefined;
+    if (this.isDestroyed) return;
+    const now = Date.now();
+    let next = Infinity;
+    if (this.refusingSince >= 0) {
+      if (this.memory <= this.budget) this.refusingSince = -1;
+      else if (this.sentBytes === this.refusingSent) {
+        if (now - this.refusingAt >= OVER_BUDGET_PATIENCE_MS) return this.fail(ErrorCode.ENHANCE_YOUR_CALM);
+        next = this.refusingAt + OVER_BUDGET_PATIENCE_MS;
+      }
+    }
+    const expired: H2Stream[] = [];
+    let waiting = 0; // deferred streams: they wait for the stalled ones
+    for (const stream of this.streams.values()) {
+      if (stream.deferred) waiting++;
+      if (stream.stalledAt === 0) continue;
+      if (stream.outgoing.length === 0 || Math.min(stream.sendWindow, this.sendWindow) > 0) {
+        stream.stalledAt = 0; // a window opened since (what it has queued waits for the socket, if anything)
+        continue;
+      }
+      if (this.stallTimeoutMs === 0) continue;
+      if (now - stream.stalledAt >= this.stallTimeoutMs) expired.push(stream);
+      else next = Math.min(next, stream.stalledAt + this.stallTimeoutMs);
+    }
+    if (expired.length > 0 && expired.length + waiting === this.streams.size) return this.fail(ErrorCode.ENHANCE_YOUR_CALM);
+    for (const stream of expired) this.reset(stream, ErrorCode.ENHANCE_YOUR_CALM);
+    if (next < Infinity) this.checkBy(next);
+  };
 
   /**
    * Opening streams and resetting them at once makes us start calls the client
@@ -588,6 +850,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
   private flush(): void {
     this.flushScheduled = false;
     if (this.isDestroyed) return;
+    this.flushes++;
     try {
       const callbacks: ((err?: Error | null) => void)[] = [];
       this.frameData(callbacks);
@@ -605,6 +868,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
       } else {
         done?.(null);
       }
+      if (this.deferred.length > 0) this.startDeferred();
       this.endIfIdle();
     } catch (e) {
       // A stream's listener (drain, wantTrailers, finish) that threw: this connection ends, the process serves on.
@@ -624,7 +888,10 @@ export class H2Connection extends EventEmitter implements StreamHost {
         if (this.socket.writableLength + this.out.bytes > SOCKET_HIGH_WATER) return false; // socket "drain" schedules the rest
         const chunk = stream.outgoing[0];
         const room = Math.min(stream.sendWindow, this.sendWindow, this.peerMaxFrame);
-        if (chunk.data.length > 0 && room <= 0) break;
+        if (chunk.data.length > 0 && room <= 0) {
+          if (stream.stalledAt === 0) this.stalled(stream);
+          break;
+        }
         const n = Math.max(0, Math.min(room, chunk.data.length)); // a window can be negative (SETTINGS lowered it)
         const last = n === chunk.data.length;
         const endNow = last && stream.outgoing.length === 1 && stream.ending && !stream.endsWithTrailers;
@@ -633,6 +900,9 @@ export class H2Connection extends EventEmitter implements StreamHost {
           stream.sendWindow -= n;
           this.sendWindow -= n;
           stream.outgoingBytes -= n;
+          this.queuedBytes -= n;
+          this.sentBytes += n;
+          stream.stalledAt = 0;
         }
         if (!last) {
           chunk.data = chunk.data.subarray(n);
@@ -692,6 +962,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
   }
 
   private forget(stream: H2Stream, code: number | undefined): void {
+    this.closedSinceRead++;
     this.streams.delete(stream.id);
     this.sending.delete(stream);
     stream.markClosed(code);
@@ -707,6 +978,7 @@ export class H2Connection extends EventEmitter implements StreamHost {
     if (!(this.isClosing || this.peerGoneAway) || this.streams.size > 0 || this.isDestroyed) return;
     if (this.flushScheduled || this.out.bytes > 0) return; // flush() calls again
     this.isDestroyed = true;
+    clearTimeout(this.checkTimer);
     for (const ping of this.pings) ping.callback(new Error("connection closed"));
     this.pings = [];
     this.endSocket();
@@ -731,6 +1003,11 @@ export class H2Connection extends EventEmitter implements StreamHost {
     this.socket.off("data", this.onSocketData);
     this.socket.pause();
     this.partial = undefined;
+    this.held = [];
+    this.heldBytes = 0;
+    this.deferred = [];
+    this.deferredBytes = 0;
+    clearTimeout(this.checkTimer);
     this.goawayId = this.lastStreamId;
     this.queueFrame(FrameType.GOAWAY, 0, 0, Buffer.concat([u32(this.lastStreamId), u32(code)]));
     for (const chunk of this.out.take()) this.socket.write(chunk);

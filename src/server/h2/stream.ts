@@ -6,6 +6,9 @@ import { DEFAULT_WINDOW, ErrorCode } from "./frames.js";
 /** What a stream asks of its connection. */
 export interface StreamHost {
   readonly socket: Socket;
+  /** Response bytes its streams have queued and not yet framed, and request bytes received and not yet read: the connection's memory budget counts both. */
+  queuedBytes: number;
+  unreadBytes: number;
   /** Frames a HEADERS block for the stream (after anything it has queued). */
   sendHeaders(stream: H2Stream, status: number | undefined, headers: OutgoingHttpHeaders, endStream: boolean): void;
   /** The stream has DATA (or its end) queued: frame it as windows allow. */
@@ -53,6 +56,10 @@ export class H2Stream extends EventEmitter {
   outgoingBytes = 0;
   /** In its connection's SendQueue. */
   sendQueued = false;
+  /** Date.now() when its queued DATA found the peer's window (the stream's or the connection's) shut; 0 while it is not waiting for one. */
+  stalledAt = 0;
+  /** Not yet handed to its handler (its connection was over its memory budget): what arrives waits for `undefer`. */
+  deferred = false;
   /** Set by end(): frame END_STREAM (or the trailers) once `outgoing` is empty. */
   ending = false;
   private waitForTrailers = false;
@@ -96,19 +103,20 @@ export class H2Stream extends EventEmitter {
 
   /** DATA from the client. */
   receive(chunk: Buffer): void {
-    if (this.listenerCount("data") > 0 && this.inbox.length === 0) {
+    if (!this.deferred && this.listenerCount("data") > 0 && this.inbox.length === 0) {
       this.host.consumed(this, chunk.length);
       this.emit("data", chunk);
       return;
     }
     this.inbox.push(chunk);
+    this.host.unreadBytes += chunk.length;
     this.reader?.();
   }
 
   /** The client's END_STREAM. */
   receiveEnd(): void {
     this.remoteEnded = true;
-    if (this.inbox.length > 0 || this.reader !== undefined) {
+    if (this.deferred || this.inbox.length > 0 || this.reader !== undefined) {
       this.endPending = true;
       this.reader?.();
       return;
@@ -122,6 +130,7 @@ export class H2Stream extends EventEmitter {
     for (;;) {
       const chunk = this.inbox.shift();
       if (chunk !== undefined) {
+        this.host.unreadBytes -= chunk.length;
         this.host.consumed(this, chunk.length);
         yield chunk;
         continue;
@@ -138,6 +147,24 @@ export class H2Stream extends EventEmitter {
       if (this.isClosed) throw new Error(`the request stream was reset (code ${this.rstCode ?? 0}) before it ended`);
       await new Promise<void>((resolve) => (this.reader = resolve));
       this.reader = undefined;
+    }
+  }
+
+  /** A deferred stream was handed to its handler: what arrived meanwhile goes to its `data` listeners (or waits for read()), then its end. */
+  undefer(): void {
+    this.deferred = false;
+    if (this.listenerCount("data") > 0) {
+      while (this.inbox.length > 0 && !this.isClosed) {
+        const chunk = this.inbox.shift()!;
+        this.host.unreadBytes -= chunk.length;
+        this.host.consumed(this, chunk.length);
+        this.emit("data", chunk);
+      }
+    }
+    if (this.endPending && this.inbox.length === 0 && this.reader === undefined && !this.isClosed) {
+      this.endPending = false;
+      this.emit("end");
+      this.closeIfDone();
     }
   }
 
@@ -164,6 +191,7 @@ export class H2Stream extends EventEmitter {
     if (buf.length > 0 || callback !== undefined) {
       this.outgoing.push({ data: buf, callback });
       this.outgoingBytes += buf.length;
+      this.host.queuedBytes += buf.length;
       this.host.wantsToSend(this);
     }
     const ok = this.outgoingBytes < WRITE_HIGH_WATER;
@@ -253,6 +281,7 @@ export class H2Stream extends EventEmitter {
     let unread = 0;
     for (const chunk of this.inbox) unread += chunk.length;
     this.inbox.length = 0;
+    this.host.unreadBytes -= unread;
     return unread;
   }
 
@@ -263,6 +292,7 @@ export class H2Stream extends EventEmitter {
     this.rstCode = code ?? ErrorCode.NO_ERROR;
     for (const chunk of this.outgoing) chunk.callback?.(new Error("stream closed"));
     this.outgoing.length = 0;
+    this.host.queuedBytes -= this.outgoingBytes;
     this.outgoingBytes = 0;
     clearTimeout(this.lingerTimer);
     // Request bytes nobody will read: the connection's window must not lose them.
