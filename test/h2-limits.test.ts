@@ -361,3 +361,50 @@ test("SETTINGS of more than 32 entries end the connection (ENHANCE_YOUR_CALM); 3
   assert.equal(client.dataBytes, 1000);
   client.socket.destroy();
 });
+
+test("header blocks over the limit: trailers reset the stream, a request is refused (ENHANCE_YOUR_CALM), decoding stops at the limit, and a client that keeps sending them loses its connection", async () => {
+  const client = await rawClient(server.port);
+  // A 3,900-byte field enters the dynamic table (index 62); each one-byte reference to it adds 3,937 bytes to a header list of at most 16 KiB.
+  const entry = Buffer.concat([Buffer.from([0x40]), hpackString("x-big"), hpackInt(3900, 7), Buffer.alloc(3900, 0x61)]);
+  const references = Buffer.alloc(16_000, 0xbe);
+  client.socket.write(
+    Buffer.concat([
+      PREFACE_AND_SETTINGS,
+      // Stream 1: a Get whose trailers are over the limit.
+      frame(1, 4, 1, Buffer.concat([grpcBlock(GET), entry])),
+      frame(0, 0, 1, grpcMessage(toBinary(GetRequestSchema, create(GetRequestSchema, { key: "small" })))),
+      frame(1, 5, 1, references),
+    ]),
+  );
+  await waitFor("the reset of stream 1", () => client.resets().length > 0);
+  assert.deepEqual(client.resets(), [[1, NGHTTP2_ENHANCE_YOUR_CALM]]);
+  // Stream 3: over the limit, then a literal that enters the table (index 62, x-big moves to 63; both fit its 4,096 bytes): the table stays in step,
+  // as stream 5, whose :path is that entry, shows by being answered.
+  const pathEntry = Buffer.concat([hpackInt(4, 6, 0x40), hpackString(GET)]);
+  const getFromTable = Buffer.concat([Buffer.from([0x83, 0x86]), hpackInt(1, 4), hpackString("localhost"), Buffer.from([0xbe]), hpackInt(31, 4), hpackString("application/grpc"), Buffer.from([0x00]), hpackString("te"), hpackString("trailers")]);
+  client.socket.write(
+    Buffer.concat([
+      frame(1, 5, 3, Buffer.concat([grpcBlock(GET), Buffer.alloc(8, 0xbe), pathEntry])),
+      frame(1, 4, 5, getFromTable),
+      frame(0, 1, 5, grpcMessage(toBinary(GetRequestSchema, create(GetRequestSchema, { key: "small" })))),
+    ]),
+  );
+  await waitFor("the answer on stream 5", () => client.frames.some((f) => f.type === 1 && f.id === 5 && (f.flags & 1) === 1));
+  assert.deepEqual(client.resets(), [
+    [1, NGHTTP2_ENHANCE_YOUR_CALM],
+    [3, NGHTTP2_ENHANCE_YOUR_CALM],
+  ]);
+  // Then 1,500 requests of 16,000 references to x-big each (63 MB of header values each, decoded whole before): each refused, and the connection cut off.
+  const requests = Array.from({ length: 1500 }, (_, i) => frame(1, 5, 7 + 2 * i, Buffer.concat([grpcBlock(GET), Buffer.alloc(16_000, 0xbf)])));
+  client.socket.write(Buffer.concat(requests));
+  await waitFor("the GOAWAY", () => client.goawayCode() !== undefined);
+  assert.equal(client.goawayCode(), NGHTTP2_ENHANCE_YOUR_CALM);
+  const refused = client.resets().slice(2);
+  assert.ok(refused.length > 500 && refused.length < 1500, `requests refused before the GOAWAY: ${refused.length}`);
+  assert.ok(
+    refused.every(([, code]) => code === NGHTTP2_ENHANCE_YOUR_CALM),
+    "every oversized request is refused with ENHANCE_YOUR_CALM",
+  );
+  client.socket.destroy();
+  assert.equal(await probeGet(server, "small"), 5);
+});

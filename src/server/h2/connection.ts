@@ -501,11 +501,15 @@ export class H2Connection extends EventEmitter implements StreamHost {
     const existing = this.streams.get(id);
     // Always decoded, even for a stream we refuse: the table must stay in step with the client's. Fields are checked as they come (validate.ts).
     this.decoder.fieldState = existing === undefined ? REQUEST_FIELDS : TRAILER_FIELDS;
-    const listSize = this.decoder.decode(block, 0, block.length, headers);
+    // Decoding stops at the header list limit (the rest is only read, for the table's sake).
+    const listSize = this.decoder.decode(block, 0, block.length, headers, this.options.maxHeaderListSize);
+    const oversized = listSize > this.options.maxHeaderListSize;
     // Trailers, a new request, or a block on a stream that is not open (one we reset recently: ignored; else STREAM_CLOSED, or PROTOCOL_ERROR for an id the client skipped).
     const verdict = checkHeaders(this.stateOf(id, existing), flags, this.decoder.fieldState);
     if (verdict !== undefined) return verdict === IGNORE ? undefined : this.onBroken(id, verdict);
     if (existing !== undefined) {
+      // Trailers over the header list limit reset the stream (ENHANCE_YOUR_CALM), as nghttp2 does.
+      if (oversized) return this.resetForClient(existing, ErrorCode.ENHANCE_YOUR_CALM);
       // Trailers: they end the stream, which a body shorter than its content-length makes malformed (8.1.1); their fields are not used.
       if (existing.declaredLength !== undefined && existing.receivedBytes !== existing.declaredLength) return this.resetForClient(existing, ErrorCode.PROTOCOL_ERROR);
       existing.receiveEnd();
@@ -517,7 +521,11 @@ export class H2Connection extends EventEmitter implements StreamHost {
     this.lastStreamId = id;
     // After our GOAWAY, new streams are ignored: the client retries them elsewhere.
     if (this.goawayId !== undefined) return;
-    if (listSize > this.options.maxHeaderListSize) return this.refuse(id, ErrorCode.ENHANCE_YOUR_CALM);
+    if (oversized) {
+      // Each cost us a decode up to the limit: counted with the client's resets, so a client that keeps sending them is cut off.
+      this.limitResets();
+      return this.refuse(id, ErrorCode.ENHANCE_YOUR_CALM);
+    }
     if (this.streams.size >= this.options.maxConcurrentStreams) return this.refuse(id, ErrorCode.REFUSED_STREAM);
     // Over the budget: a connection that drains defers the stream (while the deferred streams and request bodies fit in the budget), one that does not refuses it.
     const defer = this.memory > this.budget;

@@ -41,7 +41,8 @@ const EOS = 256;
 const HUFFMAN_CACHE_MAX = 256;
 const HUFFMAN_CACHE_LONGEST = 128;
 
-function huffmanDecode(buf: Uint8Array, start: number, end: number): string {
+/** A Huffman string's text; with `keep` false, only checked (a string nothing will read: see HpackDecoder.skip). */
+function huffmanDecode(buf: Uint8Array, start: number, end: number, keep = true): string {
   let n = 0;
   let out = "";
   // Bits since the last symbol, and whether all were ones: the padding rule (5.2).
@@ -58,7 +59,7 @@ function huffmanDecode(buf: Uint8Array, start: number, end: number): string {
       const sym = SYMBOL[n];
       if (sym >= 0) {
         if (sym === EOS) throw new HpackError("EOS in a Huffman string");
-        out += String.fromCharCode(sym);
+        if (keep) out += String.fromCharCode(sym);
         n = 0;
         pending = 0;
         allOnes = true;
@@ -99,11 +100,12 @@ export class HpackDecoder {
 
   /**
    * Decodes one complete header block into `out`. Returns the block's size
-   * as RFC 7540 6.5.2 counts it (SETTINGS_MAX_HEADER_LIST_SIZE); the caller
-   * decides what is too large, after the whole block is decoded, so that the
-   * dynamic table stays in step with the client's.
+   * as RFC 7540 6.5.2 counts it (SETTINGS_MAX_HEADER_LIST_SIZE). Once that
+   * passes `limit`, the rest of the block is only read (`skip`): the dynamic
+   * table stays in step with the client's, no more fields are made, and the
+   * size returned is over the limit (the caller refuses the block).
    */
-  decode(buf: Uint8Array, start: number, end: number, out: HeaderMap): number {
+  decode(buf: Uint8Array, start: number, end: number, out: HeaderMap, limit = Infinity): number {
     let pos = start;
     let listSize = 0;
     let fields = 0;
@@ -154,11 +156,70 @@ export class HpackDecoder {
       }
       fields++;
       listSize += name.length + value.length + ENTRY_OVERHEAD;
+      if (listSize > limit) return this.skip(buf, pos, end, listSize);
       // In the order the fields came: a header map keeps one :method of two (8.3).
       this.fieldState = checkField(this.fieldState, name, fault);
       addHeader(out, name, value);
     }
     return listSize;
+  }
+
+  /**
+   * The rest of a block past the header list limit (an attacker's block of
+   * thousands of one-byte references to a 4 KiB entry decoded to megabytes).
+   * Only what keeps the dynamic table in step with the client's is decoded:
+   * a literal with incremental indexing, entered as `decode` would. An
+   * indexed field costs its index check; any other literal, its length (and
+   * its Huffman code's check: a block nghttp2 cannot decode stays an error).
+   */
+  private skip(buf: Uint8Array, pos: number, end: number, listSize: number): number {
+    while (pos < end) {
+      const b = buf[pos];
+      if (b & 0x80) {
+        const index = this.readInt(buf, pos, end, 7);
+        pos = this.next;
+        if (index === 0) throw new HpackError("index 0");
+        if (index > STATIC_TABLE.length) this.dynamicSlot(index);
+        continue;
+      }
+      // Table size updates may only come first (4.2), and a field came.
+      if ((b & 0xe0) === 0x20) throw new HpackError("table size update after a field");
+      const indexing = (b & 0xc0) === 0x40;
+      const index = this.readInt(buf, pos, end, indexing ? 6 : 4);
+      pos = this.next;
+      if (!indexing) {
+        if (index === 0) pos = this.skipString(buf, pos, end);
+        else this.nameAt(index);
+        pos = this.skipString(buf, pos, end);
+        continue;
+      }
+      let name: string;
+      let fault = 0;
+      if (index === 0) {
+        name = this.readString(buf, pos, end);
+        pos = this.next;
+        fault = nameFault(name);
+      } else {
+        name = this.nameAt(index);
+        if (index > STATIC_TABLE.length) fault = nameFault(name);
+      }
+      const value = this.readString(buf, pos, end);
+      pos = this.next;
+      this.add(name, value, fault || this.stringFault);
+    }
+    return listSize;
+  }
+
+  /** Reads past a string nobody will use; returns where it ends. */
+  private skipString(buf: Uint8Array, pos: number, end: number): number {
+    if (pos >= end) throw new HpackError("truncated string");
+    const huffman = (buf[pos] & 0x80) !== 0;
+    const length = this.readInt(buf, pos, end, 7);
+    const from = this.next;
+    const to = from + length;
+    if (to > end) throw new HpackError("truncated string");
+    if (huffman) huffmanDecode(buf, from, to, false);
+    return to;
   }
 
   /** Where the last read ended (saves an allocation per integer or string). */
