@@ -3,7 +3,7 @@
  * the same server code on both (test/helpers/h2-fuzz.ts has the generator,
  * the client and the known differences: deliberate deviations and engine bugs not fixed yet).
  *
- *   npm run fuzz:h2 -- --cases N [--seed S] [--first I] [--concurrency C]
+ *   npm run fuzz:h2 -- --cases N [--seed S] [--first I] [--concurrency C] [--recycle-every K]
  *   npm run fuzz:h2 -- --seed S --case N        one case: its frames and both outcomes
  *
  * Exits 1 when a difference is not a known one (KNOWN_DIFFERENCES).
@@ -18,6 +18,7 @@ const { values } = parseArgs({
     first: { type: "string", default: "0" },
     case: { type: "string" },
     concurrency: { type: "string", default: "64" },
+    "recycle-every": { type: "string", default: "10000" },
     quiet: { type: "boolean", default: false },
   },
 });
@@ -83,6 +84,7 @@ try {
       count: Number(values.cases),
       concurrency: Number(values.concurrency),
       stop,
+      recycleEvery: Number(values["recycle-every"]),
       progress: (p) => {
         latest = p;
         console.log(summary(p, false));

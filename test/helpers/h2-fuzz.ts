@@ -1308,6 +1308,8 @@ export interface Engines {
   readonly inFlight: Set<number>;
   /** Resolves when no server is being started again. */
   ready(): Promise<void>;
+  /** Stops node:http2's server and starts a fresh one (it keeps every connection it ended with an error). */
+  recycleNode(): Promise<void>;
   /** The server's log lines since the last call (warnings and errors). */
   takeOutput(): { engine: "ours" | "node"; line: string }[];
   stop(): Promise<void>;
@@ -1383,6 +1385,14 @@ export async function startEngines(): Promise<Engines> {
     crashes: [] as Crash[],
     inFlight: new Set<number>(),
     ready: () => restarting,
+    async recycleNode() {
+      await restarting;
+      const old = servers.node;
+      servers.node = await start("node");
+      watch("node");
+      old.proc.removeAllListeners("exit");
+      await old.stop();
+    },
     takeOutput() {
       return (["ours", "node"] as const).flatMap((engine) => servers[engine].output.splice(0).map((line) => ({ engine, line })));
     },
@@ -1501,6 +1511,8 @@ export async function campaign(
     onFinding?: (f: Finding, c: FuzzCase) => void;
     /** Set to stop taking new cases (a campaign stopped by a signal, before its servers stop). */
     stop?: { stopped: boolean };
+    /** Start node:http2's server afresh after this many cases (it leaks the connections it ends with an error). */
+    recycleEvery?: number;
   },
 ): Promise<CampaignResult> {
   const first = options.first ?? 0;
@@ -1510,13 +1522,35 @@ export async function campaign(
   let lastProgress = Date.now();
   const count = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
   const stopped = () => options.stop?.stopped === true;
+  const recycleEvery = options.recycleEvery ?? 10_000;
+  let inFlight = 0;
+  let sinceRecycle = 0;
+  let recycling: Promise<void> | undefined;
   const worker = async () => {
     while (next < first + options.count && !stopped()) {
+      if (recycling !== undefined) {
+        await recycling;
+        continue;
+      }
+      if (sinceRecycle >= recycleEvery) {
+        // Once the cases in flight are done: a fresh node:http2 server.
+        recycling = (async () => {
+          while (inFlight > 0) await new Promise((resolve) => setTimeout(resolve, 50));
+          await engines.recycleNode();
+          sinceRecycle = 0;
+        })().finally(() => {
+          recycling = undefined;
+        });
+        continue;
+      }
       const index = next++;
+      sinceRecycle++;
+      inFlight++;
       const c = generateCase(options.seed, index);
       engines.inFlight.add(index);
       const r = await compareCase(engines, c);
       engines.inFlight.delete(index);
+      inFlight--;
       if (stopped()) return; // its servers may be stopping: this case's outcome is not counted
       result.cases++;
       if (r.unconfirmed) result.unconfirmed++;
