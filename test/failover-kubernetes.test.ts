@@ -48,8 +48,9 @@ test("kubernetes: one primary per Lease, its pod labelled primary and the others
     const first = await waitOnePrimary(nodes);
     assert.equal(first.info.coordinator, "kubernetes");
     const lease = kube.leases.get(`${NS}/ripplecache-kube`);
-    assert.equal((lease?.spec as { holderIdentity?: string }).holderIdentity, id(first.primary));
-    assert.equal((lease?.spec as { leaseTransitions?: number }).leaseTransitions, 1);
+    assert.ok(lease !== undefined, "the group's Lease exists");
+    assert.equal((lease.spec as { holderIdentity?: string }).holderIdentity, id(first.primary));
+    assert.equal((lease.spec as { leaseTransitions?: number }).leaseTransitions, 1);
     await waitFor("pod labels", () => nodes.every((n) => kube.podLabel(NS, id(n), ROLE_LABEL) === (n === first.primary ? "primary" : "replica")), 10_000);
 
     writer = new FailoverWriter(() => nodes, "k/");
@@ -63,7 +64,7 @@ test("kubernetes: one primary per Lease, its pod labelled primary and the others
     await writer.stop();
     const second = await waitOnePrimary(nodes);
     assert.equal(second.info.term, 2n);
-    assert.equal((kube.leases.get(`${NS}/ripplecache-kube`)?.spec as { leaseTransitions?: number }).leaseTransitions, 2);
+    assert.equal((kube.leases.get(`${NS}/ripplecache-kube`)?.spec as { leaseTransitions?: number } | undefined)?.leaseTransitions, 2);
     await waitFor("the new primary's pod labelled primary", () => kube.podLabel(NS, id(second.primary), ROLE_LABEL) === "primary", 10_000);
     const live = nodes.filter(alive);
     await waitConverged(live);
