@@ -1153,12 +1153,6 @@ export const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
     },
   },
   {
-    name: "settings-over-32-entries",
-    kind: "bug",
-    reason: "Issue 20 item 3: a SETTINGS frame of more than 32 entries is ENHANCE_YOUR_CALM, as nghttp2 does; ours accepts it.",
-    explain: (c, ours, node) => node.connection === "goaway:11" && parsedFrames(c).some((f) => f.type === T.SETTINGS && !(f.flags & ACK) && f.payload.length > 32 * 6) && asNode(ours, node),
-  },
-  {
     name: "stream-error-not-connection",
     kind: "deliberate",
     reason:
