@@ -10,6 +10,9 @@ import { CacheService } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { AdminService } from "../src/gen/ripplecache/v1/replication_pb.js";
 import { otelSignals } from "../src/telemetry/otel-env.js";
 import { startServer, type ServerProcess } from "./helpers/server.js";
+import { eventually } from "./helpers/assert.js";
+import { startEtcd, type EtcdProcess } from "./helpers/etcd.js";
+import { coordinatedArgs } from "./helpers/failover.js";
 
 /**
  * Telemetry through a real exporter path: the server exports OTLP/HTTP with
@@ -452,6 +455,48 @@ describe("replication spans", () => {
     } finally {
       await replica?.stop();
       await primary.stop();
+    }
+  });
+});
+
+describe("failover spans", () => {
+  const receiver = new Receiver();
+  let etcd: EtcdProcess;
+  before(async () => {
+    await receiver.start();
+    etcd = await startEtcd();
+  });
+  after(async () => {
+    receiver.close();
+    await etcd?.stop();
+  });
+
+  test("a switchover is a span in the caller's trace on the old primary, and the new primary's promotion a span that says why", async () => {
+    const first = await startServer(coordinatedArgs(etcd.endpoint, "spans", "s1"), otelEnv(receiver, "s1"));
+    let second: ServerProcess | undefined;
+    try {
+      const info = (s: ServerProcess) => createClient(CacheService, createGrpcTransport({ baseUrl: s.url })).info({});
+      await eventually("s1 holds the lease", async () => (await info(first)).leaseValidMs, (ms) => ms > 0n, 20_000);
+      second = await startServer(coordinatedArgs(etcd.endpoint, "spans", "s2"), otelEnv(receiver, "s2"));
+      await eventually("s2 streams from s1", async () => (await info(second!)).linkState, (s) => s === "streaming", 20_000);
+      const elected = await receiver.waitFor("for s1's election", (s) => s.service === "s1" && s.name === "ripplecache.replication.promote");
+      assert.match(String(elected.attributes["ripplecache.replication.reason"]), /./, "the first election says why");
+
+      const tp = newTraceparent();
+      const admin = createClient(AdminService, createGrpcTransport({ baseUrl: first.url }));
+      const moved = await admin.failover({ to: "s2" }, { headers: { traceparent: tp.header } });
+      const rpc = await receiver.waitFor("for Failover", (s) => s.traceId === tp.traceId && s.name === "ripplecache.v1.AdminService/Failover");
+      const span = await receiver.waitFor("for the switchover", (s) => s.traceId === tp.traceId && s.name === "ripplecache.coordination.switchover");
+      assert.equal(span.parentSpanId, rpc.spanId);
+      assert.equal(span.attributes["ripplecache.coordination.to"], "s2");
+      assert.equal(span.attributes["ripplecache.replication.term"], Number(moved.term));
+      assert.equal(span.status.code, "STATUS_CODE_UNSET");
+      const promoted = await receiver.waitFor("for s2's promotion", (s) => s.service === "s2" && s.name === "ripplecache.replication.promote");
+      assert.equal(promoted.attributes["ripplecache.replication.term"], Number(moved.term));
+      assert.match(String(promoted.attributes["ripplecache.replication.reason"]), /hand/i, "the promotion says the lease was handed over");
+    } finally {
+      await second?.stop();
+      await first.stop();
     }
   });
 });

@@ -1,6 +1,7 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { CacheService } from "../gen/ripplecache/v1/cache_pb.js";
 import { NOT_APPLIED_HEADER, PRIMARY_HEADER } from "../headers.js";
+import { startActivity } from "../telemetry/spans.js";
 import type { Replication } from "../replication/replication.js";
 import type { CacheStore } from "../store/store.js";
 import { LeaderElector, type ElectionStatus, type ElectionTimings } from "./elector.js";
@@ -119,6 +120,22 @@ export class CoordinatedNode {
    * its replica. On timeout writes resume here and nothing changes.
    */
   async switchover(to: string, timeoutMs: number): Promise<{ nodeId: string; address: string; term: number; revision: number }> {
+    // Started before the first await, in the caller's trace context (it does not last across awaits).
+    const span = startActivity("ripplecache.coordination.switchover", {
+      "ripplecache.coordination.group": this.options.group,
+      "ripplecache.coordination.reason": to !== "" ? "failover requested" : "switchover to the most up-to-date replica",
+    });
+    try {
+      const r = await this.switchoverNow(to, timeoutMs);
+      span.end({ "ripplecache.coordination.to": r.nodeId, "ripplecache.replication.term": r.term, "ripplecache.replication.revision": r.revision });
+      return r;
+    } catch (err) {
+      span.fail(err);
+      throw err;
+    }
+  }
+
+  private async switchoverNow(to: string, timeoutMs: number): Promise<{ nodeId: string; address: string; term: number; revision: number }> {
     const elector = this.elector;
     if (elector === undefined || !this.mayAcknowledgeWrites()) {
       const refusal = this.writeRefusal() ?? new ConnectError("this node is not the primary", Code.FailedPrecondition);

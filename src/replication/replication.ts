@@ -74,7 +74,8 @@ export class Replication {
   async promote(term?: number, reason?: string): Promise<{ replicationId: string; revision: number }> {
     const previousId = this.role.replicationId;
     // The span starts now, in the caller's (synchronous) trace context; the promotion waits its turn inside it.
-    return withActivity("ripplecache.replication.promote", { "ripplecache.replication.previous_id": previousId }, (span) =>
+    // With a coordinator this is the failover (or the receiving end of a switchover); the reason says which.
+    return withActivity("ripplecache.replication.promote", { "ripplecache.replication.previous_id": previousId, ...(reason !== undefined ? { "ripplecache.replication.reason": reason } : {}) }, (span) =>
       this.serially(async () => {
         const r = await this.promoteNow(term);
         span.setAttributes({ "ripplecache.replication.id": r.replicationId, "ripplecache.replication.revision": r.revision, "ripplecache.replication.term": this.role.term });
