@@ -6,7 +6,7 @@
  * clients would be too polite.
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import * as http2 from "node:http2";
@@ -24,8 +24,9 @@ import { CacheService, type WatchResponse } from "../src/gen/ripplecache/v1/cach
 import { AdminService, ReplicationService } from "../src/gen/ripplecache/v1/replication_pb.js";
 import { CacheClient } from "../src/client/client.js";
 import { expectCode, eventually } from "./helpers/assert.js";
-import { CLI, requireTool, ROOT, startServer, type ServerProcess } from "./helpers/server.js";
+import { CLI, ROOT, startServer, type ServerProcess } from "./helpers/server.js";
 import { frame, PREFACE } from "./helpers/h2-frames.js";
+import { Certificates, type Pair } from "./helpers/certs.js";
 
 const enc = new TextEncoder();
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -34,41 +35,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // ---------------------------------------------------------------- certificates
 
 let dir: string;
-let openssl: string;
-
-interface Pair {
-  readonly cert: string;
-  readonly key: string;
-}
-
-function run(args: string[]): void {
-  execFileSync(openssl, args, { stdio: "pipe" });
-}
-
-/** A CA (certificate + key) made for this test only. */
-function makeCa(name: string): Pair {
-  const pair = { cert: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) };
-  run([
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", `/CN=${name}`,
-    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    "-keyout", pair.key, "-out", pair.cert,
-  ]);
-  return pair;
-}
-
-let serial = 1;
-/** A leaf certificate for 127.0.0.1 signed by `ca`, usable by servers and clients, in `where/cert.pem` + `where/key.pem`. */
-function makeLeaf(ca: Pair, where: string, cn: string): Pair {
-  mkdirSync(where, { recursive: true });
-  const pair = { cert: join(where, "cert.pem"), key: join(where, "key.pem") };
-  const csr = join(where, "req.csr");
-  const ext = join(where, "ext.cnf");
-  writeFileSync(ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n");
-  run(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", `/CN=${cn}`, "-keyout", pair.key, "-out", csr]);
-  run(["x509", "-req", "-in", csr, "-CA", ca.cert, "-CAkey", ca.key, "-set_serial", String(serial++), "-days", "1", "-extfile", ext, "-out", pair.cert]);
-  return pair;
-}
-
 const fingerprintOf = (certFile: string) => new X509Certificate(readFileSync(certFile)).fingerprint256;
 
 let ca: Pair;
@@ -79,14 +45,14 @@ let client: Pair;
 let rogueClient: Pair;
 
 before(() => {
-  openssl = requireTool("openssl", "openssl");
   dir = mkdtempSync(join(tmpdir(), "ripplecache-security-"));
-  ca = makeCa("ca");
-  otherCa = makeCa("other-ca");
-  serverA = makeLeaf(ca, join(dir, "a"), "server-a");
-  serverB = makeLeaf(ca, join(dir, "b"), "server-b");
-  client = makeLeaf(ca, join(dir, "client"), "replica");
-  rogueClient = makeLeaf(otherCa, join(dir, "rogue"), "rogue");
+  const certs = new Certificates(dir);
+  ca = certs.ca("ca");
+  otherCa = certs.ca("other-ca");
+  serverA = certs.leaf(ca, join(dir, "a"), "server-a");
+  serverB = certs.leaf(ca, join(dir, "b"), "server-b");
+  client = certs.leaf(ca, join(dir, "client"), "replica");
+  rogueClient = certs.leaf(otherCa, join(dir, "rogue"), "rogue");
 });
 
 after(() => {

@@ -11,9 +11,9 @@
  * server of each.
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync } from "node:fs";
 import * as http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,41 +27,13 @@ import { CacheService } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { eventually } from "./helpers/assert.js";
 import { generatePythonStubs, PYTHON } from "./helpers/python.js";
 import { requireTool, ROOT, startServer, type ServerProcess } from "./helpers/server.js";
+import { Certificates, type Pair } from "./helpers/certs.js";
 
 const enc = new TextEncoder();
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
 let dir: string;
-let openssl: string;
 let curl: string;
-
-interface Pair {
-  readonly cert: string;
-  readonly key: string;
-}
-
-function makeCa(name: string): Pair {
-  const pair = { cert: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) };
-  execFileSync(openssl, [
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", `/CN=${name}`,
-    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    "-keyout", pair.key, "-out", pair.cert,
-  ], { stdio: "pipe" });
-  return pair;
-}
-
-let serial = 1;
-/** A certificate for 127.0.0.1 signed by `ca` (server and client use), in `where/cert.pem` + `where/key.pem`. */
-function makeLeaf(ca: Pair, where: string, cn: string): Pair {
-  mkdirSync(where, { recursive: true });
-  const pair = { cert: join(where, "cert.pem"), key: join(where, "key.pem") };
-  const csr = join(where, "req.csr");
-  const ext = join(where, "ext.cnf");
-  writeFileSync(ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n");
-  execFileSync(openssl, ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", `/CN=${cn}`, "-keyout", pair.key, "-out", csr], { stdio: "pipe" });
-  execFileSync(openssl, ["x509", "-req", "-in", csr, "-CA", ca.cert, "-CAkey", ca.key, "-set_serial", String(serial++), "-days", "1", "-extfile", ext, "-out", pair.cert], { stdio: "pipe" });
-  return pair;
-}
 
 let ca: Pair;
 let serverA: Pair;
@@ -80,15 +52,15 @@ let mutual: ServerProcess;
 const LIMITS = ["--max-concurrent-streams", "77", "--max-header-bytes", "12000", "--request-header-timeout", "1500"];
 
 before(async () => {
-  openssl = requireTool("openssl", "openssl");
   curl = requireTool("curl", "curl");
   dir = mkdtempSync(join(tmpdir(), "ripplecache-tls-engine-"));
-  ca = makeCa("ca");
-  const otherCa = makeCa("other-ca");
-  serverA = makeLeaf(ca, join(dir, "a"), "server-a");
-  serverB = makeLeaf(ca, join(dir, "b"), "server-b");
-  client = makeLeaf(ca, join(dir, "client"), "client");
-  rogue = makeLeaf(otherCa, join(dir, "rogue"), "rogue");
+  const certs = new Certificates(dir);
+  ca = certs.ca("ca");
+  const otherCa = certs.ca("other-ca");
+  serverA = certs.leaf(ca, join(dir, "a"), "server-a");
+  serverB = certs.leaf(ca, join(dir, "b"), "server-b");
+  client = certs.leaf(ca, join(dir, "client"), "client");
+  rogue = certs.leaf(otherCa, join(dir, "rogue"), "rogue");
   live = join(dir, "live");
   symlinkSync(join(dir, "a"), live);
   const certArgs = (pair: Pair) => ["--tls-cert", pair.cert, "--tls-key", pair.key];
