@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { CacheClient } from "../src/client/client.js";
+import { NearCache } from "../src/client/near-cache.js";
 import { ResumingWatch } from "../src/client/resuming-watch.js";
 import type { ResyncReason } from "../src/gen/ripplecache/v1/cache_pb.js";
 import { Cluster, type Node } from "./helpers/cluster.js";
@@ -93,6 +94,47 @@ test("a client and a resuming watch carry on across a kill -9 of the primary: wr
     stop.abort();
     writer?.close();
     watcher?.close();
+    await cluster.stopAll();
+  }
+});
+
+test("a near cache carries on across a kill -9 of the primary: a key changed on the new primary is not served stale", async () => {
+  const cluster = new Cluster();
+  const nodes: Node[] = [];
+  let writer: CacheClient | undefined;
+  let reader: CacheClient | undefined;
+  let near: NearCache | undefined;
+  try {
+    nodes.push(...(await Promise.all(["d1", "d2", "d3"].map((id) => startCandidate(cluster, etcd.endpoint, "near", id)))));
+    const first = await waitOnePrimary(nodes);
+    nodes.sort((a, b) => (a === first.primary ? -1 : b === first.primary ? 1 : 0));
+    const addrs = nodes.map((n) => n.addr).join(",");
+    writer = new CacheClient({ addr: addrs, timeoutMs: WRITE_DEADLINE_MS });
+    reader = new CacheClient({ addr: addrs, timeoutMs: WRITE_DEADLINE_MS });
+    near = new NearCache(reader, { initialBackoffMs: 50, maxBackoffMs: 500 });
+    await writer.rpc.set({ key: "nc/k", value: new TextEncoder().encode("before"), minReplicas: 1 });
+    assert.equal(new TextDecoder().decode((await near.get("nc/k"))!.value), "before");
+    assert.equal(new TextDecoder().decode((await near.get("nc/k"))!.value), "before");
+    assert.ok(near.stats.hits >= 1, "the second read is served from the local copy");
+
+    first.primary.server.proc.kill("SIGKILL");
+    await waitOnePrimary(nodes.filter((n) => n !== first.primary));
+    const written = await writer.rpc.set({ key: "nc/k", value: new TextEncoder().encode("after"), minReplicas: 1 });
+    assert.ok(written.replicasAcked >= 1);
+    // The near cache reconnects to a live node, re-tracks its key since the revision it saw, and is told of the change.
+    const value = async () => new TextDecoder().decode((await near!.get("nc/k"))?.value ?? new Uint8Array());
+    const deadline = Date.now() + 15_000;
+    let got = await value().catch(() => "");
+    while (got !== "after" && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      got = await value().catch(() => "");
+    }
+    assert.equal(got, "after");
+    assert.ok(near.stats.reconnects >= 1, "the near cache reconnected");
+  } finally {
+    near?.close();
+    writer?.close();
+    reader?.close();
     await cluster.stopAll();
   }
 });
