@@ -4,7 +4,7 @@ import { once } from "node:events";
 import * as net from "node:net";
 import { createInterface } from "node:readline";
 import { after, before, describe, test } from "node:test";
-import { CLI, startServer, type ServerProcess } from "./helpers/server.js";
+import { CLI, requireTool, startServer, type ServerProcess } from "./helpers/server.js";
 
 function cli(args: string[], input?: string) {
   // A generous timeout: a busy machine (the whole suite on 2 cores) can take seconds to start node.
@@ -179,15 +179,12 @@ describe("ripplecache CLI", () => {
     assert.equal(cli(["scan", ...base]).stdout, "");
   });
 
-  test("get prints a newline after the value on a terminal only", (t) => {
+  test("get prints a newline after the value on a terminal only", () => {
     const base = ["--addr", server.addr];
     assert.equal(cli(["set", "tty/k", "hello", ...base]).code, 0);
     assert.equal(cli(["get", "tty/k", ...base]).stdout, "hello", "piped: the raw bytes");
-    // util-linux's script(1) runs the command on a pseudo-terminal.
-    if (spawnSync("script", ["--version"]).error !== undefined) {
-      t.skip("script(1) is not installed");
-      return;
-    }
+    // util-linux's script(1) runs the command on a pseudo-terminal (Debian's bsdutils, always installed); missing, the test fails.
+    requireTool("script", "bsdutils");
     const command = [process.execPath, CLI, "get", "tty/k", ...base].map((a) => `'${a}'`).join(" ");
     const tty = spawnSync("script", ["-qec", command, "/dev/null"], { encoding: "utf8", timeout: 15_000 });
     assert.equal(tty.status, 0, tty.stderr);

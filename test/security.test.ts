@@ -25,7 +25,7 @@ import { AdminService, ReplicationService } from "../src/gen/ripplecache/v1/repl
 import { CacheClient } from "../src/client/client.js";
 import { expectCode, eventually } from "./helpers/assert.js";
 import { CLI, ROOT, startServer, type ServerProcess } from "./helpers/server.js";
-import { frame, PREFACE } from "./helpers/h2-frames.js";
+import { frame, h2Json, PREFACE } from "./helpers/h2-frames.js";
 import { Certificates, type Pair } from "./helpers/certs.js";
 
 const enc = new TextEncoder();
@@ -73,21 +73,6 @@ async function presentedFingerprint(port: number): Promise<string> {
   } finally {
     socket.destroy();
   }
-}
-
-/** A Connect JSON unary call on a raw HTTP/2 session: status and body. */
-function h2Json(session: http2.ClientHttp2Session, path: string, body: unknown): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/json" });
-    let status = 0;
-    let data = "";
-    req.on("response", (h) => (status = Number(h[":status"])));
-    req.setEncoding("utf8");
-    req.on("data", (d: string) => (data += d));
-    req.on("end", () => resolve({ status, body: data }));
-    req.on("error", reject);
-    req.end(JSON.stringify(body));
-  });
 }
 
 /** Resolves when `socket` is closed by the server (with what it read before); rejects if still open after `timeoutMs`. */

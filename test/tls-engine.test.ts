@@ -28,6 +28,7 @@ import { eventually } from "./helpers/assert.js";
 import { generatePythonStubs, PYTHON } from "./helpers/python.js";
 import { requireTool, ROOT, startServer, type ServerProcess } from "./helpers/server.js";
 import { Certificates, type Pair } from "./helpers/certs.js";
+import { h2Json } from "./helpers/h2-frames.js";
 
 const enc = new TextEncoder();
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -99,21 +100,6 @@ function engineOf(session: http2.ClientHttp2Session): "ours" | "node:http2" | "u
   if (pushOff && window > 65_535) return "ours";
   if (!pushOff && window === 65_535) return "node:http2";
   return "unknown";
-}
-
-/** A Connect JSON unary call on a node:http2 session. */
-function h2Json(session: http2.ClientHttp2Session, path: string, body: unknown): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/json" });
-    let status = 0;
-    let data = "";
-    req.on("response", (h) => (status = Number(h[":status"])));
-    req.setEncoding("utf8");
-    req.on("data", (d: string) => (data += d));
-    req.on("end", () => resolve({ status, body: data }));
-    req.on("error", reject);
-    req.end(JSON.stringify(body));
-  });
 }
 
 async function engineOfNewConnection(server: ServerProcess, options: tls.ConnectionOptions = {}): Promise<string> {

@@ -1,5 +1,6 @@
 /** HTTP/2 on the wire, for tests that speak it by hand. */
 
+import type * as http2 from "node:http2";
 import * as net from "node:net";
 
 export const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -198,4 +199,19 @@ export async function rawH2Connection(port: number, host = "127.0.0.1"): Promise
     },
     close: () => socket.destroy(),
   };
+}
+
+/** A Connect JSON unary call on a raw HTTP/2 session: status and body. */
+export function h2Json(session: http2.ClientHttp2Session, path: string, body: unknown): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/json" });
+    let status = 0;
+    let data = "";
+    req.on("response", (h) => (status = Number(h[":status"])));
+    req.setEncoding("utf8");
+    req.on("data", (d: string) => (data += d));
+    req.on("end", () => resolve({ status, body: data }));
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
 }
